@@ -1,1 +1,16 @@
+//! Switchboard: a real-time messaging server. Clients connect over WebSocket, join rooms,
+//! publish messages and see who is there; see docs/architecture.md for how the parts fit.
 
+pub mod broker;
+pub mod config;
+pub mod connection;
+pub mod hub;
+pub mod ids;
+pub mod limits;
+pub mod outbox;
+pub mod protocol;
+pub mod rate;
+pub mod server;
+pub mod session;
+pub mod shards;
+pub mod web;

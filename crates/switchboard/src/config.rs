@@ -1,0 +1,453 @@
+//! Settings: defaults, then a TOML file (`--config`), then `SWITCHBOARD_*` environment
+//! variables, then command-line flags. A bad value stops start-up with an error that names
+//! the setting.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+/// Real-time messaging server: rooms, presence and history over WebSocket.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default when no command is given).
+    Serve(ServeArgs),
+}
+
+impl Cli {
+    pub fn serve_args(self) -> ServeArgs {
+        match self.command {
+            Some(Command::Serve(args)) => args,
+            None => self.serve,
+        }
+    }
+}
+
+/// Flags of `serve`. Every flag can also be set by its environment variable or in the
+/// config file (same name, with underscores); flags win over the environment, which wins
+/// over the file.
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// TOML config file.
+    #[arg(long, env = "SWITCHBOARD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on. [default: 127.0.0.1:8080]
+    #[arg(long, env = "SWITCHBOARD_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Largest message a client may send, e.g. 65536, 64KiB, 16MiB; bigger closes with 1009. [default: 64KiB]
+    #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_SIZE", value_name = "SIZE")]
+    pub max_message_size: Option<Size>,
+    /// Bytes that may wait for one slow client before it is closed with 4009. [default: 1MiB]
+    #[arg(long, env = "SWITCHBOARD_MAX_OUTBOUND_QUEUE", value_name = "SIZE")]
+    pub max_outbound_queue: Option<Size>,
+    /// How often the server pings each client, e.g. 25s, 500ms. [default: 25s]
+    #[arg(long, env = "SWITCHBOARD_HEARTBEAT_INTERVAL", value_name = "DURATION")]
+    pub heartbeat_interval: Option<Millis>,
+    /// How long a client has to answer a ping (with a pong or any frame) before it is closed with 4000. [default: 10s]
+    #[arg(long, env = "SWITCHBOARD_HEARTBEAT_TIMEOUT", value_name = "DURATION")]
+    pub heartbeat_timeout: Option<Millis>,
+    /// Messages per second each connection may send, on average. [default: 100]
+    #[arg(long, env = "SWITCHBOARD_MESSAGE_RATE", value_name = "N")]
+    pub message_rate: Option<u32>,
+    /// Messages a connection may send at once above the average rate. [default: 200]
+    #[arg(long, env = "SWITCHBOARD_MESSAGE_BURST", value_name = "N")]
+    pub message_burst: Option<u32>,
+    /// Rate-limited messages a connection may send before it is closed with 4008. [default: 50]
+    #[arg(long, env = "SWITCHBOARD_RATE_LIMIT_STRIKES", value_name = "N")]
+    pub rate_limit_strikes: Option<u32>,
+    /// Rooms one connection may be in at once. [default: 100]
+    #[arg(long, env = "SWITCHBOARD_MAX_ROOMS_PER_CONNECTION", value_name = "N")]
+    pub max_rooms_per_connection: Option<usize>,
+    /// WebSocket connections the server holds at once; more are refused with 429. [default: 100000]
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// WebSocket connections one IP address may hold at once; more are refused with 429. [default: 10000]
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Time a client has to send its HTTP request head (stalled handshakes are dropped). [default: 10s]
+    #[arg(long, env = "SWITCHBOARD_HANDSHAKE_TIMEOUT", value_name = "DURATION")]
+    pub handshake_timeout: Option<Millis>,
+    /// On SIGINT/SIGTERM, time given to clients to receive what is queued and close. [default: 10s]
+    #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
+    pub shutdown_timeout: Option<Millis>,
+    /// Serve GET /echo, a WebSocket endpoint that echoes every message (for conformance tests).
+    #[arg(long, env = "SWITCHBOARD_ECHO_ENDPOINT", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub echo_endpoint: Option<bool>,
+    /// Log format. [default: text]
+    #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Log level or per-module levels, e.g. info, or warn,switchboard=debug. [default: info]
+    #[arg(long, env = "SWITCHBOARD_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The settings the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub max_message_size: usize,
+    pub max_outbound_queue: usize,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+    pub message_rate: u32,
+    pub message_burst: u32,
+    pub rate_limit_strikes: u32,
+    pub max_rooms_per_connection: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub handshake_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    pub echo_endpoint: bool,
+    pub log_format: LogFormat,
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_message_size: 64 * 1024,
+            max_outbound_queue: 1024 * 1024,
+            heartbeat_interval: Duration::from_secs(25),
+            heartbeat_timeout: Duration::from_secs(10),
+            message_rate: 100,
+            message_burst: 200,
+            rate_limit_strikes: 50,
+            max_rooms_per_connection: 100,
+            max_connections: 100_000,
+            max_connections_per_ip: 10_000,
+            handshake_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(10),
+            echo_endpoint: false,
+            log_format: LogFormat::Text,
+            log: "info".to_owned(),
+        }
+    }
+}
+
+/// The config file: the same settings as the flags, with underscores.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    max_message_size: Option<Size>,
+    max_outbound_queue: Option<Size>,
+    heartbeat_interval: Option<Millis>,
+    heartbeat_timeout: Option<Millis>,
+    message_rate: Option<u32>,
+    message_burst: Option<u32>,
+    rate_limit_strikes: Option<u32>,
+    max_rooms_per_connection: Option<usize>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    handshake_timeout: Option<Millis>,
+    shutdown_timeout: Option<Millis>,
+    echo_endpoint: Option<bool>,
+    log_format: Option<LogFormat>,
+    log: Option<String>,
+}
+
+/// Applies every setting that is present in `$src` onto `$cfg`, converting with `$conv`.
+macro_rules! overlay {
+    ($cfg:ident, $src:ident, $conv:expr, [$($field:ident),* $(,)?]) => {
+        $( if let Some(v) = $src.$field { $cfg.$field = $conv(v); } )*
+    };
+}
+
+impl Config {
+    /// Builds the settings from a file (if named) and the flags/environment clap parsed.
+    pub fn load(args: ServeArgs) -> anyhow::Result<Config> {
+        let mut cfg = Config::default();
+        if let Some(path) = &args.config {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("config: cannot read {}", path.display()))?;
+            let file: FileConfig = toml::from_str(&text)
+                .with_context(|| format!("config: invalid setting in {}", path.display()))?;
+            cfg.apply(file.into());
+        }
+        cfg.apply(args);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn apply(&mut self, a: ServeArgs) {
+        let cfg = self;
+        overlay!(
+            cfg,
+            a,
+            |v| v,
+            [
+                listen,
+                message_rate,
+                message_burst,
+                rate_limit_strikes,
+                max_rooms_per_connection,
+                max_connections,
+                max_connections_per_ip,
+                echo_endpoint,
+                log_format,
+                log
+            ]
+        );
+        overlay!(
+            cfg,
+            a,
+            |v: Size| v.0,
+            [max_message_size, max_outbound_queue]
+        );
+        overlay!(
+            cfg,
+            a,
+            |v: Millis| v.0,
+            [
+                heartbeat_interval,
+                heartbeat_timeout,
+                handshake_timeout,
+                shutdown_timeout
+            ]
+        );
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let positive_durations = [
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("heartbeat_timeout", self.heartbeat_timeout),
+            ("handshake_timeout", self.handshake_timeout),
+        ];
+        for (name, d) in positive_durations {
+            if d.is_zero() {
+                bail!("config: {name} must be greater than zero");
+            }
+        }
+        let positive_counts = [
+            ("message_rate", self.message_rate as usize),
+            ("message_burst", self.message_burst as usize),
+            ("rate_limit_strikes", self.rate_limit_strikes as usize),
+            ("max_rooms_per_connection", self.max_rooms_per_connection),
+            ("max_connections", self.max_connections),
+            ("max_connections_per_ip", self.max_connections_per_ip),
+        ];
+        for (name, n) in positive_counts {
+            if n == 0 {
+                bail!("config: {name} must be at least 1");
+            }
+        }
+        if self.max_message_size < 125 {
+            bail!("config: max_message_size must be at least 125 bytes");
+        }
+        if self.max_outbound_queue < self.max_message_size {
+            bail!(
+                "config: max_outbound_queue ({}) must be at least max_message_size ({}), \
+                 or no client could receive a message of the largest size",
+                self.max_outbound_queue,
+                self.max_message_size
+            );
+        }
+        Ok(())
+    }
+}
+
+impl From<FileConfig> for ServeArgs {
+    fn from(f: FileConfig) -> ServeArgs {
+        ServeArgs {
+            config: None,
+            listen: f.listen,
+            max_message_size: f.max_message_size,
+            max_outbound_queue: f.max_outbound_queue,
+            heartbeat_interval: f.heartbeat_interval,
+            heartbeat_timeout: f.heartbeat_timeout,
+            message_rate: f.message_rate,
+            message_burst: f.message_burst,
+            rate_limit_strikes: f.rate_limit_strikes,
+            max_rooms_per_connection: f.max_rooms_per_connection,
+            max_connections: f.max_connections,
+            max_connections_per_ip: f.max_connections_per_ip,
+            handshake_timeout: f.handshake_timeout,
+            shutdown_timeout: f.shutdown_timeout,
+            echo_endpoint: f.echo_endpoint,
+            log_format: f.log_format,
+            log: f.log,
+        }
+    }
+}
+
+/// A byte count: a plain number, or a number with B, KB, KiB, MB, MiB, GB or GiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub usize);
+
+impl FromStr for Size {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Size, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: usize = num
+            .parse()
+            .map_err(|_| format!("invalid size {s:?} (try 65536, 64KiB or 16MiB)"))?;
+        let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" => 1000,
+            "kib" | "k" => 1024,
+            "mb" => 1000 * 1000,
+            "mib" | "m" => 1024 * 1024,
+            "gb" => 1000 * 1000 * 1000,
+            "gib" | "g" => 1024 * 1024 * 1024,
+            _ => {
+                return Err(format!(
+                    "invalid size {s:?} (units: B, KB, KiB, MB, MiB, GB, GiB)"
+                ))
+            }
+        };
+        n.checked_mul(mult)
+            .map(Size)
+            .ok_or_else(|| format!("size {s:?} is too large"))
+    }
+}
+
+/// A duration: a number with ms, s, m or h (a plain number is milliseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Millis(pub Duration);
+
+impl FromStr for Millis {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Millis, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("invalid duration {s:?} (try 500ms, 25s or 2m)"))?;
+        let ms = match unit.trim() {
+            "" | "ms" => Some(n),
+            "s" => n.checked_mul(1000),
+            "m" => n.checked_mul(60_000),
+            "h" => n.checked_mul(3_600_000),
+            _ => return Err(format!("invalid duration {s:?} (units: ms, s, m, h)")),
+        };
+        ms.map(|ms| Millis(Duration::from_millis(ms)))
+            .ok_or_else(|| format!("duration {s:?} is too long"))
+    }
+}
+
+/// Sizes and durations in the file may be strings ("64KiB", "25s") or plain numbers.
+fn deserialize_str_or_int<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: FromStr<Err = String>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(u64),
+        Str(String),
+    }
+    let text = match Raw::deserialize(d)? {
+        Raw::Int(n) => n.to_string(),
+        Raw::Str(s) => s,
+    };
+    text.parse().map_err(serde::de::Error::custom)
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Size, D::Error> {
+        deserialize_str_or_int(d)
+    }
+}
+
+impl<'de> Deserialize<'de> for Millis {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Millis, D::Error> {
+        deserialize_str_or_int(d)
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sizes_and_durations() {
+        assert_eq!("65536".parse(), Ok(Size(65536)));
+        assert_eq!("64KiB".parse(), Ok(Size(65536)));
+        assert_eq!("16MiB".parse(), Ok(Size(16 << 20)));
+        assert!("12 parsecs".parse::<Size>().is_err());
+        assert_eq!("25s".parse(), Ok(Millis(Duration::from_secs(25))));
+        assert_eq!("1500".parse(), Ok(Millis(Duration::from_millis(1500))));
+        assert!("soon".parse::<Millis>().is_err());
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = std::env::temp_dir().join(format!("sb-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("switchboard.toml");
+        std::fs::write(
+            &path,
+            "max_message_size = \"1MiB\"\nmessage_rate = 5\nheartbeat_interval = 3000\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            message_rate: Some(7),
+            ..ServeArgs::default()
+        };
+        let cfg = Config::load(args).unwrap();
+        assert_eq!(cfg.max_message_size, 1 << 20);
+        assert_eq!(cfg.message_rate, 7);
+        assert_eq!(cfg.heartbeat_interval, Duration::from_secs(3));
+
+        std::fs::write(&path, "max_mesage_size = 10\n").unwrap();
+        let err = Config::load(ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("max_mesage_size"), "{err:#}");
+        std::fs::write(&path, "max_message_size = \"lots\"\n").unwrap();
+        let err = Config::load(ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("max_message_size"), "{err:#}");
+    }
+
+    #[test]
+    fn inconsistent_settings_are_refused_by_name() {
+        let args = ServeArgs {
+            max_message_size: Some(Size(2 << 20)),
+            ..ServeArgs::default()
+        };
+        let err = Config::load(args).unwrap_err().to_string();
+        assert!(err.contains("max_outbound_queue"), "{err}");
+    }
+}

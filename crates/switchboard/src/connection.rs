@@ -1,0 +1,398 @@
+//! Drives one WebSocket connection: reads and decodes frames, hands messages to a
+//! [`Handler`], writes what the [`Outbox`] holds with vectored writes, pings, and runs the
+//! close handshake. One task per connection, no separate reader and writer tasks, and no
+//! read buffer while the connection is idle: an idle connection costs little memory.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use switchboard_ws::{CloseCode, Decoder, Frame, Message, Role};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{sleep_until, Instant};
+
+use crate::outbox::Outbox;
+
+/// Close code for a client that did not answer a ping within the heartbeat timeout.
+pub const HEARTBEAT_TIMEOUT: CloseCode = CloseCode(4000);
+/// Close code for a client whose outbound queue overflowed.
+pub const SLOW_CONSUMER: CloseCode = CloseCode(4009);
+/// How long to wait for the peer's half of the close handshake.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Frames handed to one `writev`.
+const MAX_IOV: usize = 64;
+/// Bytes read per `read` call when the decoder has no better idea.
+const READ_CHUNK: usize = 4096;
+
+/// What a handler wants after a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Close(CloseCode, String),
+}
+
+/// A complete data message.
+#[derive(Debug)]
+pub enum Data {
+    Text(Bytes),
+    Binary(Bytes),
+}
+
+/// The application side of a connection (protocol v1, or the echo endpoint).
+pub trait Handler: Send {
+    fn on_message(&mut self, data: Data) -> impl Future<Output = Flow> + Send;
+    /// The server is shutting down; queue any last words (the close follows).
+    fn on_shutdown(&mut self) {}
+    /// The connection is gone; release what it held (rooms, presence).
+    fn on_close(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+pub struct Settings {
+    pub max_message_size: usize,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+}
+
+/// How a connection ended, for the log.
+#[derive(Debug, Clone)]
+pub struct Ending {
+    pub code: CloseCode,
+    pub reason: String,
+    /// Who sent the first close frame (or, for 1006, who noticed the end).
+    pub by_peer: bool,
+}
+
+struct Driver<'a> {
+    stream: TcpStream,
+    read_buf: BytesMut,
+    decoder: Decoder,
+    outbox: &'a Outbox,
+    /// Frames taken from the outbox, not yet fully written; the first may be partly written.
+    writing: VecDeque<Bytes>,
+    head_partial: bool,
+    reading: bool,
+    close_sent: bool,
+    close_received: bool,
+    write_shut: bool,
+    ending: Option<Ending>,
+    closing_deadline: Option<Instant>,
+    last_ping: Instant,
+    awaiting_pong: bool,
+}
+
+/// Runs the connection until it is closed. `leftover` holds bytes read past the handshake.
+pub async fn run<H: Handler>(
+    stream: TcpStream,
+    leftover: Bytes,
+    outbox: &Outbox,
+    handler: &mut H,
+    settings: &Settings,
+    mut shutdown: watch::Receiver<bool>,
+) -> Ending {
+    let mut d = Driver {
+        stream,
+        read_buf: BytesMut::from(&leftover[..]),
+        decoder: Decoder::new(Role::Server, settings.max_message_size),
+        outbox,
+        writing: VecDeque::new(),
+        head_partial: false,
+        reading: true,
+        close_sent: false,
+        close_received: false,
+        write_shut: false,
+        ending: None,
+        closing_deadline: None,
+        last_ping: Instant::now(),
+        awaiting_pong: false,
+    };
+    let mut shutting_down = *shutdown.borrow();
+    if shutting_down {
+        handler.on_shutdown();
+        d.close(CloseCode::GOING_AWAY, "server shutting down", false);
+    }
+    if !d.read_buf.is_empty() {
+        d.on_readable(handler).await;
+    }
+    while !d.finished() {
+        let deadline = d.timer(settings);
+        let want_write = !d.writing.is_empty();
+        tokio::select! {
+            changed = shutdown.changed(), if !shutting_down => {
+                shutting_down = true;
+                if changed.is_ok() && !d.close_sent {
+                    handler.on_shutdown();
+                    d.close(CloseCode::GOING_AWAY, "server shutting down", false);
+                }
+            }
+            ready = d.stream.readable(), if d.reading => {
+                if ready.is_err() {
+                    d.abort("read error");
+                } else {
+                    d.on_readable(handler).await;
+                }
+            }
+            ready = d.stream.writable(), if want_write => {
+                if ready.is_err() {
+                    d.abort("write error");
+                } else {
+                    d.flush().await;
+                }
+            }
+            _ = outbox.notified(), if !want_write => {
+                d.take_from_outbox();
+                d.flush().await;
+            }
+            _ = sleep_until(deadline) => d.on_timer(settings),
+        }
+    }
+    handler.on_close().await;
+    d.ending.unwrap_or(Ending {
+        code: CloseCode::ABNORMAL,
+        reason: String::new(),
+        by_peer: true,
+    })
+}
+
+impl Driver<'_> {
+    fn finished(&self) -> bool {
+        if self
+            .ending
+            .as_ref()
+            .is_some_and(|e| e.code == CloseCode::ABNORMAL)
+        {
+            return true; // the socket is gone or unusable
+        }
+        // Our close frame is on the wire and the peer answered (or hung up).
+        self.write_shut && (self.close_received || !self.reading)
+    }
+
+    fn timer(&self, s: &Settings) -> Instant {
+        if let Some(deadline) = self.closing_deadline {
+            return deadline;
+        }
+        if self.awaiting_pong {
+            self.last_ping + s.heartbeat_timeout
+        } else {
+            self.last_ping + s.heartbeat_interval
+        }
+    }
+
+    fn on_timer(&mut self, s: &Settings) {
+        let now = Instant::now();
+        if self.closing_deadline.is_some_and(|d| now >= d) {
+            // The peer never finished the close handshake (or never read our close frame):
+            // stop waiting and drop the socket. The ending keeps the code we sent.
+            if self.ending.is_none() {
+                self.abort("close handshake timed out");
+            }
+            self.reading = false;
+            self.write_shut = true;
+            return;
+        }
+        if self.awaiting_pong && now >= self.last_ping + s.heartbeat_timeout {
+            self.close(HEARTBEAT_TIMEOUT, "heartbeat timeout", false);
+            return;
+        }
+        if !self.awaiting_pong && now >= self.last_ping + s.heartbeat_interval {
+            if self.outbox.push(&Frame::ping(b"")).is_ok() {
+                self.awaiting_pong = true;
+            }
+            self.last_ping = now;
+        }
+    }
+
+    /// Marks the connection done without a clean close (socket error, timeouts).
+    fn abort(&mut self, why: &str) {
+        self.ending = Some(Ending {
+            code: CloseCode::ABNORMAL,
+            reason: why.to_owned(),
+            by_peer: true,
+        });
+    }
+
+    /// Starts the close handshake from our side (or answers the peer's close).
+    fn close(&mut self, code: CloseCode, reason: &str, by_peer: bool) {
+        if self.close_sent {
+            return;
+        }
+        self.close_sent = true;
+        if self.ending.is_none() {
+            self.ending = Some(Ending {
+                code,
+                reason: reason.to_owned(),
+                by_peer,
+            });
+        }
+        self.outbox.push_close(Frame::close(code, reason));
+        self.closing_deadline = Some(Instant::now() + CLOSE_TIMEOUT);
+    }
+
+    async fn on_readable<H: Handler>(&mut self, handler: &mut H) {
+        if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 4 {
+            self.read_buf.reserve(READ_CHUNK);
+        }
+        match self.stream.try_read_buf(&mut self.read_buf) {
+            Ok(0) => {
+                self.reading = false;
+                if !self.close_sent {
+                    self.ending = Some(Ending {
+                        code: CloseCode::ABNORMAL,
+                        reason: "connection closed without a close frame".to_owned(),
+                        by_peer: true,
+                    });
+                }
+                return;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) => {
+                self.abort(&format!("read error: {e}"));
+                return;
+            }
+        }
+        self.awaiting_pong = false;
+        self.last_ping = Instant::now();
+        while self.reading && !self.close_received {
+            let message = match self.decoder.decode(&mut self.read_buf) {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(e) => {
+                    self.close(e.code, e.reason, false);
+                    // The rest of the stream cannot be framed any more; discard it.
+                    self.read_buf.clear();
+                    self.close_received = true;
+                    break;
+                }
+            };
+            match message {
+                Message::Text(b) if !self.close_sent => {
+                    let flow = handler.on_message(Data::Text(b)).await;
+                    self.on_flow(flow);
+                }
+                Message::Binary(b) if !self.close_sent => {
+                    let flow = handler.on_message(Data::Binary(b)).await;
+                    self.on_flow(flow);
+                }
+                Message::Text(_) | Message::Binary(_) => {} // closing: ignore data
+                Message::Ping(payload) => {
+                    let _ = self.outbox.push(&Frame::pong(&payload));
+                }
+                Message::Pong(_) => {}
+                Message::Close(frame) => {
+                    self.close_received = true;
+                    let (code, reason) = match frame {
+                        Some(f) => (f.code, f.reason),
+                        None => (CloseCode(1005), String::new()),
+                    };
+                    if !self.close_sent {
+                        self.ending = Some(Ending {
+                            code,
+                            reason: reason.clone(),
+                            by_peer: true,
+                        });
+                        // Echo the peer's code, as RFC 6455 §5.5.1 suggests.
+                        let echo = if code.0 == 1005 {
+                            CloseCode::NORMAL
+                        } else {
+                            code
+                        };
+                        self.close(echo, "", true);
+                    }
+                }
+            }
+        }
+        // Give the memory back once a large message has gone through.
+        if self.read_buf.is_empty() {
+            self.read_buf = BytesMut::new();
+        }
+        self.take_from_outbox();
+        self.flush().await;
+    }
+
+    fn on_flow(&mut self, flow: Flow) {
+        if let Flow::Close(code, reason) = flow {
+            self.close(code, &reason, false);
+        }
+    }
+
+    fn take_from_outbox(&mut self) {
+        let overflowed = self.outbox.take(&mut self.writing);
+        if overflowed && !self.close_sent {
+            // Keep only a frame already partly on the wire, so the stream stays well-formed.
+            let keep = usize::from(self.head_partial);
+            let dropped: usize = self.writing.iter().skip(keep).map(Bytes::len).sum();
+            self.writing.truncate(keep);
+            self.outbox.discard(dropped);
+            self.close(
+                SLOW_CONSUMER,
+                "slow consumer: outbound queue overflow",
+                false,
+            );
+            self.outbox.take(&mut self.writing);
+        }
+    }
+
+    /// Writes as much as the socket takes right now, many frames per system call.
+    async fn flush(&mut self) {
+        loop {
+            if self.writing.is_empty() {
+                self.take_from_outbox();
+                if self.writing.is_empty() {
+                    break;
+                }
+            }
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let mut n = 0;
+            for (i, frame) in self.writing.iter().take(MAX_IOV).enumerate() {
+                iov[i] = IoSlice::new(frame);
+                n += 1;
+            }
+            match self.stream.try_write_vectored(&iov[..n]) {
+                Ok(0) => {
+                    self.abort("write returned zero");
+                    return;
+                }
+                Ok(written) => {
+                    self.outbox.written(written);
+                    self.advance(written);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    self.abort(&format!("write error: {e}"));
+                    return;
+                }
+            }
+        }
+        // Everything queued is written. Once our close frame is out, send FIN: the peer
+        // sees the end of the stream, and we keep reading until its close arrives.
+        if self.close_sent && !self.write_shut && self.outbox.is_closed() {
+            let _ = self.stream.shutdown().await;
+            self.write_shut = true;
+        }
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.writing.front_mut() else {
+                return;
+            };
+            if n >= front.len() {
+                n -= front.len();
+                self.writing.pop_front();
+                self.head_partial = false;
+            } else {
+                front.advance(n);
+                self.head_partial = true;
+                n = 0;
+            }
+        }
+    }
+}
+
+/// Convenience for handlers that hold the outbox behind an `Arc`.
+pub type SharedOutbox = Arc<Outbox>;

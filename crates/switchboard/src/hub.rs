@@ -1,0 +1,313 @@
+//! The hub: connections, rooms, presence and fan-out — where real-time state lives.
+//!
+//! Rooms sit in a sharded map; each room has its own lock, held while it assigns an offset
+//! and hands the encoded frame to its members' outboxes. A publish therefore touches only
+//! its room: no global lock on the publish path. A message is serialised once per room and
+//! every member's outbox gets a reference to the same bytes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::value::RawValue;
+use switchboard_ws::Frame;
+
+use crate::broker::Broker;
+use crate::outbox::Outbox;
+use crate::protocol::{member_json, ErrorCode, Failure, Out};
+use crate::shards::Shards;
+
+/// One connection as the hub sees it.
+pub struct ConnHandle {
+    /// Process-unique number, the key in room member maps.
+    pub num: u64,
+    /// The id clients see (`welcome.conn`, `member.conn`).
+    pub id: Arc<str>,
+    /// The authenticated user, if any.
+    pub user: Option<Arc<str>>,
+    pub outbox: Outbox,
+}
+
+impl ConnHandle {
+    /// Queues a reply; a full queue closes the connection (its task sees the overflow).
+    pub fn send(&self, frame: &Frame) {
+        let _ = self.outbox.push(frame);
+    }
+}
+
+pub struct Room {
+    name: Arc<str>,
+    state: Mutex<RoomState>,
+}
+
+struct RoomState {
+    epoch: Arc<str>,
+    offset: u64,
+    members: HashMap<u64, Member>,
+    next_seq: u64,
+    /// Set when the last member left and the room was removed from the hub: a connection
+    /// that looked it up just before must look again.
+    closed: bool,
+}
+
+struct Member {
+    conn: Arc<ConnHandle>,
+    /// `{"conn":..,"user":..,"presence":..}`, serialised once per change.
+    json: Arc<str>,
+    /// Join order, so member lists read in the order people arrived.
+    seq: u64,
+}
+
+impl Room {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RoomState> {
+        // Room state is only changed in short sections that do not panic midway.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl RoomState {
+    fn member_list(&self) -> Vec<Arc<str>> {
+        let mut members: Vec<&Member> = self.members.values().collect();
+        members.sort_unstable_by_key(|m| m.seq);
+        members.into_iter().map(|m| m.json.clone()).collect()
+    }
+
+    fn send_to_all(&self, frame: &Frame, except: Option<u64>) {
+        for (num, m) in &self.members {
+            if Some(*num) != except {
+                m.conn.send(frame);
+            }
+        }
+    }
+}
+
+/// What a join may carry besides the room.
+pub struct JoinRequest<'a> {
+    pub id: Option<i64>,
+    pub presence: Option<&'a RawValue>,
+    /// Whether the client sent `since` (asking for recovery).
+    pub since: bool,
+}
+
+pub struct Hub {
+    rooms: Shards<Arc<str>, Arc<Room>>,
+    connections: Shards<u64, Arc<ConnHandle>>,
+    broker: Arc<dyn Broker>,
+}
+
+impl Hub {
+    pub fn new(broker: Arc<dyn Broker>) -> Hub {
+        let shards = std::thread::available_parallelism().map_or(4, |n| n.get() * 8);
+        Hub {
+            rooms: Shards::new(shards),
+            connections: Shards::new(shards),
+            broker,
+        }
+    }
+
+    pub fn broker_name(&self) -> &'static str {
+        self.broker.name()
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.len()
+    }
+
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    pub fn register(&self, conn: Arc<ConnHandle>) {
+        self.connections.insert(conn.num, conn);
+    }
+
+    /// Removes a connection and its presence from every room it was in.
+    pub fn unregister(&self, conn: &ConnHandle, rooms: impl IntoIterator<Item = Arc<Room>>) {
+        for room in rooms {
+            self.remove_member(conn, &room, None);
+        }
+        self.connections.remove_if(&conn.num, |_| true);
+    }
+
+    /// Every connection, e.g. to tell them all that the server is shutting down.
+    pub fn connections(&self) -> Vec<Arc<ConnHandle>> {
+        self.connections.values()
+    }
+
+    /// Adds `conn` to `room` (or, if it is there already, replaces its presence) and
+    /// answers `joined`. Others in the room see a presence `join` (or `update`).
+    pub fn join(&self, conn: &Arc<ConnHandle>, name: &str, req: JoinRequest<'_>) -> Arc<Room> {
+        loop {
+            let room = self.rooms.get_or_insert_with(name, || {
+                let name: Arc<str> = name.into();
+                let room = Arc::new(Room {
+                    name: name.clone(),
+                    state: Mutex::new(RoomState {
+                        epoch: self.broker.open_room(&name),
+                        offset: 0,
+                        members: HashMap::new(),
+                        next_seq: 0,
+                        closed: false,
+                    }),
+                });
+                (name, room)
+            });
+            let mut st = room.lock();
+            if st.closed {
+                continue; // emptied and removed between our lookup and our lock
+            }
+            let json: Arc<str> = member_json(&conn.id, conn.user.as_deref(), req.presence).into();
+            let seq = match st.members.get(&conn.num) {
+                Some(m) => m.seq,
+                None => {
+                    st.next_seq += 1;
+                    st.next_seq
+                }
+            };
+            let previous = st.members.insert(
+                conn.num,
+                Member {
+                    conn: conn.clone(),
+                    json: json.clone(),
+                    seq,
+                },
+            );
+            let mut reply = Out::new("joined")
+                .opt_id(req.id)
+                .str("room", name)
+                .str("epoch", &st.epoch)
+                .uint("offset", st.offset)
+                .raw_list("members", st.member_list().iter().map(|m| &**m));
+            if req.since {
+                // Recovery needs history, which this server does not keep yet: say so
+                // plainly instead of leaving a silent gap.
+                reply = reply.bool("recovered", false);
+            }
+            conn.send(&reply.raw_list("messages", []).finish());
+            let event = if previous.is_some() { "update" } else { "join" };
+            let frame = presence_frame(name, event, &json);
+            st.send_to_all(&frame, Some(conn.num));
+            self.broker.forward_presence(name, &frame);
+            drop(st);
+            return room;
+        }
+    }
+
+    /// Takes `conn` out of `room`, answering `left` when `id` is given. Others see a
+    /// presence `leave`.
+    pub fn leave(&self, conn: &ConnHandle, room: &Arc<Room>, id: Option<i64>) {
+        self.remove_member(conn, room, Some(id));
+    }
+
+    fn remove_member(&self, conn: &ConnHandle, room: &Arc<Room>, reply: Option<Option<i64>>) {
+        let mut st = room.lock();
+        let Some(member) = st.members.remove(&conn.num) else {
+            return;
+        };
+        if let Some(id) = reply {
+            conn.send(&Out::new("left").opt_id(id).str("room", &room.name).finish());
+        }
+        let frame = presence_frame(&room.name, "leave", &member.json);
+        st.send_to_all(&frame, None);
+        self.broker.forward_presence(&room.name, &frame);
+        if st.members.is_empty() {
+            st.closed = true;
+            self.rooms.remove_if(&*room.name, |r| Arc::ptr_eq(r, room));
+            self.broker.close_room(&room.name);
+        }
+    }
+
+    /// Gives the message the room's next offset and queues it for every member (the
+    /// sender too unless `echo` is false); answers `ok` with the offset when `id` is given.
+    pub fn publish(
+        &self,
+        conn: &ConnHandle,
+        room: &Room,
+        data: &RawValue,
+        echo: bool,
+        id: Option<i64>,
+    ) -> Result<u64, Failure> {
+        let mut st = room.lock();
+        let Some(from) = st.members.get(&conn.num).map(|m| m.json.clone()) else {
+            return Err(not_joined(&room.name));
+        };
+        st.offset += 1;
+        let offset = st.offset;
+        let data = data.get();
+        let frame = Out::with_capacity("message", data.len() + from.len() + room.name.len() + 64)
+            .str("room", &room.name)
+            .raw("data", data)
+            .raw("from", &from)
+            .uint("offset", offset)
+            .uint("ts", now_ms())
+            .finish();
+        st.send_to_all(&frame, if echo { None } else { Some(conn.num) });
+        if id.is_some() {
+            conn.send(&Out::new("ok").opt_id(id).uint("offset", offset).finish());
+        }
+        self.broker.forward_message(&room.name, offset, &frame);
+        Ok(offset)
+    }
+
+    /// Replaces `conn`'s presence state in `room`; every member (the sender too) sees a
+    /// presence `update`, so everyone's member list reads the same.
+    pub fn set_presence(
+        &self,
+        conn: &ConnHandle,
+        room: &Room,
+        presence: &RawValue,
+        id: Option<i64>,
+    ) -> Result<(), Failure> {
+        let mut st = room.lock();
+        let json: Arc<str> = member_json(&conn.id, conn.user.as_deref(), Some(presence)).into();
+        let Some(member) = st.members.get_mut(&conn.num) else {
+            return Err(not_joined(&room.name));
+        };
+        member.json = json.clone();
+        if id.is_some() {
+            conn.send(&Out::new("ok").opt_id(id).finish());
+        }
+        let frame = presence_frame(&room.name, "update", &json);
+        st.send_to_all(&frame, None);
+        self.broker.forward_presence(&room.name, &frame);
+        Ok(())
+    }
+
+    /// Answers `members` with the room's member list.
+    pub fn members(&self, conn: &ConnHandle, room: &Room, id: Option<i64>) {
+        let st = room.lock();
+        let list = st.member_list();
+        conn.send(
+            &Out::new("members")
+                .opt_id(id)
+                .str("room", &room.name)
+                .raw_list("members", list.iter().map(|m| &**m))
+                .finish(),
+        );
+    }
+}
+
+fn presence_frame(room: &str, event: &str, member: &str) -> Frame {
+    Out::with_capacity("presence", member.len() + room.len() + 48)
+        .str("room", room)
+        .str("event", event)
+        .raw("member", member)
+        .finish()
+}
+
+pub fn not_joined(room: &str) -> Failure {
+    Failure::new(
+        ErrorCode::NotJoined,
+        format!("join room {room:?} before using it"),
+    )
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,415 @@
+//! Protocol v1 on the wire: parsing client frames and writing server frames.
+//!
+//! Client frames are parsed without copying: fields stay raw JSON until a handler asks for
+//! them, and `data`/`presence` are never re-serialised: their bytes go into the outgoing
+//! frame as they came.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use switchboard_ws::{Frame, FrameBuilder, OpCode};
+
+pub const SUBPROTOCOL: &str = "switchboard.v1";
+
+/// Error codes of `error` frames (docs/protocol.md lists them with their meaning).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadJson,
+    BadRequest,
+    UnknownType,
+    InvalidRoom,
+    NotJoined,
+    Forbidden,
+    Unauthorized,
+    RateLimited,
+    TooLarge,
+    TooManyRooms,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::InvalidRoom => "invalid_room",
+            ErrorCode::NotJoined => "not_joined",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::TooManyRooms => "too_many_rooms",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// A failed request: the code and a message for humans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub code: ErrorCode,
+    pub message: Cow<'static, str>,
+}
+
+impl Failure {
+    pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Failure {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// One raw field: present (any JSON, `null` included) or absent.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Field<'a>(pub Option<&'a RawValue>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Field<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Field<'a>, D::Error> {
+        <&'a RawValue>::deserialize(d).map(|v| Field(Some(v)))
+    }
+}
+
+/// A client frame with its fields still raw. Unknown fields are ignored, so clients may
+/// add their own.
+#[derive(Debug, Deserialize)]
+pub struct Envelope<'a> {
+    #[serde(rename = "type", default, borrow)]
+    pub kind: Field<'a>,
+    #[serde(default, borrow)]
+    pub id: Field<'a>,
+    #[serde(default, borrow)]
+    pub room: Field<'a>,
+    #[serde(default, borrow)]
+    pub data: Field<'a>,
+    #[serde(default, borrow)]
+    pub presence: Field<'a>,
+    #[serde(default, borrow)]
+    pub echo: Field<'a>,
+    #[serde(default, borrow)]
+    pub since: Field<'a>,
+    #[serde(default, borrow)]
+    pub limit: Field<'a>,
+    #[serde(default, borrow)]
+    pub token: Field<'a>,
+}
+
+/// The request types a client may send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Auth,
+    Join,
+    Leave,
+    Publish,
+    Presence,
+    Members,
+    History,
+    Ping,
+}
+
+/// A parsed client frame: its raw fields, its request id and its type.
+pub type Request<'a> = (Envelope<'a>, Option<i64>, Kind);
+
+/// Parses a text frame into its envelope, its request id and its type.
+///
+/// The id is worked out first, so that every later error can still be answered with it.
+pub fn parse(text: &[u8]) -> Result<Request<'_>, (Option<i64>, Failure)> {
+    let env: Envelope = serde_json::from_slice(text).map_err(|e| {
+        let failure = if e.is_syntax() || e.is_eof() {
+            Failure::new(ErrorCode::BadJson, format!("not valid JSON: {e}"))
+        } else {
+            Failure::new(
+                ErrorCode::BadRequest,
+                format!("a frame must be a JSON object with a \"type\": {e}"),
+            )
+        };
+        (None, failure)
+    })?;
+    let id = match env.id.0 {
+        None => None,
+        Some(raw) => match serde_json::from_str::<i64>(raw.get()) {
+            Ok(id) => Some(id),
+            Err(_) => {
+                return Err((
+                    None,
+                    Failure::new(ErrorCode::BadRequest, "\"id\" must be an integer"),
+                ))
+            }
+        },
+    };
+    let kind_name: Cow<str> = match env.kind.0 {
+        None => return Err((id, Failure::new(ErrorCode::BadRequest, "missing \"type\""))),
+        Some(raw) => serde_json::from_str(raw.get()).map_err(|_| {
+            (
+                id,
+                Failure::new(ErrorCode::BadRequest, "\"type\" must be a string"),
+            )
+        })?,
+    };
+    let kind = match &*kind_name {
+        "auth" => Kind::Auth,
+        "join" => Kind::Join,
+        "leave" => Kind::Leave,
+        "publish" => Kind::Publish,
+        "presence" => Kind::Presence,
+        "members" => Kind::Members,
+        "history" => Kind::History,
+        "ping" => Kind::Ping,
+        other => {
+            let mut shown: String = other.chars().take(40).collect();
+            if shown.len() < other.len() {
+                shown.push('…');
+            }
+            return Err((
+                id,
+                Failure::new(ErrorCode::UnknownType, format!("unknown type {shown:?}")),
+            ));
+        }
+    };
+    Ok((env, id, kind))
+}
+
+/// Most characters a room name may have.
+pub const MAX_ROOM_LEN: usize = 128;
+
+/// Reads and checks a room name: 1–128 of `A–Z a–z 0–9 _ - . :`.
+pub fn room_name(field: Field<'_>) -> Result<Cow<'_, str>, Failure> {
+    let raw = field
+        .0
+        .ok_or_else(|| Failure::new(ErrorCode::BadRequest, "missing \"room\""))?;
+    let name: Cow<str> = serde_json::from_str(raw.get())
+        .map_err(|_| Failure::new(ErrorCode::BadRequest, "\"room\" must be a string"))?;
+    if name.is_empty()
+        || name.len() > MAX_ROOM_LEN
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+    {
+        return Err(Failure::new(
+            ErrorCode::InvalidRoom,
+            "room names are 1-128 characters of A-Z a-z 0-9 _ - . :",
+        ));
+    }
+    Ok(name)
+}
+
+/// Reads a presence state: a JSON object, kept as its raw text.
+pub fn presence_object<'a>(
+    field: Field<'a>,
+    required: bool,
+) -> Result<Option<&'a RawValue>, Failure> {
+    match field.0 {
+        None if required => Err(Failure::new(ErrorCode::BadRequest, "missing \"presence\"")),
+        None => Ok(None),
+        Some(raw) if raw.get().trim_start().starts_with('{') => Ok(Some(raw)),
+        Some(_) => Err(Failure::new(
+            ErrorCode::BadRequest,
+            "\"presence\" must be a JSON object",
+        )),
+    }
+}
+
+pub fn optional_bool(field: Field<'_>, name: &'static str) -> Result<Option<bool>, Failure> {
+    match field.0 {
+        None => Ok(None),
+        Some(raw) => serde_json::from_str(raw.get()).map(Some).map_err(|_| {
+            Failure::new(
+                ErrorCode::BadRequest,
+                format!("\"{name}\" must be true or false"),
+            )
+        }),
+    }
+}
+
+/// Writes server frames. Strings that come from clients are escaped by serde_json; room
+/// names and ids are known to need no escaping.
+pub struct Out(FrameBuilder);
+
+impl Out {
+    pub fn new(kind: &str) -> Out {
+        Out::with_capacity(kind, 64)
+    }
+
+    pub fn with_capacity(kind: &str, capacity: usize) -> Out {
+        let mut b = FrameBuilder::with_capacity(OpCode::Text, capacity + 16 + kind.len());
+        b.extend_from_slice(b"{\"type\":\"");
+        b.extend_from_slice(kind.as_bytes());
+        b.extend_from_slice(b"\"");
+        Out(b)
+    }
+
+    /// `"name":` followed by raw JSON.
+    pub fn raw(mut self, name: &str, json: &str) -> Out {
+        self.key(name);
+        self.0.extend_from_slice(json.as_bytes());
+        self
+    }
+
+    pub fn str(mut self, name: &str, value: &str) -> Out {
+        self.key(name);
+        // Writing into a FrameBuilder cannot fail, and a str always serialises.
+        let _ = serde_json::to_writer(&mut self.0, value);
+        self
+    }
+
+    pub fn int(mut self, name: &str, value: i64) -> Out {
+        self.key(name);
+        let mut s = String::new();
+        let _ = write!(s, "{value}");
+        self.0.extend_from_slice(s.as_bytes());
+        self
+    }
+
+    pub fn uint(self, name: &str, value: u64) -> Out {
+        self.int(name, value as i64)
+    }
+
+    pub fn opt_id(self, id: Option<i64>) -> Out {
+        match id {
+            Some(id) => self.int("id", id),
+            None => self,
+        }
+    }
+
+    pub fn bool(self, name: &str, value: bool) -> Out {
+        self.raw(name, if value { "true" } else { "false" })
+    }
+
+    /// `"name":[...]` with the given raw JSON items.
+    pub fn raw_list<'a>(mut self, name: &str, items: impl IntoIterator<Item = &'a str>) -> Out {
+        self.key(name);
+        self.0.extend_from_slice(b"[");
+        for (i, item) in items.into_iter().enumerate() {
+            if i > 0 {
+                self.0.extend_from_slice(b",");
+            }
+            self.0.extend_from_slice(item.as_bytes());
+        }
+        self.0.extend_from_slice(b"]");
+        self
+    }
+
+    pub fn finish(mut self) -> Frame {
+        self.0.extend_from_slice(b"}");
+        self.0.finish()
+    }
+
+    fn key(&mut self, name: &str) {
+        self.0.extend_from_slice(b",\"");
+        self.0.extend_from_slice(name.as_bytes());
+        self.0.extend_from_slice(b"\":");
+    }
+}
+
+pub fn error_frame(id: Option<i64>, failure: &Failure) -> Frame {
+    Out::new("error")
+        .opt_id(id)
+        .str("code", failure.code.as_str())
+        .str("message", &failure.message)
+        .finish()
+}
+
+/// A member as it appears in `joined`, `members` and `presence`, serialised once per change.
+pub fn member_json(conn: &str, user: Option<&str>, presence: Option<&RawValue>) -> String {
+    let mut s = String::with_capacity(48 + presence.map_or(2, |p| p.get().len()));
+    s.push_str("{\"conn\":");
+    s.push_str(&serde_json::to_string(conn).unwrap_or_default());
+    s.push_str(",\"user\":");
+    match user {
+        Some(u) => s.push_str(&serde_json::to_string(u).unwrap_or_default()),
+        None => s.push_str("null"),
+    }
+    s.push_str(",\"presence\":");
+    s.push_str(presence.map_or("{}", |p| p.get()));
+    s.push('}');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(text: &str) -> (Option<i64>, ErrorCode) {
+        let (id, f) = parse(text.as_bytes()).unwrap_err();
+        (id, f.code)
+    }
+
+    #[test]
+    fn classifies_bad_frames() {
+        assert_eq!(code("{not json"), (None, ErrorCode::BadJson));
+        assert_eq!(code(""), (None, ErrorCode::BadJson));
+        assert_eq!(code("[1,2]"), (None, ErrorCode::BadRequest));
+        assert_eq!(code("{\"id\":1}"), (Some(1), ErrorCode::BadRequest));
+        assert_eq!(
+            code("{\"id\":\"x\",\"type\":\"ping\"}"),
+            (None, ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            code("{\"id\":2,\"type\":7}"),
+            (Some(2), ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            code("{\"id\":3,\"type\":\"dance\"}"),
+            (Some(3), ErrorCode::UnknownType)
+        );
+    }
+
+    #[test]
+    fn keeps_null_data_distinct_from_missing_data() {
+        let (env, id, kind) =
+            parse(br#"{"type":"publish","id":9,"room":"a","data":null}"#).unwrap();
+        assert_eq!((id, kind), (Some(9), Kind::Publish));
+        assert_eq!(env.data.0.map(|r| r.get()), Some("null"));
+        let (env, _, _) = parse(br#"{"type":"publish","room":"a"}"#).unwrap();
+        assert!(env.data.0.is_none());
+    }
+
+    #[test]
+    fn checks_room_names() {
+        let ok = |s: &str| room_name(parse(s.as_bytes()).unwrap().0.room).map(|r| r.into_owned());
+        assert_eq!(
+            ok(r#"{"type":"join","room":"chat:lobby"}"#).unwrap(),
+            "chat:lobby"
+        );
+        assert_eq!(ok(r#"{"type":"join","room":"caf\u0065"}"#).unwrap(), "cafe");
+        for bad in [
+            r#""""#,
+            r#""a b""#,
+            r#""<script>""#,
+            &format!("\"{}\"", "a".repeat(129)),
+        ] {
+            let err = ok(&format!(r#"{{"type":"join","room":{bad}}}"#)).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidRoom, "{bad}");
+        }
+        assert_eq!(
+            ok(r#"{"type":"join","room":5}"#).unwrap_err().code,
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            ok(r#"{"type":"join"}"#).unwrap_err().code,
+            ErrorCode::BadRequest
+        );
+    }
+
+    #[test]
+    fn writes_frames_as_json() {
+        let frame = error_frame(Some(4), &Failure::new(ErrorCode::NotJoined, "say \"hi\""));
+        let payload = &frame.as_bytes()[2..];
+        let v: serde_json::Value = serde_json::from_slice(payload).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"error","id":4,"code":"not_joined","message":"say \"hi\""})
+        );
+        let m = member_json("c\"1", None, None);
+        let v: serde_json::Value = serde_json::from_str(&m).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"conn":"c\"1","user":null,"presence":{}})
+        );
+    }
+}

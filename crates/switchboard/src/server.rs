@@ -1,0 +1,379 @@
+//! The listener: accepts TCP connections, serves HTTP on each (WebSocket upgrades, health,
+//! static files), enforces connection limits and runs the graceful shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Version};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use switchboard_ws::handshake;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use crate::broker::MemoryBroker;
+use crate::config::Config;
+use crate::connection::{self, Ending, Settings};
+use crate::hub::{ConnHandle, Hub};
+use crate::ids;
+use crate::limits::{ConnectionLimits, Slot};
+use crate::outbox::Outbox;
+use crate::protocol::SUBPROTOCOL;
+use crate::session::{Echo, Limits, Session};
+use crate::web;
+
+type Body = Full<Bytes>;
+
+/// Everything a connection task needs, shared.
+struct Shared {
+    config: Config,
+    hub: Arc<Hub>,
+    limits: Arc<ConnectionLimits>,
+    session_limits: Arc<Limits>,
+    settings: Settings,
+    shutdown: watch::Receiver<bool>,
+    /// Held by every connection task; the server waits for all clones to drop.
+    drained: mpsc::Sender<()>,
+}
+
+/// Runs the server on `listener` until `signal` resolves, then shuts down gracefully:
+/// stop accepting, tell every client (`shutdown`, then close 1001), and wait up to the
+/// shutdown timeout for them to drain.
+pub async fn serve(config: Config, listener: TcpListener, signal: impl Future<Output = ()>) {
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (drained_tx, mut drained_rx) = mpsc::channel::<()>(1);
+    let hub = Arc::new(Hub::new(Arc::new(MemoryBroker)));
+    let shared = Arc::new(Shared {
+        limits: ConnectionLimits::new(config.max_connections, config.max_connections_per_ip),
+        session_limits: Arc::new(Limits {
+            message_rate: config.message_rate,
+            message_burst: config.message_burst,
+            rate_limit_strikes: config.rate_limit_strikes,
+            max_rooms: config.max_rooms_per_connection,
+            reconnect_hint_ms: 1000,
+        }),
+        settings: Settings {
+            max_message_size: config.max_message_size,
+            heartbeat_interval: config.heartbeat_interval,
+            heartbeat_timeout: config.heartbeat_timeout,
+        },
+        hub,
+        shutdown: shutdown_rx,
+        drained: drained_tx,
+        config,
+    });
+
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            _ = &mut signal => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let shared = shared.clone();
+                    tokio::spawn(async move { serve_http(shared, stream, peer).await });
+                }
+                Err(e) => {
+                    // Out of file descriptors, usually: back off briefly instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+
+    let open = shared.hub.connection_count();
+    info!(connections = open, "shutting down");
+    drop(listener);
+    let _ = shutdown_tx.send(true);
+    let timeout = shared.config.shutdown_timeout;
+    drop(shared);
+    match tokio::time::timeout(timeout, drained_rx.recv()).await {
+        Ok(_) => info!("all connections closed"),
+        Err(_) => warn!(
+            timeout_ms = timeout.as_millis() as u64,
+            "shutdown timeout: closing remaining connections"
+        ),
+    }
+}
+
+async fn serve_http(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let mut shutdown = shared.shutdown.clone();
+    let drained = shared.drained.clone();
+    let service = {
+        let shared = shared.clone();
+        hyper::service::service_fn(move |req| {
+            let shared = shared.clone();
+            async move { Ok::<_, Infallible>(route(shared, req, peer)) }
+        })
+    };
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.config.handshake_timeout)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(e) = res {
+                debug!(remote = %peer, error = %e, "http connection ended");
+            }
+        }
+        _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+    drop(drained);
+}
+
+fn route(shared: Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let path = req.uri().path();
+    match path {
+        "/ws" => upgrade(shared, req, peer, Endpoint::Protocol),
+        "/echo" if shared.config.echo_endpoint => upgrade(shared, req, peer, Endpoint::Echo),
+        "/healthz" => health(&shared, req.method()),
+        _ => static_file(req.method(), path),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Endpoint {
+    Protocol,
+    Echo,
+}
+
+fn upgrade(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    endpoint: Endpoint,
+) -> Response<Body> {
+    let up = match handshake::validate_request(
+        req.method().as_str(),
+        req.version() >= Version::HTTP_11,
+        req.headers()
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes())),
+    ) {
+        Ok(up) => up,
+        Err(e) => {
+            let mut res = json_error(
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
+                "bad_handshake",
+                &e.to_string(),
+            );
+            if e.status() == 426 {
+                res.headers_mut().insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static("13"),
+                );
+            }
+            return res;
+        }
+    };
+    let protocol = match endpoint {
+        Endpoint::Echo => None,
+        Endpoint::Protocol => match up.pick_protocol(&[SUBPROTOCOL]) {
+            Some(p) => Some(p),
+            None if up.protocols.is_empty() => None,
+            None => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_handshake",
+                    "unsupported subprotocol: this endpoint speaks switchboard.v1",
+                )
+            }
+        },
+    };
+    if *shared.shutdown.borrow() {
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the server is shutting down; try again shortly",
+        );
+    }
+    let slot = match shared.limits.acquire(peer.ip()) {
+        Ok(slot) => slot,
+        Err(why) => return json_error(StatusCode::TOO_MANY_REQUESTS, "too_many_connections", why),
+    };
+
+    let on_upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
+                Ok(parts) => {
+                    let stream = parts.io.into_inner();
+                    websocket(shared, stream, parts.read_buf, peer, endpoint, slot).await;
+                }
+                Err(_) => warn!(remote = %peer, "upgraded connection is not a TCP stream"),
+            },
+            Err(e) => debug!(remote = %peer, error = %e, "upgrade failed"),
+        }
+    });
+
+    let mut res = Response::new(Body::default());
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&up.accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if let Some(p) = protocol {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
+    }
+    res
+}
+
+async fn websocket(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    leftover: Bytes,
+    peer: SocketAddr,
+    endpoint: Endpoint,
+    _slot: Slot,
+) {
+    let _drained = shared.drained.clone();
+    let (num, id) = ids::next_conn_id();
+    let cap = match endpoint {
+        Endpoint::Protocol => shared.config.max_outbound_queue,
+        // The echo endpoint sends back what it receives: room for one maximal message.
+        Endpoint::Echo => shared
+            .config
+            .max_outbound_queue
+            .max(2 * shared.config.max_message_size + 64),
+    };
+    let conn = Arc::new(ConnHandle {
+        num,
+        id: id.into(),
+        user: None,
+        outbox: Outbox::new(cap),
+    });
+    info!(conn = %conn.id, remote = %peer, "connected");
+    let shutdown = shared.shutdown.clone();
+    let ending: Ending = match endpoint {
+        Endpoint::Protocol => {
+            let heartbeat_ms = shared.config.heartbeat_interval.as_millis() as u64;
+            let mut session = Session::start(
+                shared.hub.clone(),
+                conn.clone(),
+                shared.session_limits.clone(),
+                heartbeat_ms,
+            );
+            connection::run(
+                stream,
+                leftover,
+                &conn.outbox,
+                &mut session,
+                &shared.settings,
+                shutdown,
+            )
+            .await
+        }
+        Endpoint::Echo => {
+            let mut echo = Echo(&conn);
+            connection::run(
+                stream,
+                leftover,
+                &conn.outbox,
+                &mut echo,
+                &shared.settings,
+                shutdown,
+            )
+            .await
+        }
+    };
+    info!(
+        conn = %conn.id,
+        remote = %peer,
+        code = ending.code.0,
+        reason = %ending.reason,
+        by = if ending.by_peer { "client" } else { "server" },
+        "disconnected"
+    );
+}
+
+fn health(shared: &Shared, method: &Method) -> Response<Body> {
+    if method != Method::GET && method != Method::HEAD {
+        return json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "use GET",
+        );
+    }
+    let shutting_down = *shared.shutdown.borrow();
+    let body = serde_json::json!({
+        "status": if shutting_down { "shutting_down" } else { "ok" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "broker": shared.hub.broker_name(),
+        "connections": shared.hub.connection_count(),
+        "rooms": shared.hub.room_count(),
+    });
+    let status = if shutting_down {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    json(status, body.to_string())
+}
+
+fn static_file(method: &Method, path: &str) -> Response<Body> {
+    if method != Method::GET && method != Method::HEAD {
+        return json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "use GET",
+        );
+    }
+    match web::asset(path) {
+        Some((bytes, content_type)) => {
+            let mut res = Response::new(if method == Method::HEAD {
+                Body::default()
+            } else {
+                Body::new(Bytes::from_static(bytes))
+            });
+            let h = res.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            h.insert(
+                "x-content-type-options",
+                HeaderValue::from_static("nosniff"),
+            );
+            res
+        }
+        None if web::is_directory(path) => {
+            let mut res = Response::new(Body::default());
+            *res.status_mut() = StatusCode::MOVED_PERMANENTLY;
+            if let Ok(v) = HeaderValue::from_str(&format!("{path}/")) {
+                res.headers_mut().insert(header::LOCATION, v);
+            }
+            res
+        }
+        None => json_error(StatusCode::NOT_FOUND, "not_found", "no such page"),
+    }
+}
+
+fn json(status: StatusCode, body: String) -> Response<Body> {
+    let mut res = Response::new(Body::new(Bytes::from(body)));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+/// An HTTP error with a JSON body: `{"error": code, "message": ...}`.
+fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    json(
+        status,
+        serde_json::json!({ "error": code, "message": message }).to_string(),
+    )
+}
