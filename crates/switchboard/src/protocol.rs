@@ -119,6 +119,14 @@ pub type Request<'a> = (Envelope<'a>, Option<i64>, Kind);
 ///
 /// The id is worked out first, so that every later error can still be answered with it.
 pub fn parse(text: &[u8]) -> Result<Request<'_>, (Option<i64>, Failure)> {
+    // serde would read an array positionally into the envelope: only objects are frames.
+    if text.trim_ascii_start().first() != Some(&b'{') {
+        let failure = match serde_json::from_slice::<serde::de::IgnoredAny>(text) {
+            Ok(_) => Failure::new(ErrorCode::BadRequest, "a frame must be a JSON object"),
+            Err(e) => Failure::new(ErrorCode::BadJson, format!("not valid JSON: {e}")),
+        };
+        return Err((None, failure));
+    }
     let env: Envelope = serde_json::from_slice(text).map_err(|e| {
         let failure = if e.is_syntax() || e.is_eof() {
             Failure::new(ErrorCode::BadJson, format!("not valid JSON: {e}"))
