@@ -51,7 +51,7 @@ pub struct ServeArgs {
     /// Largest message a client may send, e.g. 65536, 64KiB, 16MiB; bigger closes with 1009. [default: 64KiB]
     #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_SIZE", value_name = "SIZE")]
     pub max_message_size: Option<Size>,
-    /// Bytes that may wait for one slow client before it is closed with 4009. [default: 1MiB]
+    /// Bytes that may wait for one slow client before it is closed with 4009. [default: 1MiB, or twice max-message-size if that is more]
     #[arg(long, env = "SWITCHBOARD_MAX_OUTBOUND_QUEUE", value_name = "SIZE")]
     pub max_outbound_queue: Option<Size>,
     /// How often the server pings each client, e.g. 25s, 500ms. [default: 25s]
@@ -121,6 +121,8 @@ pub struct Config {
     pub echo_endpoint: bool,
     pub log_format: LogFormat,
     pub log: String,
+    /// Whether max_outbound_queue was given, rather than following max_message_size.
+    outbound_queue_set: bool,
 }
 
 impl Default for Config {
@@ -142,6 +144,7 @@ impl Default for Config {
             echo_endpoint: false,
             log_format: LogFormat::Text,
             log: "info".to_owned(),
+            outbound_queue_set: false,
         }
     }
 }
@@ -187,12 +190,16 @@ impl Config {
             cfg.apply(file.into());
         }
         cfg.apply(args);
+        if !cfg.outbound_queue_set {
+            cfg.max_outbound_queue = cfg.max_outbound_queue.max(2 * cfg.max_message_size);
+        }
         cfg.validate()?;
         Ok(cfg)
     }
 
     fn apply(&mut self, a: ServeArgs) {
         let cfg = self;
+        cfg.outbound_queue_set |= a.max_outbound_queue.is_some();
         overlay!(
             cfg,
             a,
@@ -445,6 +452,17 @@ mod tests {
     fn inconsistent_settings_are_refused_by_name() {
         let args = ServeArgs {
             max_message_size: Some(Size(2 << 20)),
+            ..ServeArgs::default()
+        };
+        let cfg = Config::load(args).unwrap();
+        assert_eq!(
+            cfg.max_outbound_queue,
+            4 << 20,
+            "follows the message size when not set"
+        );
+        let args = ServeArgs {
+            max_message_size: Some(Size(2 << 20)),
+            max_outbound_queue: Some(Size(1 << 20)),
             ..ServeArgs::default()
         };
         let err = Config::load(args).unwrap_err().to_string();
