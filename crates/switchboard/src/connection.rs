@@ -76,6 +76,8 @@ struct Driver<'a> {
     writing: VecDeque<Bytes>,
     head_partial: bool,
     reading: bool,
+    /// The peer broke the framing: everything it sends from now on is discarded.
+    discarding: bool,
     close_sent: bool,
     close_received: bool,
     write_shut: bool,
@@ -102,6 +104,7 @@ pub async fn run<H: Handler>(
         writing: VecDeque::new(),
         head_partial: false,
         reading: true,
+        discarding: false,
         close_sent: false,
         close_received: false,
         write_shut: false,
@@ -257,7 +260,12 @@ impl Driver<'_> {
         }
         self.awaiting_pong = false;
         self.last_ping = Instant::now();
-        while self.reading && !self.close_received {
+        if self.discarding {
+            // Keep draining until the peer hangs up: closing a socket with unread input
+            // makes the kernel send RST, which can destroy our close frame in flight.
+            self.read_buf.clear();
+        }
+        while self.reading && !self.close_received && !self.discarding {
             let message = match self.decoder.decode(&mut self.read_buf) {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
@@ -265,7 +273,7 @@ impl Driver<'_> {
                     self.close(e.code, e.reason, false);
                     // The rest of the stream cannot be framed any more; discard it.
                     self.read_buf.clear();
-                    self.close_received = true;
+                    self.discarding = true;
                     break;
                 }
             };
