@@ -14,7 +14,7 @@ use switchboard_ws::{CloseCode, Decoder, Frame, Message, Role};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::Instant;
 
 use crate::outbox::Outbox;
 
@@ -121,8 +121,15 @@ pub async fn run<H: Handler>(
     if !d.read_buf.is_empty() {
         d.on_readable(handler).await;
     }
+    // One timer per connection, re-armed only when its deadline moves (about once per
+    // heartbeat), not on every frame: the timer wheel is shared by all connections.
+    let sleep = tokio::time::sleep_until(d.timer(settings));
+    tokio::pin!(sleep);
     while !d.finished() {
         let deadline = d.timer(settings);
+        if sleep.deadline() != deadline {
+            sleep.as_mut().reset(deadline);
+        }
         let want_write = !d.writing.is_empty();
         tokio::select! {
             changed = shutdown.changed(), if !shutting_down => {
@@ -150,7 +157,7 @@ pub async fn run<H: Handler>(
                 d.take_from_outbox();
                 d.flush().await;
             }
-            _ = sleep_until(deadline) => d.on_timer(settings),
+            _ = &mut sleep => d.on_timer(settings),
         }
     }
     handler.on_close().await;
@@ -258,8 +265,9 @@ impl Driver<'_> {
                 return;
             }
         }
+        // Any frame proves the peer is alive. Pings still go out every interval, so a
+        // client that only listens sees traffic too.
         self.awaiting_pong = false;
-        self.last_ping = Instant::now();
         if self.discarding {
             // Keep draining until the peer hangs up: closing a socket with unread input
             // makes the kernel send RST, which can destroy our close frame in flight.
