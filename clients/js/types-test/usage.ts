@@ -1,0 +1,57 @@
+// Compiles only if the declarations describe the API the README shows.
+import { Switchboard, SwitchboardError, type Member, type WebSocketConstructor } from "@switchboard/client";
+
+declare const NodeWebSocket: WebSocketConstructor; // e.g. `import WebSocket from "ws"`
+declare function show(...values: unknown[]): void;
+
+async function main(): Promise<void> {
+  const sb = new Switchboard("ws://localhost:8080/ws", {
+    getToken: async () => "jwt",
+    WebSocket: NodeWebSocket,
+    backoff: { baseMs: 500, maxMs: 30_000 },
+    queueLimit: 100,
+  });
+  const off = sb.on("state", (state) => {
+    const known: "connecting" | "open" | "reconnecting" | "closed" = state;
+    void known;
+  });
+  off();
+  sb.on("reconnect", ({ attempt, delayMs, at }) => show(attempt, delayMs, new Date(at)));
+  sb.on("disconnect", ({ code, reason, reconnect }) => show(code, reason, reconnect));
+  sb.on("error", (error) => show(error.code, error.message));
+
+  const room = sb.join("chat:lobby", { presence: { name: "ada" } });
+  const joined = await room.ready;
+  show(joined.epoch, joined.offset, joined.members.length);
+  room.on("message", ({ data, from, offset, ts }) => show(data, from.user, offset, ts));
+  room.on("presence", ({ event, member }) => show(event, member.conn));
+  room.on("gap", ({ since, epoch }) => show(since.offset, epoch));
+  const members: readonly Member[] = room.members;
+  show(members.map((m) => m.presence));
+
+  interface Chat {
+    text: string;
+  }
+  const chat: Chat = { text: "hi" };
+  try {
+    const { offset } = await room.publish(chat, { timeoutMs: 5000 });
+    const next: number = offset;
+    void next;
+  } catch (error) {
+    if (error instanceof SwitchboardError && error.code === "queue_full") show("offline too long");
+  }
+  await room.setPresence({ name: "ada", typing: true });
+  await room.leave();
+  sb.close();
+
+  // @ts-expect-error: not an event of the client
+  sb.on("message", () => {});
+  // @ts-expect-error: not an event of a room
+  room.on("open", () => {});
+  // @ts-expect-error: the offset is a number
+  room.on("message", (m: { offset: string }) => show(m));
+  // @ts-expect-error: presence is an object
+  room.setPresence("typing");
+}
+
+void main;
