@@ -26,7 +26,7 @@ fi
 
 if [ "${SKIP_AUTOBAHN:-0}" != 1 ]; then
     step "Autobahn|Testsuite, cases 1-10, against /echo"
-    scripts/autobahn.sh
+    AUTOBAHN_STRICT=1 scripts/autobahn.sh
 fi
 
 step "all tests passed"

@@ -63,6 +63,8 @@ pub struct Decoder {
     allowed_rsv: u8,
     partial: Option<Partial>,
     utf8: Utf8Validator,
+    /// Payload bytes of the current text frame already unmasked and validated.
+    checked: usize,
 }
 
 impl Decoder {
@@ -73,6 +75,7 @@ impl Decoder {
             allowed_rsv: 0,
             partial: None,
             utf8: Utf8Validator::default(),
+            checked: 0,
         }
     }
 
@@ -94,19 +97,65 @@ impl Decoder {
                 return Ok(None);
             };
             let total = header.header_len + header.payload_len;
+            let is_text = self.is_text(&header);
             if buf.len() < total {
                 buf.reserve(total - buf.len());
+                if is_text {
+                    // Check the text that has arrived so far, so a peer cannot make us
+                    // wait for (and buffer) the rest of a frame that is already invalid.
+                    let end = buf.len();
+                    self.check_text(&header, &mut buf[..end])?;
+                }
                 return Ok(None);
+            }
+            if is_text {
+                self.check_text(&header, &mut buf[..total])?;
             }
             buf.advance(header.header_len);
             let mut payload = buf.split_to(header.payload_len);
             if let Some(mask) = header.mask {
-                apply_mask(&mut payload, mask, 0);
+                apply_mask(&mut payload[self.checked..], mask, self.checked);
             }
+            self.checked = 0;
             if let Some(message) = self.on_frame(header, payload)? {
                 return Ok(Some(message));
             }
         }
+    }
+
+    /// Whether the frame carries text (a text frame, or a continuation of a text message).
+    fn is_text(&self, header: &Header) -> bool {
+        match header.opcode {
+            OpCode::Text => true,
+            OpCode::Continuation => self
+                .partial
+                .as_ref()
+                .is_some_and(|p| p.opcode == OpCode::Text),
+            _ => false,
+        }
+    }
+
+    /// Unmasks and validates the part of a text frame's payload in `frame` (header
+    /// included) that has not been checked yet; `self.checked` remembers how far it got.
+    fn check_text(&mut self, header: &Header, frame: &mut [u8]) -> Result<(), ProtocolError> {
+        if self.checked == 0 && header.opcode == OpCode::Text {
+            self.utf8.reset(); // first bytes of a new text message
+        }
+        let start = header.header_len + self.checked;
+        if frame.len() <= start {
+            return Ok(());
+        }
+        let chunk = &mut frame[start..];
+        if let Some(mask) = header.mask {
+            apply_mask(chunk, mask, self.checked);
+        }
+        self.checked += chunk.len();
+        self.utf8.feed(chunk).or_else(|()| {
+            fail(
+                CloseCode::INVALID_PAYLOAD,
+                "text message is not valid UTF-8",
+            )
+        })
     }
 
     fn parse_header(&self, buf: &[u8]) -> Result<Option<Header>, ProtocolError> {
@@ -225,19 +274,15 @@ impl Decoder {
             OpCode::Pong => Ok(Some(Message::Pong(payload.freeze()))),
             OpCode::Close => parse_close(&payload).map(|c| Some(Message::Close(c))),
             OpCode::Text | OpCode::Binary if header.fin => {
-                if header.opcode == OpCode::Text && std::str::from_utf8(&payload).is_err() {
+                if header.opcode == OpCode::Text && !self.utf8.is_complete() {
                     return fail(
                         CloseCode::INVALID_PAYLOAD,
-                        "text message is not valid UTF-8",
+                        "text message ends mid-character",
                     );
                 }
                 Ok(Some(data_message(header.opcode, payload.freeze())))
             }
             OpCode::Text | OpCode::Binary => {
-                if header.opcode == OpCode::Text {
-                    self.utf8.reset();
-                    self.feed_utf8(&payload)?;
-                }
                 self.partial = Some(Partial {
                     opcode: header.opcode,
                     data: payload,
@@ -248,9 +293,6 @@ impl Decoder {
                 let partial = self.partial.as_mut().expect("checked in parse_header");
                 let is_text = partial.opcode == OpCode::Text;
                 partial.data.extend_from_slice(&payload);
-                if is_text {
-                    self.feed_utf8(&payload)?;
-                }
                 if !header.fin {
                     return Ok(None);
                 }
@@ -264,15 +306,6 @@ impl Decoder {
                 Ok(Some(data_message(partial.opcode, partial.data.freeze())))
             }
         }
-    }
-
-    fn feed_utf8(&mut self, data: &[u8]) -> Result<(), ProtocolError> {
-        self.utf8.feed(data).or_else(|()| {
-            fail(
-                CloseCode::INVALID_PAYLOAD,
-                "text message is not valid UTF-8",
-            )
-        })
     }
 }
 
@@ -376,6 +409,37 @@ mod tests {
                 Message::Text(Bytes::from("héllo wörld")),
             ]
         );
+    }
+
+    #[test]
+    fn invalid_utf8_fails_before_the_frame_is_complete() {
+        let mut payload = b"valid start ".to_vec();
+        payload.extend_from_slice(&[0xce, 0xba, 0xf4, 0x90]); // kappa, then an impossible sequence
+        payload.extend_from_slice(&[b'x'; 100]);
+        let frame = Frame::masked(OpCode::Text, &payload, MASK);
+        let mut d = server();
+        // Header (2+4 bytes) plus the first 16 payload bytes: the error shows already.
+        let mut buf = BytesMut::from(&frame.as_bytes()[..6 + 16]);
+        assert_eq!(
+            d.decode(&mut buf).unwrap_err().code,
+            CloseCode::INVALID_PAYLOAD
+        );
+    }
+
+    #[test]
+    fn text_checked_in_pieces_decodes_intact() {
+        let text = "ünïcödé ".repeat(40);
+        let frame = Frame::masked(OpCode::Text, text.as_bytes(), MASK);
+        let mut d = server();
+        let mut buf = BytesMut::new();
+        let mut got = None;
+        for chunk in frame.as_bytes().chunks(7) {
+            buf.extend_from_slice(chunk);
+            if let Some(m) = d.decode(&mut buf).unwrap() {
+                got = Some(m);
+            }
+        }
+        assert_eq!(got, Some(Message::Text(Bytes::from(text))));
     }
 
     #[test]
