@@ -160,12 +160,19 @@ impl Hub {
             if st.closed {
                 continue; // emptied and removed between our lookup and our lock
             }
-            let json: Arc<str> = member_json(&conn.id, conn.user.as_deref(), req.presence).into();
-            let seq = match st.members.get(&conn.num) {
-                Some(m) => m.seq,
-                None => {
+            let existing = st.members.get(&conn.num).map(|m| (m.seq, m.json.clone()));
+            let (seq, json) = match (existing, req.presence) {
+                // A rejoin without presence keeps the presence the member has.
+                (Some((seq, json)), None) => (seq, json),
+                (Some((seq, _)), Some(p)) => (
+                    seq,
+                    member_json(&conn.id, conn.user.as_deref(), Some(p)).into(),
+                ),
+                (None, presence) => {
                     st.next_seq += 1;
-                    st.next_seq
+                    let json: Arc<str> =
+                        member_json(&conn.id, conn.user.as_deref(), presence).into();
+                    (st.next_seq, json)
                 }
             };
             let previous = st.members.insert(
@@ -208,8 +215,13 @@ impl Hub {
         let Some(member) = st.members.remove(&conn.num) else {
             return;
         };
-        if let Some(id) = reply {
-            conn.send(&Out::new("left").opt_id(id).str("room", &room.name).finish());
+        if let Some(Some(id)) = reply {
+            conn.send(
+                &Out::new("left")
+                    .opt_id(Some(id))
+                    .str("room", &room.name)
+                    .finish(),
+            );
         }
         let frame = presence_frame(&room.name, "leave", &member.json);
         st.send_to_all(&frame, None);
@@ -280,6 +292,9 @@ impl Hub {
     /// Answers `members` with the room's member list.
     pub fn members(&self, conn: &ConnHandle, room: &Room, id: Option<i64>) {
         let st = room.lock();
+        if id.is_none() {
+            return; // a reply nobody can match is not sent (protocol: no id, no reply)
+        }
         let list = st.member_list();
         conn.send(
             &Out::new("members")

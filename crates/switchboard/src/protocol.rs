@@ -182,6 +182,16 @@ pub fn parse(text: &[u8]) -> Result<Request<'_>, (Option<i64>, Failure)> {
     Ok((env, id, kind))
 }
 
+/// Reads only the request id of a frame (to answer a frame we will not process, such as
+/// a rate-limited one, with its id).
+pub fn peek_id(text: &[u8]) -> Option<i64> {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        id: Option<i64>,
+    }
+    serde_json::from_slice::<IdOnly>(text).ok()?.id
+}
+
 /// Most characters a room name may have.
 pub const MAX_ROOM_LEN: usize = 128;
 

@@ -79,7 +79,9 @@ impl Session {
         let with_id = |f: Failure| (id, f);
         match kind {
             Kind::Ping => {
-                self.conn.send(&Out::new("pong").opt_id(id).finish());
+                if id.is_some() {
+                    self.conn.send(&Out::new("pong").opt_id(id).finish());
+                }
             }
             Kind::Join => {
                 let room = protocol::room_name(env.room).map_err(with_id)?;
@@ -182,8 +184,12 @@ impl Handler for Session {
         match self.rate.check(Instant::now()) {
             Verdict::Allow => {}
             Verdict::Limit => {
+                let id = match &data {
+                    Data::Text(text) => protocol::peek_id(text),
+                    Data::Binary(_) => None,
+                };
                 self.fail(
-                    None,
+                    id,
                     Failure::new(
                         ErrorCode::RateLimited,
                         format!(

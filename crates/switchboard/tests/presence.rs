@@ -1,0 +1,253 @@
+//! Presence: member lists, join/leave/update events, abrupt disconnects.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Peer, Server};
+use serde_json::{json, Value};
+
+fn presence_events(frames: &[Value]) -> Vec<Value> {
+    frames
+        .iter()
+        .filter(|f| f["type"] == "presence")
+        .cloned()
+        .collect()
+}
+
+fn event(room: &str, kind: &str, member: Value) -> Value {
+    json!({"type": "presence", "room": room, "event": kind, "member": member})
+}
+
+async fn members(peer: &mut Peer, room: &str, id: i64) -> Value {
+    let reply = peer
+        .request(json!({"type": "members", "id": id, "room": room}))
+        .await;
+    assert_eq!(reply["type"], "members", "{reply}");
+    assert_eq!(reply["room"], room);
+    reply["members"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn member_lists_and_join_leave_update_events() {
+    let server = Server::start(&[]);
+    let mut a = Peer::connect(&server).await;
+    let mut b = Peer::connect(&server).await;
+    let mut c = Peer::connect(&server).await;
+    let room = "team:blue";
+
+    let joined = a.join(room, Some(json!({"name": "ada"}))).await;
+    assert_eq!(joined["members"], json!([a.member(json!({"name": "ada"}))]));
+    let joined = b
+        .join(room, Some(json!({"name": "bob", "tags": [1, 2]})))
+        .await;
+    assert_eq!(
+        joined["members"],
+        json!([
+            a.member(json!({"name": "ada"})),
+            b.member(json!({"name": "bob", "tags": [1, 2]}))
+        ])
+    );
+    let joined = c.join(room, None).await;
+    let abc = json!([
+        a.member(json!({"name": "ada"})),
+        b.member(json!({"name": "bob", "tags": [1, 2]})),
+        c.member(json!({}))
+    ]);
+    assert_eq!(
+        joined["members"], abc,
+        "join order, presence {{}} when none"
+    );
+
+    // Joins are announced to the others only.
+    let a_saw = presence_events(&a.barrier().await);
+    assert_eq!(
+        a_saw,
+        vec![
+            event(
+                room,
+                "join",
+                b.member(json!({"name": "bob", "tags": [1, 2]}))
+            ),
+            event(room, "join", c.member(json!({}))),
+        ]
+    );
+    let b_saw = presence_events(&b.barrier().await);
+    assert_eq!(b_saw, vec![event(room, "join", c.member(json!({})))]);
+    assert!(presence_events(&c.barrier().await).is_empty());
+
+    assert_eq!(members(&mut c, room, 10).await, abc);
+
+    // A presence update: `ok` for the sender, `update` for everyone, the sender included.
+    let ok = b
+        .request(json!({"type": "presence", "id": 11, "room": room, "presence": {"name": "bobby"}}))
+        .await;
+    assert_eq!(ok, json!({"type": "ok", "id": 11}));
+    let update = event(room, "update", b.member(json!({"name": "bobby"})));
+    for peer in [&mut a, &mut b, &mut c] {
+        assert_eq!(presence_events(&peer.barrier().await), vec![update.clone()]);
+    }
+    // The member keeps its place in the list.
+    let abc2 = json!([
+        a.member(json!({"name": "ada"})),
+        b.member(json!({"name": "bobby"})),
+        c.member(json!({}))
+    ]);
+    assert_eq!(members(&mut a, room, 12).await, abc2);
+
+    // Joining again replaces presence; the others see `update`, not a second `join`.
+    let joined = a
+        .join(room, Some(json!({"name": "ada", "away": true})))
+        .await;
+    let abc3 = json!([
+        a.member(json!({"name": "ada", "away": true})),
+        b.member(json!({"name": "bobby"})),
+        c.member(json!({}))
+    ]);
+    assert_eq!(joined["members"], abc3);
+    let rejoin = event(
+        room,
+        "update",
+        a.member(json!({"name": "ada", "away": true})),
+    );
+    assert_eq!(presence_events(&b.barrier().await), vec![rejoin.clone()]);
+    assert_eq!(presence_events(&c.barrier().await), vec![rejoin]);
+    assert!(presence_events(&a.barrier().await).is_empty());
+
+    // Leave: `left` for the leaver, `leave` for the rest.
+    let left = c
+        .request(json!({"type": "leave", "id": 13, "room": room}))
+        .await;
+    assert_eq!(left, json!({"type": "left", "id": 13, "room": room}));
+    let leave = event(room, "leave", c.member(json!({})));
+    assert_eq!(presence_events(&a.barrier().await), vec![leave.clone()]);
+    assert_eq!(presence_events(&b.barrier().await), vec![leave]);
+    assert!(presence_events(&c.barrier().await).is_empty());
+    let ab = json!([
+        a.member(json!({"name": "ada", "away": true})),
+        b.member(json!({"name": "bobby"}))
+    ]);
+    assert_eq!(members(&mut b, room, 14).await, ab);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn abrupt_disconnect_sends_presence_leave() {
+    let server = Server::start(&[]);
+    let mut a = Peer::connect(&server).await;
+    let mut b = Peer::connect(&server).await;
+    let c = {
+        let mut c = Peer::connect(&server).await;
+        c.join("r", Some(json!({"name": "cy"}))).await;
+        c.join("s", None).await;
+        c
+    };
+    a.join("r", None).await;
+    b.join("r", None).await;
+    b.join("s", None).await;
+    a.barrier().await;
+    b.barrier().await;
+    let c_member = c.member(json!({"name": "cy"}));
+    let c_member_s = c.member(json!({}));
+    let c_conn = c.conn.clone();
+
+    // Drop the socket: no close frame, just the TCP connection going away.
+    drop(c);
+
+    let leave = a
+        .next_where("presence leave", |f| f["type"] == "presence")
+        .await;
+    assert_eq!(leave, event("r", "leave", c_member.clone()));
+    // b was in both rooms with c: a leave in each.
+    let mut b_leaves = Vec::new();
+    for _ in 0..2 {
+        b_leaves.push(
+            b.next_where("presence leave", |f| f["type"] == "presence")
+                .await,
+        );
+    }
+    b_leaves.sort_by_key(|v| v["room"].as_str().unwrap_or_default().to_owned());
+    assert_eq!(
+        b_leaves,
+        vec![
+            event("r", "leave", c_member),
+            event("s", "leave", c_member_s)
+        ]
+    );
+    assert_eq!(
+        members(&mut a, "r", 1).await,
+        json!([a.member(json!({})), b.member(json!({}))])
+    );
+    assert_eq!(members(&mut b, "s", 2).await, json!([b.member(json!({}))]));
+    // Exactly one leave each: nothing else arrives.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(presence_events(&a.barrier().await).is_empty());
+    assert!(presence_events(&b.barrier().await).is_empty());
+
+    let line = server.disconnected_line(&c_conn).await;
+    assert_eq!(common::field(&line, "code"), Some("1006"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clean_close_sends_presence_leave() {
+    let server = Server::start(&[]);
+    let mut a = Peer::connect(&server).await;
+    let mut b = Peer::connect(&server).await;
+    a.join("r", None).await;
+    b.join("r", Some(json!({"k": "v"}))).await;
+    a.barrier().await;
+    b.client.close(1000, "bye").await.unwrap();
+    let (_, how) = b.until_closed(common::STEP).await;
+    assert_eq!(
+        how,
+        common::Closed::Code(1000),
+        "the server echoes our code"
+    );
+    let leave = a
+        .next_where("presence leave", |f| f["type"] == "presence")
+        .await;
+    assert_eq!(leave, event("r", "leave", b.member(json!({"k": "v"}))));
+    assert_eq!(members(&mut a, "r", 1).await, json!([a.member(json!({}))]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rejoining_without_presence_keeps_the_presence() {
+    // docs/protocol.md: joining a room you are already in "replaces your presence (if
+    // given)": without `presence`, the member keeps the one it has.
+    let server = Server::start(&[]);
+    let mut a = Peer::connect(&server).await;
+    let mut b = Peer::connect(&server).await;
+    a.join("r", Some(json!({"name": "ada"}))).await;
+    b.join("r", None).await;
+    a.barrier().await;
+    let joined = a.join("r", None).await;
+    let expected = json!([a.member(json!({"name": "ada"})), b.member(json!({}))]);
+    assert_eq!(
+        joined["members"], expected,
+        "joined after a rejoin without presence"
+    );
+    assert_eq!(members(&mut b, "r", 1).await, expected);
+    for f in presence_events(&b.barrier().await) {
+        assert_eq!(f["member"], a.member(json!({"name": "ada"})), "{f}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_sent_just_before_an_abrupt_disconnect_is_delivered_before_the_leave() {
+    let server = Server::start(&[]);
+    let mut a = Peer::connect(&server).await;
+    let mut c = Peer::connect(&server).await;
+    a.join("r", None).await;
+    c.join("r", None).await;
+    a.barrier().await;
+    c.barrier().await; // nothing unread on c's socket: dropping it sends FIN, not RST
+    c.send(json!({"type": "publish", "room": "r", "echo": false, "data": "last words"}))
+        .await;
+    let c_member = c.member(json!({}));
+    drop(c);
+    let m = a.next().await;
+    assert_eq!(m["type"], "message", "{m}");
+    assert_eq!(m["data"], "last words");
+    assert_eq!(m["from"], c_member);
+    let leave = a.next().await;
+    assert_eq!(leave, event("r", "leave", c_member));
+}
