@@ -1,0 +1,739 @@
+// Switchboard chat: a room chat over the JS SDK (served by the server at /sdk/).
+//
+//   /chat/?name=ada&room=lobby   goes straight into room chat:lobby as "ada";
+//   without both, a form asks for what is missing.
+//
+// Everything a person typed (names, messages) is put on the page with textContent, never
+// parsed as HTML.
+
+import { Switchboard } from "/sdk/switchboard.js";
+import {
+  DIRECTORY_ROOM,
+  MAX_MESSAGE_LENGTH,
+  ROOM_PREFIX,
+  checkDisplayName,
+  checkRoomName,
+  colourFor,
+  formatDateTime,
+  formatTime,
+  initials,
+  isRoomName,
+  messageText,
+  newId,
+  typingText,
+} from "./util.js";
+
+// After a lost connection, how long our pending messages wait for the people who were in the
+// room before to be back (see "Getting back together" below), and how long before someone
+// still missing is reported as gone.
+const REGROUP_MS = 8_000;
+// My "typing" presence goes back to false this long after the last keystroke.
+const TYPING_IDLE_MS = 4_000;
+// A reply to a publish not there within this is retried (same id: receivers drop repeats).
+const PUBLISH_TIMEOUT_MS = 10_000;
+// Consecutive messages of one person within this are grouped under one name.
+const GROUP_MS = 5 * 60_000;
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  joinScreen: $("join-screen"),
+  joinForm: $("join-form"),
+  joinName: $("join-name"),
+  joinRoom: $("join-room"),
+  joinError: $("join-error"),
+  joinRoomList: $("join-room-list"),
+  joinRoomsEmpty: $("join-rooms-empty"),
+  app: $("app"),
+  roomList: $("room-list"),
+  newRoomForm: $("new-room-form"),
+  newRoom: $("new-room"),
+  newRoomError: $("new-room-error"),
+  meAvatar: $("me-avatar"),
+  meName: $("me-name"),
+  changeName: $("change-name"),
+  toggleRooms: $("toggle-rooms"),
+  toggleMembers: $("toggle-members"),
+  roomTitle: $("room-title"),
+  memberCount: $("member-count"),
+  banner: $("banner"),
+  bannerStatus: $("banner-status"),
+  bannerPending: $("banner-pending"),
+  bannerRetry: $("banner-retry"),
+  messages: $("messages"),
+  typing: $("typing"),
+  composer: $("composer"),
+  input: $("message-input"),
+  memberList: $("member-list"),
+  backdrop: $("backdrop"),
+};
+
+/** The room being chatted in (see newChat), or null before one is chosen. */
+let chat = null;
+
+/** This page: its display name, and a random id that tells its member apart across reconnects. */
+const me = { uid: newId(), name: null };
+
+const wsUrl = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
+const sb = new Switchboard(wsUrl, { backoff: { baseMs: 1_000, maxMs: 10_000 } });
+
+// ---------------------------------------------------------------------------------------------
+// Connection banner: "Reconnecting in 4 s…", counting down, gone once the connection is back.
+
+const connection = {
+  retryAt: null, // when the next attempt is due (ms since the Unix epoch)
+  shutdown: false, // the server said it is going away (a restart)
+  wasDown: false, // lost at least once: say "Back online" when it returns
+  backTimer: null,
+  tick: null,
+};
+
+sb.on("state", (state) => {
+  document.body.dataset.connection = state;
+  if (state === "open") {
+    connection.retryAt = null;
+    connection.shutdown = false;
+    if (!connection.wasDown) hideBanner();
+  } else if (state === "reconnecting") {
+    connection.wasDown = true;
+  }
+  renderBanner();
+  if (chat) {
+    renderMembers(chat);
+    renderPendingStatus(chat);
+  }
+});
+sb.on("reconnect", ({ at }) => {
+  connection.retryAt = at;
+  renderBanner();
+});
+sb.on("shutdown", () => {
+  connection.shutdown = true;
+});
+sb.on("error", (error) => console.warn("switchboard:", error.code, error.message));
+
+ui.bannerRetry.addEventListener("click", () => sb.connect());
+
+function renderBanner() {
+  const state = sb.state;
+  clearTimeout(connection.tick);
+  if (state !== "open") clearTimeout(connection.backTimer);
+  let text;
+  let kind;
+  let retry = false;
+  if (state === "open") {
+    if (!connection.wasDown) return; // hidden, or "Back online" until its timer hides it
+    connection.wasDown = false;
+    text = "Back online.";
+    kind = "ok";
+    clearTimeout(connection.backTimer);
+    connection.backTimer = setTimeout(hideBanner, 2_500);
+  } else if (state === "connecting") {
+    text = "Connecting…";
+    kind = "info";
+  } else if (state === "reconnecting") {
+    const secs = connection.retryAt === null ? 0 : Math.ceil((connection.retryAt - Date.now()) / 1000);
+    const lost = connection.shutdown ? "The server is restarting." : "Connection lost.";
+    text = secs >= 1 ? `${lost} Reconnecting in ${secs} s…` : `${lost} Reconnecting…`;
+    kind = "warn";
+    retry = secs >= 1;
+    if (secs >= 1) connection.tick = setTimeout(renderBanner, 250);
+  } else {
+    text = "Disconnected.";
+    kind = "error";
+    retry = true;
+  }
+  const pending = chat && state !== "open" ? chat.outbox.filter((item) => item.state !== "failed").length : 0;
+  ui.banner.hidden = false;
+  ui.banner.dataset.kind = kind;
+  ui.bannerStatus.textContent = text;
+  ui.bannerPending.textContent =
+    pending > 0 ? `${pending} ${pending === 1 ? "message" : "messages"} will be sent when you are back.` : "";
+  ui.bannerRetry.hidden = !retry;
+  ui.bannerRetry.textContent = state === "closed" ? "Reconnect" : "Retry now";
+}
+
+function hideBanner() {
+  ui.banner.hidden = true;
+  ui.banner.dataset.kind = "";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rooms in use.
+//
+// The server has no room-list API yet. So every chat page also joins one well-known room,
+// chat:_rooms (the directory), with presence { uid, name, room }: the directory's member list
+// *is* the list of who is in which room, kept live by the server's presence events, and a room
+// is "in use" while some member's presence names it. Nothing is ever published there. Costs:
+// one more room per page, and each page's room switch is one presence event to every open
+// page; replace this with a room-list API when the server has one. Other clients can join the
+// directory too, so what its members claim is checked (room names) and only ever shown as text.
+
+const directory = sb.join(DIRECTORY_ROOM, { presence: directoryPresence() });
+directory.on("members", renderRoomLists);
+directory.on("error", (error) => console.warn("room directory:", error.code, error.message));
+
+function directoryPresence() {
+  return { uid: me.uid, name: me.name, room: chat ? chat.name : null };
+}
+
+/** [{ name, count }]: rooms with someone in them (and the current one), busiest first. */
+function roomsInUse() {
+  const people = new Map(); // room -> Set of member keys
+  for (const member of directory.members) {
+    const room = member.presence?.room;
+    if (!isRoomName(room)) continue;
+    if (!people.has(room)) people.set(room, new Set());
+    people.get(room).add(memberKey(member));
+  }
+  if (chat && !people.has(chat.name)) people.set(chat.name, new Set([me.uid]));
+  return [...people]
+    .map(([name, keys]) => ({ name, count: keys.size }))
+    .sort((a, b) => b.count - a.count || a.name.localeCompare(b.name));
+}
+
+function renderRoomLists() {
+  const rooms = roomsInUse();
+  fillRoomList(ui.roomList, rooms, (name) => {
+    closeDrawers();
+    enterRoom(name);
+  });
+  fillRoomList(ui.joinRoomList, rooms, (name) => {
+    ui.joinRoom.value = name;
+    if (checkDisplayName(ui.joinName.value).error) ui.joinName.focus();
+    else ui.joinForm.requestSubmit();
+  });
+  ui.joinRoomsEmpty.hidden = rooms.length > 0;
+}
+
+function fillRoomList(list, rooms, choose) {
+  const items = rooms.map(({ name, count }) => {
+    const li = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "room-item";
+    if (chat && chat.name === name) {
+      button.classList.add("current");
+      button.setAttribute("aria-current", "true");
+    }
+    const hash = span("room-hash", "#");
+    hash.setAttribute("aria-hidden", "true");
+    const count_ = span("room-count", String(count));
+    count_.title = `${count} ${count === 1 ? "person" : "people"}`;
+    button.append(hash, span("room-name", name), count_);
+    button.addEventListener("click", () => choose(name));
+    li.append(button);
+    return li;
+  });
+  list.replaceChildren(...items);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The room being chatted in.
+
+function newChat(name, room) {
+  return {
+    name,
+    room,
+    unsubscribe: [],
+    joinedOnce: false,
+    outbox: [], // my messages not yet confirmed by the server: { id, text, state, li }
+    seen: new Set(), // ids of the messages shown: a message re-sent after a lost reply shows once
+    present: new Map(), // member key -> { name, conns }: who we have said is here
+    missing: null, // Set of member keys we are waiting for after a reconnect, or null
+    regroupTimer: null,
+    typing: false,
+    typingTimer: null,
+  };
+}
+
+function myPresence() {
+  return { uid: me.uid, name: me.name, typing: chat ? chat.typing : false };
+}
+
+/** A member's identity across reconnects: the page's uid when it has one, else its connection. */
+function memberKey(member) {
+  const uid = member?.presence?.uid;
+  return typeof uid === "string" && uid !== "" ? uid : `conn:${member?.conn}`;
+}
+
+function memberName(member) {
+  const name = member?.presence?.name;
+  if (typeof name === "string" && name.trim() !== "") return name.trim().slice(0, 64);
+  return `guest-${String(member?.conn ?? "").slice(-4)}`;
+}
+
+function enterRoom(name) {
+  if (chat && chat.name === name) return;
+  if (chat) leaveRoom(chat);
+  chat = newChat(name, null);
+  const c = chat;
+  const room = sb.join(ROOM_PREFIX + name, { presence: myPresence() });
+  c.room = room;
+  const current = (fn) => (payload) => chat === c && fn(payload); // events of a room left: ignored
+  c.unsubscribe = [
+    room.on("joined", current((reply) => onJoined(c, reply))),
+    room.on("state", current((state) => onRoomState(c, state))),
+    room.on("message", current((message) => onMessage(c, message))),
+    room.on("presence", current((event) => onPresence(c, event))),
+    room.on("members", current(() => renderMembers(c))),
+    room.on("gap", current(() => {
+      if (c.joinedOnce) systemLine(c, "Reconnected. Messages sent while you were offline may be missing.", "notice");
+    })),
+    room.on("error", current((error) => systemLine(c, `Problem in #${name}: ${error.message}`, "error"))),
+  ];
+  room.ready.catch((error) => {
+    if (chat === c && error.code !== "closed") systemLine(c, `Could not join #${name}: ${error.message}`, "error");
+  });
+
+  ui.messages.replaceChildren();
+  ui.roomTitle.textContent = name;
+  ui.input.placeholder = `Message #${name}`;
+  document.title = `#${name} · Switchboard`;
+  const url = new URL(location.href);
+  url.searchParams.set("name", me.name);
+  url.searchParams.set("room", name);
+  history.replaceState(null, "", url);
+  const changeUrl = new URL("./", location.href);
+  changeUrl.searchParams.set("room", name);
+  ui.changeName.href = changeUrl.pathname + changeUrl.search;
+  directory.setPresence(directoryPresence());
+  renderRoomLists();
+  renderMembers(c);
+  renderTyping(c);
+  ui.input.focus();
+}
+
+function leaveRoom(c) {
+  for (const off of c.unsubscribe) off();
+  clearTimeout(c.regroupTimer);
+  clearTimeout(c.typingTimer);
+  c.room.leave();
+}
+
+function onRoomState(c, state) {
+  // Joined, then not: the connection was lost. Our messages wait in the outbox.
+  if (state === "joining" && c.joinedOnce) {
+    clearTimeout(c.regroupTimer);
+    c.missing = null;
+    renderPendingStatus(c);
+  }
+  renderMembers(c);
+  renderTyping(c);
+}
+
+// Getting back together. When a server restarts, every page loses its connection at the same
+// moment and comes back at its own time (the reconnect delays are random, on purpose). The
+// server keeps no history, so a message published before someone is back in the room never
+// reaches them. So after a reconnect, the messages we typed offline wait until the people who
+// were here before are back (or REGROUP_MS passed): a restart does not lose them. Whoever is
+// still missing then is reported as gone.
+function onJoined(c, reply) {
+  const now = new Map();
+  for (const member of reply.members ?? []) {
+    const key = memberKey(member);
+    if (!now.has(key)) now.set(key, { name: memberName(member), conns: new Set() });
+    now.get(key).conns.add(member.conn);
+  }
+  if (!c.joinedOnce) {
+    c.joinedOnce = true;
+    c.present = now;
+    const others = [...now.keys()].filter((key) => key !== me.uid).length;
+    systemLine(c, others === 0 ? `You joined #${c.name}. It is just you for now.` : `You joined #${c.name}.`, "self");
+    ui.input.focus();
+  } else {
+    const missing = new Set();
+    for (const [key, person] of c.present) {
+      if (key === me.uid || now.has(key)) continue;
+      missing.add(key);
+      now.set(key, { name: person.name, conns: new Set() }); // not back yet
+    }
+    for (const [key, person] of now) {
+      if (key !== me.uid && !c.present.has(key)) systemLine(c, `${person.name} joined`, "join");
+    }
+    c.present = now;
+    clearTimeout(c.regroupTimer);
+    c.missing = missing.size > 0 ? missing : null;
+    if (c.missing) c.regroupTimer = setTimeout(() => endRegroup(c), REGROUP_MS);
+  }
+  flush(c);
+  renderMembers(c);
+}
+
+function endRegroup(c) {
+  clearTimeout(c.regroupTimer);
+  const missing = c.missing ?? new Set();
+  c.missing = null;
+  for (const key of missing) {
+    const person = c.present.get(key);
+    if (person && person.conns.size === 0) {
+      c.present.delete(key);
+      systemLine(c, `${person.name} left`, "leave");
+    }
+  }
+  flush(c);
+}
+
+function onPresence(c, { event, member }) {
+  const key = memberKey(member);
+  if (key !== me.uid) {
+    const person = c.present.get(key);
+    if (event === "join") {
+      if (!person) {
+        c.present.set(key, { name: memberName(member), conns: new Set([member.conn]) });
+        systemLine(c, `${memberName(member)} joined`, "join");
+      } else {
+        person.conns.add(member.conn);
+        if (c.missing?.delete(key) && c.missing.size === 0) endRegroup(c);
+      }
+    } else if (event === "leave" && person) {
+      person.conns.delete(member.conn);
+      if (person.conns.size === 0 && !c.missing?.has(key)) {
+        c.present.delete(key);
+        systemLine(c, `${person.name} left`, "leave");
+      }
+    } else if (event === "update" && person) {
+      person.name = memberName(member);
+    }
+  }
+  renderTyping(c);
+}
+
+function onMessage(c, { data, from, ts }) {
+  const id = data !== null && typeof data === "object" && typeof data.id === "string" ? data.id : null;
+  if (id !== null) {
+    if (c.seen.has(id)) return; // a publish re-sent after its reply was lost
+    c.seen.add(id);
+    const item = c.outbox.find((entry) => entry.id === id);
+    if (item) return confirmSent(c, item, ts);
+  }
+  const key = memberKey(from);
+  showMessage(c, { key, name: memberName(from), text: messageText(data), ts, mine: key === me.uid, id });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sending. Each message gets an id and waits in the outbox, shown as pending, until the
+// server has it. Lost replies are retried with the same id, and every page drops an id it has
+// already shown, so each message shows once even when it had to be sent twice.
+
+function send(c, text) {
+  const item = { id: newId(), text, state: "pending", li: null };
+  c.outbox.push(item);
+  item.li = showMessage(c, { key: me.uid, name: me.name, text, ts: Date.now(), mine: true, id: item.id, pending: true });
+  setTyping(c, false);
+  flush(c);
+  renderBanner();
+}
+
+function canSend(c) {
+  return chat === c && sb.state === "open" && c.room.state === "joined" && c.missing === null;
+}
+
+function flush(c) {
+  if (canSend(c)) {
+    for (const item of c.outbox) if (item.state === "pending") publish(c, item);
+  }
+  renderPendingStatus(c);
+}
+
+function publish(c, item) {
+  item.state = "sending";
+  c.room.publish({ text: item.text, id: item.id }, { timeoutMs: PUBLISH_TIMEOUT_MS }).then(
+    () => confirmSent(c, item, null),
+    (error) => {
+      if (item.state !== "sending") return;
+      switch (error.code) {
+        case "disconnected": // goes again once the room is joined again
+          item.state = "pending";
+          break;
+        case "timeout": // the server may have it: same id again, later
+        case "rate_limited":
+        case "unavailable":
+          item.state = "pending";
+          setTimeout(() => flush(c), 2_000);
+          break;
+        default: // refused (too large, forbidden...), or the room closed
+          item.state = "failed";
+          item.error = error.message;
+      }
+      renderPendingStatus(c);
+    },
+  );
+  renderPendingStatus(c);
+}
+
+function confirmSent(c, item, ts) {
+  if (item.state === "sent") return;
+  item.state = "sent";
+  c.seen.add(item.id);
+  c.outbox = c.outbox.filter((entry) => entry !== item);
+  item.li.classList.remove("pending", "failed");
+  item.li.querySelector(".msg-status")?.remove();
+  if (ts !== null) setTime(item.li.querySelector(".msg-time"), ts);
+  renderBanner();
+}
+
+function renderPendingStatus(c) {
+  const online = sb.state === "open" && c.room.state === "joined";
+  for (const item of c.outbox) {
+    const status = item.li.querySelector(".msg-status");
+    item.li.classList.toggle("failed", item.state === "failed");
+    if (item.state === "failed") {
+      status.textContent = `Not sent: ${item.error}. Click to retry.`;
+    } else if (item.state === "sending") {
+      status.textContent = "sending…";
+    } else {
+      status.textContent = online ? "sending soon…" : "pending: sent when you are back online";
+    }
+  }
+}
+
+function retryFailed(c, li) {
+  const item = c.outbox.find((entry) => entry.li === li && entry.state === "failed");
+  if (!item) return;
+  item.state = "pending";
+  flush(c);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rendering.
+
+function span(className, text) {
+  const el = document.createElement("span");
+  el.className = className;
+  el.textContent = text;
+  return el;
+}
+
+function setTime(time, ts) {
+  time.dateTime = new Date(ts).toISOString();
+  time.textContent = formatTime(ts);
+  time.title = formatDateTime(ts);
+}
+
+function avatar(name) {
+  const el = span("avatar", initials(name));
+  el.style.backgroundColor = colourFor(name);
+  el.setAttribute("aria-hidden", "true");
+  return el;
+}
+
+/** Appends a message; returns its element. */
+function showMessage(c, { key, name, text, ts, mine, id, pending }) {
+  const stick = isNearBottom() || mine;
+  const li = document.createElement("li");
+  li.className = "msg";
+  if (mine) li.classList.add("mine");
+  if (id) li.dataset.id = id;
+  if (pending) li.classList.add("pending");
+  li.dataset.key = key;
+  li.dataset.ts = String(ts);
+  const prev = ui.messages.lastElementChild;
+  if (prev?.classList.contains("msg") && prev.dataset.key === key && ts - Number(prev.dataset.ts) < GROUP_MS) {
+    li.classList.add("cont");
+  }
+
+  const head = document.createElement("div");
+  head.className = "msg-head";
+  const who = span("msg-name", name);
+  who.style.color = colourFor(name);
+  const time = document.createElement("time");
+  time.className = "msg-time";
+  setTime(time, ts);
+  head.append(who, time);
+  if (pending) {
+    const status = span("msg-status", "");
+    status.addEventListener("click", () => retryFailed(c, li));
+    head.append(status);
+  }
+  const body = document.createElement("p");
+  body.className = "msg-text";
+  body.textContent = text; // text, never HTML
+  li.append(avatar(name), head, body);
+  ui.messages.append(li);
+  if (stick) scrollToBottom();
+  return li;
+}
+
+/** A line about the room itself: joins, leaves, reconnects. */
+function systemLine(c, text, kind) {
+  if (chat !== c) return;
+  const stick = isNearBottom();
+  const li = document.createElement("li");
+  li.className = `system system-${kind}`;
+  const time = document.createElement("time");
+  time.className = "system-time";
+  setTime(time, Date.now());
+  li.append(span("system-text", text), time);
+  ui.messages.append(li);
+  if (stick) scrollToBottom();
+}
+
+function isNearBottom() {
+  const m = ui.messages;
+  return m.scrollHeight - m.scrollTop - m.clientHeight < 80;
+}
+
+function scrollToBottom() {
+  ui.messages.scrollTop = ui.messages.scrollHeight;
+}
+
+/** The people in the room (one entry per person, however many connections), me first. */
+function people(c) {
+  const byKey = new Map();
+  for (const member of c.room.members) {
+    const key = memberKey(member);
+    const person = byKey.get(key) ?? { key, name: memberName(member), typing: false, me: key === me.uid };
+    person.typing ||= member.presence?.typing === true;
+    byKey.set(key, person);
+  }
+  if (!byKey.has(me.uid)) byKey.set(me.uid, { key: me.uid, name: me.name, typing: false, me: true });
+  return [...byKey.values()].sort((a, b) => Number(b.me) - Number(a.me) || a.name.localeCompare(b.name));
+}
+
+function renderMembers(c) {
+  if (chat !== c) return;
+  const list = people(c);
+  const online = sb.state === "open" && c.room.state === "joined";
+  ui.memberCount.textContent = String(list.length);
+  ui.toggleMembers.setAttribute("aria-label", `${list.length} in this room: show members`);
+  ui.memberList.classList.toggle("stale", !online);
+  ui.memberList.replaceChildren(
+    ...list.map((person) => {
+      const li = document.createElement("li");
+      li.className = "member";
+      li.dataset.key = person.key;
+      const name = span("member-name", person.name);
+      li.append(avatar(person.name), name);
+      if (person.me) li.append(span("member-you", "you"));
+      if (person.typing && !person.me && online) li.append(span("member-typing", "typing…"));
+      return li;
+    }),
+  );
+  renderTyping(c);
+}
+
+function renderTyping(c) {
+  if (chat !== c) return;
+  const online = sb.state === "open" && c.room.state === "joined";
+  const names = online ? people(c).filter((p) => p.typing && !p.me).map((p) => p.name) : [];
+  ui.typing.textContent = typingText(names);
+  ui.typing.classList.toggle("active", names.length > 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Typing and the message box.
+
+function setTyping(c, on) {
+  clearTimeout(c.typingTimer);
+  if (on) c.typingTimer = setTimeout(() => setTyping(c, false), TYPING_IDLE_MS);
+  if (c.typing === on) return;
+  c.typing = on;
+  c.room.setPresence(myPresence()).catch(() => {}); // a refusal is also shown through "error"
+}
+
+ui.input.addEventListener("input", () => {
+  autoGrow();
+  if (chat) setTyping(chat, ui.input.value.trim() !== "");
+});
+
+ui.input.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    ui.composer.requestSubmit();
+  }
+});
+
+ui.composer.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = ui.input.value.trim();
+  if (!chat || text === "") return;
+  send(chat, text.slice(0, MAX_MESSAGE_LENGTH));
+  ui.input.value = "";
+  autoGrow();
+  ui.input.focus();
+});
+
+function autoGrow() {
+  ui.input.style.height = "auto";
+  ui.input.style.height = `${Math.min(ui.input.scrollHeight, 160)}px`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// New room, drawers on narrow screens.
+
+ui.newRoomForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const checked = checkRoomName(ui.newRoom.value);
+  ui.newRoomError.textContent = checked.error ?? "";
+  ui.newRoom.setAttribute("aria-invalid", String(Boolean(checked.error)));
+  if (checked.error) return;
+  ui.newRoom.value = "";
+  closeDrawers();
+  enterRoom(checked.name);
+});
+ui.newRoom.addEventListener("input", () => {
+  ui.newRoomError.textContent = "";
+  ui.newRoom.removeAttribute("aria-invalid");
+});
+
+ui.toggleRooms.addEventListener("click", () => toggleDrawer("show-rooms"));
+ui.toggleMembers.addEventListener("click", () => toggleDrawer("show-members"));
+ui.backdrop.addEventListener("click", closeDrawers);
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape") closeDrawers();
+});
+
+function toggleDrawer(name) {
+  const open = !ui.app.classList.contains(name);
+  closeDrawers();
+  ui.app.classList.toggle(name, open);
+  ui.backdrop.hidden = !open;
+}
+
+function closeDrawers() {
+  ui.app.classList.remove("show-rooms", "show-members");
+  ui.backdrop.hidden = true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Start: straight into the chat with ?name= and ?room=, else the form.
+
+function startChat(name, room) {
+  me.name = name;
+  ui.meName.textContent = name;
+  ui.meAvatar.textContent = initials(name);
+  ui.meAvatar.style.backgroundColor = colourFor(name);
+  ui.joinScreen.hidden = true;
+  ui.app.hidden = false;
+  enterRoom(room);
+}
+
+ui.joinForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const name = checkDisplayName(ui.joinName.value);
+  const room = checkRoomName(ui.joinRoom.value || "lobby");
+  const error = name.error ?? room.error;
+  ui.joinError.textContent = error ?? "";
+  ui.joinName.setAttribute("aria-invalid", String(Boolean(name.error)));
+  ui.joinRoom.setAttribute("aria-invalid", String(Boolean(room.error)));
+  if (error) {
+    (name.error ? ui.joinName : ui.joinRoom).focus();
+    return;
+  }
+  startChat(name.name, room.name);
+});
+
+const params = new URLSearchParams(location.search);
+const givenName = params.has("name") ? checkDisplayName(params.get("name")) : null;
+const givenRoom = params.has("room") ? checkRoomName(params.get("room")) : null;
+if (givenName?.name && givenRoom?.name) {
+  startChat(givenName.name, givenRoom.name);
+} else {
+  ui.joinName.value = givenName?.name ?? params.get("name") ?? "";
+  ui.joinRoom.value = givenRoom?.name ?? params.get("room") ?? "lobby";
+  ui.joinError.textContent = givenName?.error ?? givenRoom?.error ?? "";
+  ui.joinScreen.hidden = false;
+  (givenName?.name ? ui.joinRoom : ui.joinName).focus();
+  renderRoomLists();
+}
+renderBanner();
