@@ -20,13 +20,19 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 cargo test --workspace --locked
 
-if [ -f clients/js/package.json ]; then
-    step "JS SDK: npm ci, unit tests, type check"
-    (cd clients/js && npm ci --no-audit --no-fund && npm test && npm run typecheck)
-fi
+step "JS SDK: npm ci, unit tests, type check"
+(cd clients/js && npm ci --no-audit --no-fund && npm test && npm run typecheck)
+
+# The suites below start the debug server binary themselves.
+cargo build -p switchboard --locked
+
+step "JS SDK integration tests against the server binary"
+(cd clients/js && npm run test:integration)
+
+step "React bindings: npm ci, tests against the server binary, type check"
+(cd clients/react && npm ci --no-audit --no-fund && npm test && npm run typecheck)
 
 step "Chat app in headless Chromium (e2e)"
-cargo build -p switchboard --locked
 (cd e2e && npm ci --no-audit --no-fund && npm test)
 
 if [ "${SKIP_AUTOBAHN:-0}" != 1 ]; then

@@ -234,6 +234,9 @@ export class Switchboard {
         this.#rooms.get(frame.room)?._receive(frame);
         break;
       case "shutdown":
+        // The server will process nothing more on this connection: rooms count as not
+        // joined from now on, so publishes wait in their queues for the reconnect.
+        for (const room of this.#rooms.values()) room._disconnected();
         this.#shutdownHint = frame.reconnect_ms ?? 0;
         this.#events.emit("shutdown", { reason: frame.reason ?? "", reconnectMs: this.#shutdownHint });
         break;

@@ -1,0 +1,90 @@
+// Types of the Switchboard React bindings.
+
+import type { ReactElement, ReactNode } from "react";
+import type {
+  ClientState,
+  Member,
+  Message,
+  PublishOptions,
+  PublishReply,
+  Room,
+  RoomState,
+  Switchboard,
+  SwitchboardError,
+  SwitchboardOptions,
+} from "@switchboard/client";
+
+export type {
+  ClientState,
+  Member,
+  Message,
+  PublishOptions,
+  PublishReply,
+  Room,
+  RoomState,
+  Switchboard,
+  SwitchboardError,
+  SwitchboardOptions,
+} from "@switchboard/client";
+
+export type SwitchboardProviderProps =
+  | {
+      /** The server's WebSocket endpoint, e.g. "wss://example.com/ws". */
+      url: string;
+      /** Client options, read when the client is created (on mount, and when `url` changes). `autoConnect` is ignored. */
+      options?: SwitchboardOptions;
+      client?: undefined;
+      children?: ReactNode;
+    }
+  | {
+      /** An existing client, used as it is: the provider neither connects nor closes it. */
+      client: Switchboard;
+      url?: undefined;
+      options?: undefined;
+      children?: ReactNode;
+    };
+
+/** One Switchboard client, and so one WebSocket, for the whole tree below it. */
+export declare function SwitchboardProvider(props: SwitchboardProviderProps): ReactElement;
+
+export interface SwitchboardContextValue {
+  client: Switchboard;
+  state: ClientState;
+}
+
+/** The provider's client and its connection state. Throws outside a provider. */
+export declare function useSwitchboard(): SwitchboardContextValue;
+
+export interface UseRoomOptions {
+  /** My public state in the room, e.g. { name: "ada" }. Compared by value; changing it updates it. */
+  presence?: object;
+  /** Most messages kept; older ones are dropped. Default 1000. */
+  limit?: number;
+}
+
+export interface RoomView {
+  /** Messages received since the component mounted, in offset order. */
+  messages: readonly Message[];
+  /** The room's members, me included. */
+  members: readonly Member[];
+  /** Publishes to the room: resolves with the `ok` reply, rejects with a SwitchboardError. */
+  publish(data: unknown, options?: PublishOptions): Promise<PublishReply>;
+  /** "joining" until joined (and again while reconnecting), "closed" when refused. */
+  status: RoomState;
+  /** The SDK room; null until the component's first effect ran. */
+  room: Room | null;
+  /** The last error the room reported (a refused join or presence update), else null. */
+  error: SwitchboardError | null;
+}
+
+/** Joins room `name` while mounted; components using the same room share one join. */
+export declare function useRoom(name: string, options?: UseRoomOptions): RoomView;
+
+export interface PresenceView {
+  members: readonly Member[];
+  /** Replaces my presence state in the room. */
+  setPresence(presence: object): Promise<unknown>;
+}
+
+/** The members of a room (a name, joined while mounted, or a Room) and a way to set my presence. */
+export declare function usePresence(room: string | Room | null | undefined): PresenceView;

@@ -1,0 +1,270 @@
+// React bindings for the Switchboard JavaScript client.
+//
+//   <SwitchboardProvider url=...>     one client (one WebSocket) for the whole tree below it
+//     useSwitchboard()                → { client, state }
+//     useRoom(name, { presence })     → { messages, members, publish, status, room, error }
+//     usePresence(room)               → { members, setPresence }
+//
+// React may run an effect, undo it and run it again without the component having really
+// unmounted (StrictMode does this on purpose on every mount; <Activity>, Fast Refresh too).
+// So nothing is torn down at once: closing the client and leaving a room are deferred by a
+// tick and cancelled when the effect comes right back. Rooms are leased with a count, so
+// any number of components can use one room, and the room is left when the last lets go.
+//
+// Plain ES module, no JSX: no build step.
+
+import {
+  createContext,
+  createElement,
+  useCallback,
+  useContext,
+  useEffect,
+  useMemo,
+  useRef,
+  useState,
+  useSyncExternalStore,
+} from "react";
+import { CLIENT_CODES, Switchboard, SwitchboardError } from "@switchboard/client";
+
+const SwitchboardContext = createContext(null);
+const EMPTY = Object.freeze([]);
+const DEFAULT_MESSAGE_LIMIT = 1000;
+
+// Deferred teardown: long enough for React to run an effect again after undoing it.
+const defer = (fn) => setTimeout(fn, 0);
+const cancel = (handle) => clearTimeout(handle);
+
+// Closes of provider-owned clients that are waiting for their tick.
+const pendingClose = new WeakMap(); // client -> timer
+
+/**
+ * Provides one Switchboard client to the tree below. Either `url` (and `options`, read when
+ * the client is created: on mount and when `url` changes), which creates, connects and in
+ * the end closes a client of its own, or `client`: an existing one, used as it is (the
+ * provider neither connects nor closes it).
+ */
+export function SwitchboardProvider({ url, options, client: given, children }) {
+  // Created during render but not connected: a render React throws away leaves no socket.
+  const owned = useMemo(
+    () => (given ? null : new Switchboard(url, { ...options, autoConnect: false })),
+    // eslint-disable-next-line react-hooks/exhaustive-deps -- options are read at creation
+    [given, url],
+  );
+  const client = given ?? owned;
+  if (!client) throw new TypeError("SwitchboardProvider needs a `url` or a `client`");
+
+  useEffect(() => {
+    if (!owned) return undefined;
+    const waiting = pendingClose.get(owned);
+    if (waiting !== undefined) {
+      cancel(waiting); // the same provider came straight back: keep the connection
+      pendingClose.delete(owned);
+    }
+    owned.connect(); // no-op while connecting or open; reconnects a client closed before
+    return () => {
+      pendingClose.set(
+        owned,
+        defer(() => {
+          pendingClose.delete(owned);
+          owned.close();
+        }),
+      );
+    };
+  }, [owned]);
+
+  const subscribe = useCallback((onChange) => client.on("state", onChange), [client]);
+  const getState = () => client.state;
+  const state = useSyncExternalStore(subscribe, getState, getState);
+  const value = useMemo(() => ({ client, state }), [client, state]);
+  return createElement(SwitchboardContext.Provider, { value }, children);
+}
+
+/** The provider's client and its connection state ("connecting" | "open" | "reconnecting" | "closed"). */
+export function useSwitchboard() {
+  const value = useContext(SwitchboardContext);
+  if (value === null) throw new Error("useSwitchboard() and the room hooks must be used inside <SwitchboardProvider>");
+  return value;
+}
+
+// ---------------------------------------------------------------------------------------
+// Room leases: per client, per room name, how many hook instances use the room.
+
+const leases = new WeakMap(); // client -> Map<name, Lease>
+
+const presenceKey = (presence) => (presence === undefined ? undefined : JSON.stringify(presence));
+
+function leasesOf(client) {
+  let rooms = leases.get(client);
+  if (!rooms) leases.set(client, (rooms = new Map()));
+  return rooms;
+}
+
+/**
+ * Takes a lease on room `name`: joins it if nobody holds one (with `presence`, when given),
+ * else shares the room. Returns { room, release }.
+ */
+function acquireRoom(client, name, presence) {
+  const rooms = leasesOf(client);
+  let lease = rooms.get(name);
+  if (lease && lease.room.state === "closed") {
+    // Refused, or the client was closed: start over with a new join.
+    if (lease.timer !== null) cancel(lease.timer);
+    rooms.delete(name);
+    lease = undefined;
+  }
+  if (!lease) {
+    const room = client.join(name, presence === undefined ? {} : { presence });
+    lease = { room, count: 0, timer: null, presence: presenceKey(presence) };
+    rooms.set(name, lease);
+  } else {
+    updatePresence(lease, presence);
+  }
+  if (lease.timer !== null) {
+    cancel(lease.timer); // came straight back: no leave, no join
+    lease.timer = null;
+  }
+  lease.count += 1;
+  let released = false;
+  const held = lease;
+  return {
+    room: held.room,
+    release() {
+      if (released) return;
+      released = true;
+      held.count -= 1;
+      if (held.count > 0) return;
+      held.timer = defer(() => {
+        held.timer = null;
+        if (held.count > 0) return;
+        if (rooms.get(name) === held) rooms.delete(name);
+        held.room.leave();
+      });
+    },
+  };
+}
+
+function updatePresence(lease, presence) {
+  const key = presenceKey(presence);
+  if (key === undefined || key === lease.presence) return Promise.resolve(undefined);
+  lease.presence = key;
+  return lease.room.setPresence(presence); // a refusal also emits the room's "error"
+}
+
+/** Sets my presence in room `name` through its lease (so other hooks do not undo it). */
+function setLeasedPresence(client, name, presence) {
+  const lease = leases.get(client)?.get(name);
+  if (!lease) return Promise.reject(notJoined(name));
+  return updatePresence(lease, presence);
+}
+
+function notJoined(name) {
+  return new SwitchboardError(CLIENT_CODES.CLOSED, `room "${name}" is not in use by a mounted component`);
+}
+
+// ---------------------------------------------------------------------------------------
+// Hooks.
+
+/** The room's live state, read through useSyncExternalStore. */
+function useRoomSnapshot(room, event, read, fallback) {
+  const subscribe = useCallback((onChange) => (room ? room.on(event, onChange) : () => {}), [room, event]);
+  const get = () => (room ? read(room) : fallback);
+  return useSyncExternalStore(subscribe, get, get);
+}
+
+/**
+ * Holds a lease on room `name` while mounted. Returns { room, messages, error }, all null or
+ * empty until the effect has run. `onRoom` subscriptions are made in the same effect as the
+ * lease, so nothing emitted in between is missed.
+ */
+function useLease(name, presence, { collectMessages, limit }) {
+  const { client } = useSwitchboard();
+  const latestPresence = useRef(presence);
+  useEffect(() => {
+    latestPresence.current = presence;
+  });
+  const [store, setStore] = useState({ client: null, name: null, room: null, messages: EMPTY, error: null });
+
+  useEffect(() => {
+    if (typeof name !== "string") return undefined;
+    const { room, release } = acquireRoom(client, name, latestPresence.current);
+    setStore((s) =>
+      s.client === client && s.name === name && s.room === room
+        ? s
+        : { client, name, room, messages: EMPTY, error: null },
+    );
+    const update = (change) =>
+      setStore((s) => (s.room === room ? { ...s, ...change(s) } : s));
+    const offs = [room.on("error", (error) => update(() => ({ error })))];
+    if (collectMessages) {
+      offs.push(
+        room.on("message", (message) =>
+          update((s) => {
+            const kept = s.messages.length >= limit ? s.messages.slice(s.messages.length - limit + 1) : s.messages;
+            return { messages: [...kept, message] };
+          }),
+        ),
+      );
+    }
+    return () => {
+      for (const off of offs) off();
+      release();
+    };
+  }, [client, name, collectMessages, limit]);
+
+  // Presence changes after the join (compared by value: an inline object is fine).
+  const key = presenceKey(presence);
+  useEffect(() => {
+    if (key === undefined || typeof name !== "string" || store.room === null) return;
+    setLeasedPresence(client, name, latestPresence.current).catch(() => {}); // refusals: `error`
+  }, [client, name, key, store.room]);
+
+  const current = store.client === client && store.name === name ? store : null;
+  return { client, room: current?.room ?? null, messages: current?.messages ?? EMPTY, error: current?.error ?? null };
+}
+
+/**
+ * Joins room `name` while the component is mounted (shared with other components using the
+ * same room under the same provider). `presence`: my public state in the room, compared by
+ * value; changing it updates it. `limit`: most messages kept (oldest dropped), default 1000.
+ *
+ * Returns { messages, members, publish, status, room, error }: the messages received since
+ * the component mounted, in order; the member list; publish(data, options) → Promise of the
+ * `ok` reply; the room's state ("joining" | "joined" | "closed"); the SDK Room (null before
+ * the first effect); the last error the room reported (a refused join or presence update).
+ */
+export function useRoom(name, { presence, limit = DEFAULT_MESSAGE_LIMIT } = {}) {
+  const { client, room, messages, error } = useLease(name, presence, { collectMessages: true, limit });
+  const members = useRoomSnapshot(room, "members", (r) => r.members, EMPTY);
+  const status = useRoomSnapshot(room, "state", (r) => r.state, "joining");
+  const publish = useCallback(
+    (data, options) => {
+      const target = room ?? leases.get(client)?.get(name)?.room;
+      return target ? target.publish(data, options) : Promise.reject(notJoined(name));
+    },
+    [client, name, room],
+  );
+  return { messages, members, publish, status, room, error };
+}
+
+/**
+ * The member list of a room and a way to set my presence in it. `room` is a room name (the
+ * room is joined while the component is mounted, like useRoom, without presence of its own)
+ * or a Room (e.g. useRoom's `room`), or null.
+ */
+export function usePresence(room) {
+  const byName = typeof room === "string";
+  const lease = useLease(byName ? room : null, undefined, { collectMessages: false, limit: 0 });
+  const target = byName ? lease.room : room ?? null;
+  const members = useRoomSnapshot(target, "members", (r) => r.members, EMPTY);
+  const { client } = lease;
+  const setPresence = useCallback(
+    (presence) => {
+      if (byName) return setLeasedPresence(client, room, presence);
+      if (!target) return Promise.reject(notJoined(String(room)));
+      const held = leases.get(client)?.get(target.name);
+      return held?.room === target ? updatePresence(held, presence) : target.setPresence(presence);
+    },
+    [byName, client, room, target],
+  );
+  return { members, setPresence };
+}

@@ -1,0 +1,46 @@
+// Compiles only if the declarations describe the API the README shows.
+import { createElement, type ReactElement } from "react";
+import { Switchboard } from "@switchboard/client";
+import {
+  SwitchboardProvider,
+  usePresence,
+  useRoom,
+  useSwitchboard,
+  type Member,
+  type Message,
+  type RoomView,
+} from "@switchboard/react";
+
+function Chat({ name }: { name: string }): ReactElement {
+  const { client, state } = useSwitchboard();
+  const knownState: "connecting" | "open" | "reconnecting" | "closed" = state;
+  const conn: string | null = client.conn;
+  const view: RoomView = useRoom("chat:lobby", { presence: { name }, limit: 100 });
+  const { messages, members, publish, status, room, error } = view;
+  const first: Message | undefined = messages[0];
+  const member: Member | undefined = members[0];
+  const roomStatus: "joining" | "joined" | "closed" = status;
+  const code: string | undefined = error?.code;
+  void [knownState, conn, first, member, roomStatus, code, room?.name];
+  const send = async (): Promise<number> => (await publish({ text: "hi" }, { timeoutMs: 5000, echo: false })).offset;
+  const byName = usePresence("chat:lobby");
+  const byRoom = usePresence(room);
+  void byRoom.members.length;
+  return createElement(
+    "button",
+    { onClick: () => void send().then(() => byName.setPresence({ name, typing: false })) },
+    String(byName.members.length),
+  );
+}
+
+export function App(): ReactElement {
+  return createElement(
+    SwitchboardProvider,
+    { url: "ws://localhost:8080/ws", options: { backoff: { baseMs: 500 } } },
+    createElement(Chat, { name: "ada" }),
+  );
+}
+
+export function WithClient(client: Switchboard): ReactElement {
+  return createElement(SwitchboardProvider, { client }, createElement(Chat, { name: "grace" }));
+}
