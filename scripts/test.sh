@@ -29,6 +29,9 @@ cargo build -p switchboard --locked
 step "JS SDK integration tests against the server binary"
 (cd clients/js && npm run test:integration)
 
+step "Yjs interop: official yjs + y-websocket against the server binary"
+(cd tests-node/yjs && npm ci --no-audit --no-fund && npm test)
+
 step "React bindings: npm ci, tests against the server binary, type check"
 (cd clients/react && npm ci --no-audit --no-fund && npm test && npm run typecheck)
 

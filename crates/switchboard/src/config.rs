@@ -84,6 +84,22 @@ pub struct ServeArgs {
     /// On SIGINT/SIGTERM, time given to clients to receive what is queued and close. [default: 10s]
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
     pub shutdown_timeout: Option<Millis>,
+    /// Directory of the embedded document store (created on first use of /yjs). [default: ./data]
+    #[arg(long, env = "SWITCHBOARD_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Largest encoded size of one document; an update that would go over it closes with 1009. [default: 8MiB]
+    #[arg(long, env = "SWITCHBOARD_MAX_DOCUMENT_SIZE", value_name = "SIZE")]
+    pub max_document_size: Option<Size>,
+    /// Largest message a document client may send (a Yjs update); bigger closes with 1009. [default: 1MiB]
+    #[arg(long, env = "SWITCHBOARD_MAX_UPDATE_SIZE", value_name = "SIZE")]
+    pub max_update_size: Option<Size>,
+    /// Connections one document may have at once; more are closed with 1013. [default: 1000]
+    #[arg(
+        long,
+        env = "SWITCHBOARD_MAX_CONNECTIONS_PER_DOCUMENT",
+        value_name = "N"
+    )]
+    pub max_connections_per_document: Option<usize>,
     /// Serve GET /echo, a WebSocket endpoint that echoes every message (for conformance tests).
     #[arg(long, env = "SWITCHBOARD_ECHO_ENDPOINT", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub echo_endpoint: Option<bool>,
@@ -119,6 +135,10 @@ pub struct Config {
     pub handshake_timeout: Duration,
     pub shutdown_timeout: Duration,
     pub echo_endpoint: bool,
+    pub data_dir: PathBuf,
+    pub max_document_size: usize,
+    pub max_update_size: usize,
+    pub max_connections_per_document: usize,
     pub log_format: LogFormat,
     pub log: String,
     /// Whether max_outbound_queue was given, rather than following max_message_size.
@@ -142,6 +162,10 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(10),
             echo_endpoint: false,
+            data_dir: PathBuf::from("./data"),
+            max_document_size: 8 * 1024 * 1024,
+            max_update_size: 1024 * 1024,
+            max_connections_per_document: 1000,
             log_format: LogFormat::Text,
             log: "info".to_owned(),
             outbound_queue_set: false,
@@ -167,6 +191,10 @@ struct FileConfig {
     handshake_timeout: Option<Millis>,
     shutdown_timeout: Option<Millis>,
     echo_endpoint: Option<bool>,
+    data_dir: Option<PathBuf>,
+    max_document_size: Option<Size>,
+    max_update_size: Option<Size>,
+    max_connections_per_document: Option<usize>,
     log_format: Option<LogFormat>,
     log: Option<String>,
 }
@@ -213,6 +241,8 @@ impl Config {
                 max_connections,
                 max_connections_per_ip,
                 echo_endpoint,
+                data_dir,
+                max_connections_per_document,
                 log_format,
                 log
             ]
@@ -221,7 +251,12 @@ impl Config {
             cfg,
             a,
             |v: Size| v.0,
-            [max_message_size, max_outbound_queue]
+            [
+                max_message_size,
+                max_outbound_queue,
+                max_document_size,
+                max_update_size
+            ]
         );
         overlay!(
             cfg,
@@ -254,6 +289,10 @@ impl Config {
             ("max_rooms_per_connection", self.max_rooms_per_connection),
             ("max_connections", self.max_connections),
             ("max_connections_per_ip", self.max_connections_per_ip),
+            (
+                "max_connections_per_document",
+                self.max_connections_per_document,
+            ),
         ];
         for (name, n) in positive_counts {
             if n == 0 {
@@ -262,6 +301,19 @@ impl Config {
         }
         if self.max_message_size < 125 {
             bail!("config: max_message_size must be at least 125 bytes");
+        }
+        if self.max_update_size < 125 {
+            bail!("config: max_update_size must be at least 125 bytes");
+        }
+        if self.max_document_size < self.max_update_size {
+            bail!(
+                "config: max_document_size ({}) must be at least max_update_size ({})",
+                self.max_document_size,
+                self.max_update_size
+            );
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            bail!("config: data_dir must not be empty");
         }
         if self.max_outbound_queue < self.max_message_size {
             bail!(
@@ -293,6 +345,10 @@ impl From<FileConfig> for ServeArgs {
             handshake_timeout: f.handshake_timeout,
             shutdown_timeout: f.shutdown_timeout,
             echo_endpoint: f.echo_endpoint,
+            data_dir: f.data_dir,
+            max_document_size: f.max_document_size,
+            max_update_size: f.max_update_size,
+            max_connections_per_document: f.max_connections_per_document,
             log_format: f.log_format,
             log: f.log,
         }
@@ -446,6 +502,39 @@ mod tests {
         })
         .unwrap_err();
         assert!(format!("{err:#}").contains("max_message_size"), "{err:#}");
+    }
+
+    #[test]
+    fn document_settings() {
+        let cfg = Config::load(ServeArgs::default()).unwrap();
+        assert_eq!(cfg.data_dir, PathBuf::from("./data"));
+        assert_eq!(cfg.max_update_size, 1 << 20);
+        let dir = std::env::temp_dir().join(format!("sb-config-docs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("switchboard.toml");
+        std::fs::write(
+            &path,
+            "data_dir = \"/var/lib/sb\"\nmax_document_size = \"2MiB\"\n\
+             max_update_size = 65536\nmax_connections_per_document = 3\n",
+        )
+        .unwrap();
+        let cfg = Config::load(ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        assert_eq!(cfg.data_dir, PathBuf::from("/var/lib/sb"));
+        assert_eq!(cfg.max_document_size, 2 << 20);
+        assert_eq!(cfg.max_update_size, 65536);
+        assert_eq!(cfg.max_connections_per_document, 3);
+        let err = Config::load(ServeArgs {
+            max_document_size: Some(Size(1000)),
+            max_update_size: Some(Size(2000)),
+            ..ServeArgs::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("max_document_size"), "{err}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod broker;
 pub mod config;
 pub mod connection;
+pub mod documents;
 pub mod hub;
 pub mod ids;
 pub mod limits;

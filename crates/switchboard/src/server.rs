@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 use crate::broker::MemoryBroker;
 use crate::config::Config;
 use crate::connection::{self, Ending, Settings};
+use crate::documents::{self, DocSettings, Documents};
 use crate::hub::{ConnHandle, Hub};
 use crate::ids;
 use crate::limits::{ConnectionLimits, Slot};
@@ -37,6 +38,9 @@ struct Shared {
     limits: Arc<ConnectionLimits>,
     session_limits: Arc<Limits>,
     settings: Settings,
+    documents: Arc<Documents>,
+    /// `settings` for document connections: their messages may be up to `max_update_size`.
+    doc_settings: Settings,
     shutdown: watch::Receiver<bool>,
     /// Held by every connection task; the server waits for all clones to drop.
     drained: mpsc::Sender<()>,
@@ -60,6 +64,17 @@ pub async fn serve(config: Config, listener: TcpListener, signal: impl Future<Ou
         }),
         settings: Settings {
             max_message_size: config.max_message_size,
+            heartbeat_interval: config.heartbeat_interval,
+            heartbeat_timeout: config.heartbeat_timeout,
+        },
+        documents: Documents::new(DocSettings {
+            data_dir: config.data_dir.clone(),
+            max_document_size: config.max_document_size,
+            max_update_size: config.max_update_size,
+            max_connections_per_document: config.max_connections_per_document,
+        }),
+        doc_settings: Settings {
+            max_message_size: config.max_update_size,
             heartbeat_interval: config.heartbeat_interval,
             heartbeat_timeout: config.heartbeat_timeout,
         },
@@ -92,6 +107,8 @@ pub async fn serve(config: Config, listener: TcpListener, signal: impl Future<Ou
     drop(listener);
     let _ = shutdown_tx.send(true);
     let timeout = shared.config.shutdown_timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let documents = shared.documents.clone();
     drop(shared);
     match tokio::time::timeout(timeout, drained_rx.recv()).await {
         Ok(_) => info!("all connections closed"),
@@ -99,6 +116,16 @@ pub async fn serve(config: Config, listener: TcpListener, signal: impl Future<Ou
             timeout_ms = timeout.as_millis() as u64,
             "shutdown timeout: closing remaining connections"
         ),
+    }
+    // Documents compact when their last connection leaves; let them finish.
+    if tokio::time::timeout_at(deadline, documents.closed())
+        .await
+        .is_err()
+    {
+        warn!(
+            open = documents.open_count(),
+            "shutdown timeout: documents still closing (their updates are stored)"
+        );
     }
 }
 
@@ -139,14 +166,27 @@ fn route(shared: Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) -> Respo
         "/ws" => upgrade(shared, req, peer, Endpoint::Protocol),
         "/echo" if shared.config.echo_endpoint => upgrade(shared, req, peer, Endpoint::Echo),
         "/healthz" => health(&shared, req.method()),
+        p if p == "/yjs" || p.starts_with("/yjs/") => match documents::doc_name(p) {
+            Some(name) => {
+                let endpoint = Endpoint::Document(name.into());
+                upgrade(shared, req, peer, endpoint)
+            }
+            None => json_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_document",
+                documents::NAME_RULE,
+            ),
+        },
         _ => static_file(req.method(), path),
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Endpoint {
     Protocol,
     Echo,
+    /// `/yjs/{doc}`: the y-websocket protocol on one document.
+    Document(Arc<str>),
 }
 
 fn upgrade(
@@ -179,7 +219,7 @@ fn upgrade(
         }
     };
     let protocol = match endpoint {
-        Endpoint::Echo => None,
+        Endpoint::Echo | Endpoint::Document(_) => None,
         Endpoint::Protocol => match up.pick_protocol(&[SUBPROTOCOL]) {
             Some(p) => Some(p),
             None if up.protocols.is_empty() => None,
@@ -249,6 +289,11 @@ async fn websocket(
             .config
             .max_outbound_queue
             .max(2 * shared.config.max_message_size + 64),
+        // A joining editor is sent the whole document at once.
+        Endpoint::Document(_) => shared
+            .config
+            .max_outbound_queue
+            .max(shared.config.max_document_size + 2 * shared.config.max_update_size),
     };
     let conn = Arc::new(ConnHandle {
         num,
@@ -259,6 +304,19 @@ async fn websocket(
     info!(conn = %conn.id, remote = %peer, "connected");
     let shutdown = shared.shutdown.clone();
     let ending: Ending = match endpoint {
+        Endpoint::Document(name) => {
+            info!(conn = %conn.id, doc = %name, "document connection");
+            documents::serve(
+                shared.documents.clone(),
+                name,
+                conn.clone(),
+                stream,
+                leftover,
+                &shared.doc_settings,
+                shutdown,
+            )
+            .await
+        }
         Endpoint::Protocol => {
             let heartbeat_ms = shared.config.heartbeat_interval.as_millis() as u64;
             let mut session = Session::start(

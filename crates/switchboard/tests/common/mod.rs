@@ -561,3 +561,26 @@ pub fn upgrade_request(method: &str, omit: &[&str], extra: &str) -> String {
     req.push_str("\r\n");
     req
 }
+
+static NEXT_DIR: AtomicI64 = AtomicI64::new(0);
+
+/// A fresh, empty directory for one test (a server's `--data-dir`): the system temp dir,
+/// this process id and a counter, so parallel tests and test binaries never share one.
+pub fn temp_dir(label: &str) -> std::path::PathBuf {
+    let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!(
+        "switchboard-test-{label}-{}-{n}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+/// Client options for endpoints that speak no subprotocol (`/yjs/{doc}`, `/echo`).
+pub fn no_subprotocol() -> Options {
+    Options {
+        protocols: Vec::new(),
+        ..Options::default()
+    }
+}

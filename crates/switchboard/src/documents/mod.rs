@@ -1,0 +1,511 @@
+//! Yjs documents over the y-websocket protocol, at `GET /yjs/{doc}`.
+//!
+//! Each open document has one owner: a task that holds the `yrs` document and its awareness,
+//! receives commands from the document's connections over a channel, merges updates, makes
+//! them durable in the embedded store, and only then fans them out (one encoded frame,
+//! shared by every connection's outbox). When the last connection leaves, the owner compacts
+//! the document into a snapshot and ends. See docs/documents.md.
+//!
+//! - [`wire`]: the y-websocket message format.
+//! - [`owner`]: the per-document task.
+//! - [`store`]: the redb store (snapshot + updates per document).
+
+pub mod owner;
+pub mod store;
+pub mod wire;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use switchboard_ws::{CloseCode, Frame};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tracing::debug;
+
+use crate::connection::{self, Data, Ending, Flow, Handler, Settings};
+use crate::hub::ConnHandle;
+use crate::outbox::Outbox;
+use owner::Cmd;
+use store::Store;
+
+/// Most characters a document name may have (the same rule as room names).
+pub const MAX_NAME_LEN: usize = crate::protocol::MAX_ROOM_LEN;
+/// What a valid document name looks like, for error messages.
+pub const NAME_RULE: &str = "document names are 1-128 characters of A-Z a-z 0-9 _ - . :";
+
+/// Close codes of the document endpoint (besides the connection's own: 1009 for a message
+/// over `max_update_size`, 4000 heartbeat, 4009 slow consumer, 1001 shutdown).
+pub mod close {
+    use switchboard_ws::CloseCode;
+    /// A text message: y-websocket speaks binary only.
+    pub const UNSUPPORTED: CloseCode = CloseCode(1003);
+    /// A message or update that does not decode.
+    pub const MALFORMED: CloseCode = CloseCode(1007);
+    /// An update that would take the document over `max_document_size`.
+    pub const TOO_BIG: CloseCode = CloseCode(1009);
+    /// The document could not be loaded or stored; it is not served rather than served wrong.
+    pub const INTERNAL: CloseCode = CloseCode(1011);
+    /// `max_connections_per_document` reached.
+    pub const TRY_AGAIN_LATER: CloseCode = CloseCode(1013);
+}
+
+/// A close code and reason for one connection.
+pub type Refusal = (CloseCode, String);
+
+/// The document settings, from the config.
+#[derive(Debug, Clone)]
+pub struct DocSettings {
+    pub data_dir: PathBuf,
+    pub max_document_size: usize,
+    pub max_update_size: usize,
+    pub max_connections_per_document: usize,
+}
+
+/// The `{doc}` of `/yjs/{doc}` if `path` is a valid document path.
+pub fn doc_name(path: &str) -> Option<&str> {
+    let name = path.strip_prefix("/yjs/")?;
+    let valid = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+    valid.then_some(name)
+}
+
+/// The open documents and the store.
+pub struct Documents {
+    settings: DocSettings,
+    /// Opened on first use, so a server that serves no documents never creates a data dir.
+    store: tokio::sync::Mutex<Option<Arc<Store>>>,
+    open: Mutex<HashMap<Arc<str>, Entry>>,
+    next_generation: AtomicU64,
+    /// Notified whenever a document closes (for shutdown).
+    closed: Notify,
+    /// Per document, hashes of updates that made yrs panic (the document was reset). Kept
+    /// across resets, so that an editor re-sending the same update after reconnecting is
+    /// refused instead of resetting the document again and again.
+    poison: Mutex<HashMap<Arc<str>, VecDeque<u64>>>,
+}
+
+struct Entry {
+    tx: mpsc::Sender<Cmd>,
+    generation: u64,
+}
+
+/// Commands waiting per document before connections wait to send more.
+const CHANNEL_DEPTH: usize = 256;
+/// Attempts to join a document whose owner is closing at that very moment.
+const JOIN_ATTEMPTS: usize = 5;
+
+impl Documents {
+    pub fn new(settings: DocSettings) -> Arc<Documents> {
+        Arc::new(Documents {
+            settings,
+            store: tokio::sync::Mutex::new(None),
+            open: Mutex::new(HashMap::new()),
+            next_generation: AtomicU64::new(1),
+            closed: Notify::new(),
+            poison: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn settings(&self) -> &DocSettings {
+        &self.settings
+    }
+
+    /// Documents open right now.
+    pub fn open_count(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Waits until every document has closed (each compacts when its last connection leaves).
+    pub async fn closed(&self) {
+        loop {
+            let notified = self.closed.notified();
+            if self.lock().is_empty() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The store, opened on first use. An error is returned (and retried next time) rather
+    /// than remembered, so fixing the data directory needs no restart.
+    async fn store(&self) -> Result<Arc<Store>, String> {
+        let mut slot = self.store.lock().await;
+        if let Some(store) = &*slot {
+            return Ok(store.clone());
+        }
+        let dir = self.settings.data_dir.clone();
+        let store = tokio::task::spawn_blocking(move || Store::open(&dir))
+            .await
+            .map_err(|e| format!("cannot open the document store: {e}"))??;
+        let store = Arc::new(store);
+        tracing::info!(path = %store.path().display(), "document store opened");
+        *slot = Some(store.clone());
+        Ok(store)
+    }
+
+    /// Whether an update with this hash made yrs panic on document `name` before.
+    fn is_poison(&self, name: &str, hash: u64) -> bool {
+        let poison = self.poison.lock().unwrap_or_else(|e| e.into_inner());
+        poison.get(name).is_some_and(|h| h.contains(&hash))
+    }
+
+    fn add_poison(&self, name: &Arc<str>, hash: u64) {
+        const KEEP: usize = 16;
+        let mut poison = self.poison.lock().unwrap_or_else(|e| e.into_inner());
+        let hashes = poison.entry(name.clone()).or_default();
+        if hashes.len() == KEEP {
+            hashes.pop_front();
+        }
+        hashes.push_back(hash);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Entry>> {
+        // The map is only changed by short sections that do not panic midway.
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds `conn` to document `name`, opening (loading) the document if needed. On success
+    /// the owner has queued sync step 1 and the awareness states on the connection.
+    async fn join(
+        self: &Arc<Self>,
+        name: &Arc<str>,
+        conn: &Arc<ConnHandle>,
+        kick: &Arc<Kick>,
+    ) -> Result<mpsc::Sender<Cmd>, Refusal> {
+        for _ in 0..JOIN_ATTEMPTS {
+            let (tx, generation) = {
+                let mut open = self.lock();
+                match open.get(name) {
+                    Some(e) => (e.tx.clone(), e.generation),
+                    None => {
+                        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+                        let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+                        open.insert(
+                            name.clone(),
+                            Entry {
+                                tx: tx.clone(),
+                                generation,
+                            },
+                        );
+                        tokio::spawn(owner::run(self.clone(), name.clone(), generation, rx));
+                        (tx, generation)
+                    }
+                }
+            };
+            let (reply, answer) = oneshot::channel();
+            let cmd = Cmd::Join {
+                conn: conn.clone(),
+                kick: kick.clone(),
+                reply,
+            };
+            if tx.send(cmd).await.is_ok() {
+                if let Ok(result) = answer.await {
+                    return result.map(|()| tx);
+                }
+            }
+            // The owner ended between our lookup and its answer: forget it and retry.
+            self.forget(name, generation);
+        }
+        Err((
+            close::INTERNAL,
+            "document unavailable, try again".to_owned(),
+        ))
+    }
+
+    /// Removes the registry entry of `name` if it is still `generation`.
+    fn forget(&self, name: &str, generation: u64) {
+        let mut open = self.lock();
+        if open.get(name).is_some_and(|e| e.generation == generation) {
+            open.remove(name);
+            drop(open);
+            self.closed.notify_waiters();
+        }
+    }
+
+    /// Called by an owner that wants to end: succeeds (and unregisters it) only if no
+    /// command is waiting for it. Checked under the registry lock, so a connection either
+    /// finds the owner registered and its command is seen, or finds no owner and opens anew.
+    fn try_unregister(&self, name: &str, generation: u64, rx: &mpsc::Receiver<Cmd>) -> bool {
+        let mut open = self.lock();
+        if !rx.is_empty() {
+            return false;
+        }
+        if open.get(name).is_some_and(|e| e.generation == generation) {
+            open.remove(name);
+        }
+        drop(open);
+        self.closed.notify_waiters();
+        true
+    }
+}
+
+/// How an owner closes one of its connections from outside the connection's task: it queues
+/// the close frame (code and reason of its choosing) and flips the connection's stop signal,
+/// which makes the connection driver run the close handshake with its usual deadline.
+pub struct Kick {
+    stop: watch::Sender<bool>,
+    why: Mutex<Option<Refusal>>,
+}
+
+impl Kick {
+    pub fn fire(&self, outbox: &Outbox, code: CloseCode, reason: &str) {
+        {
+            let mut why = self.why.lock().unwrap_or_else(|e| e.into_inner());
+            if why.is_some() {
+                return;
+            }
+            *why = Some((code, reason.to_owned()));
+        }
+        outbox.push_close(Frame::close(code, reason));
+        let _ = self.stop.send(true);
+    }
+
+    fn reason(&self) -> Option<Refusal> {
+        self.why.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Serves one upgraded connection on document `name` until it ends.
+pub async fn serve(
+    docs: Arc<Documents>,
+    name: Arc<str>,
+    conn: Arc<ConnHandle>,
+    stream: TcpStream,
+    leftover: Bytes,
+    settings: &Settings,
+    mut shutdown: watch::Receiver<bool>,
+) -> Ending {
+    let (stop, stop_rx) = watch::channel(*shutdown.borrow());
+    let kick = Arc::new(Kick {
+        stop,
+        why: Mutex::new(None),
+    });
+    // The connection stops on server shutdown or when its owner kicks it.
+    {
+        let kick = kick.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => { let _ = kick.stop.send(true); }
+                _ = kick.stop.closed() => {}
+            }
+        });
+    }
+    let tx = match docs.join(&name, &conn, &kick).await {
+        Ok(tx) => tx,
+        Err((code, reason)) => return refuse(stream, code, &reason).await,
+    };
+    let mut handler = DocConn {
+        tx,
+        conn: conn.clone(),
+    };
+    let mut ending = connection::run(
+        stream,
+        leftover,
+        &conn.outbox,
+        &mut handler,
+        settings,
+        stop_rx,
+    )
+    .await;
+    if let Some((code, reason)) = kick.reason() {
+        ending.code = code;
+        ending.reason = reason;
+        ending.by_peer = false;
+    }
+    ending
+}
+
+/// Closes a connection that never got to its document: sends the close frame, then reads
+/// (and drops) what the client sends until it closes too, or 3 s pass.
+async fn refuse(mut stream: TcpStream, code: CloseCode, reason: &str) -> Ending {
+    let ending = Ending {
+        code,
+        reason: reason.to_owned(),
+        by_peer: false,
+    };
+    if stream
+        .write_all(Frame::close(code, reason).as_bytes())
+        .await
+        .is_err()
+    {
+        return ending;
+    }
+    let _ = stream.shutdown().await;
+    let drain = async {
+        let mut buf = [0u8; 1024];
+        while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+    };
+    if tokio::time::timeout(Duration::from_secs(3), drain)
+        .await
+        .is_err()
+    {
+        debug!(code = code.0, "refused client did not close");
+    }
+    ending
+}
+
+/// The connection side: hands each binary message to the owner and waits for its verdict,
+/// so a connection has at most one message in flight (its socket is not read meanwhile,
+/// which is the backpressure).
+struct DocConn {
+    tx: mpsc::Sender<Cmd>,
+    conn: Arc<ConnHandle>,
+}
+
+impl Handler for DocConn {
+    async fn on_message(&mut self, data: Data) -> Flow {
+        let data = match data {
+            Data::Binary(b) => b,
+            Data::Text(_) => {
+                return Flow::Close(
+                    close::UNSUPPORTED,
+                    "y-websocket messages are binary".to_owned(),
+                )
+            }
+        };
+        let (reply, answer) = oneshot::channel();
+        let cmd = Cmd::Message {
+            conn: self.conn.num,
+            data,
+            reply,
+        };
+        if self.tx.send(cmd).await.is_err() {
+            return Flow::Close(close::INTERNAL, "document closed".to_owned());
+        }
+        match answer.await {
+            Ok(Ok(())) => Flow::Continue,
+            Ok(Err((code, reason))) => Flow::Close(code, reason),
+            Err(_) => Flow::Close(close::INTERNAL, "document closed".to_owned()),
+        }
+    }
+
+    async fn on_close(&mut self) {
+        if self
+            .tx
+            .send(Cmd::Leave {
+                conn: self.conn.num,
+            })
+            .await
+            .is_err()
+        {
+            // The owner was reset (and kicked this connection): nothing left to release.
+            debug!(conn = %self.conn.id, "document owner gone before leave");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use switchboard_ws::{Decoder, Message, Role};
+    use tokio::net::TcpListener;
+
+    #[test]
+    fn document_names() {
+        assert_eq!(doc_name("/yjs/notes"), Some("notes"));
+        assert_eq!(doc_name("/yjs/Team-1_a.b:c"), Some("Team-1_a.b:c"));
+        let max = format!("/yjs/{}", "d".repeat(MAX_NAME_LEN));
+        assert!(doc_name(&max).is_some());
+        let long = format!("/yjs/{}", "d".repeat(MAX_NAME_LEN + 1));
+        for bad in [
+            "/yjs",
+            "/yjs/",
+            "/yjs/a/b",
+            "/yjs/a b",
+            "/yjs/a%20",
+            "/yjsx",
+            &long,
+        ] {
+            assert_eq!(doc_name(bad), None, "{bad}");
+        }
+    }
+
+    struct Quiet;
+    impl Handler for Quiet {
+        async fn on_message(&mut self, _: Data) -> Flow {
+            Flow::Continue
+        }
+        async fn on_close(&mut self) {}
+    }
+
+    /// A kicked connection gets the owner's close code and reason on the wire (not the
+    /// driver's shutdown 1001), and the driver still runs the close handshake.
+    #[tokio::test]
+    async fn a_kick_closes_the_connection_with_its_own_code() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let outbox = Outbox::new(1 << 20);
+        let (stop, stop_rx) = watch::channel(false);
+        let kick = Kick {
+            stop,
+            why: Mutex::new(None),
+        };
+        let settings = Settings {
+            max_message_size: 1 << 16,
+            heartbeat_interval: Duration::from_secs(30),
+            heartbeat_timeout: Duration::from_secs(30),
+        };
+        let driver = async {
+            connection::run(
+                server,
+                Bytes::new(),
+                &outbox,
+                &mut Quiet,
+                &settings,
+                stop_rx,
+            )
+            .await
+        };
+        let peer = async {
+            outbox.push(&Frame::binary(b"before")).unwrap();
+            kick.fire(&outbox, close::INTERNAL, "document reset");
+            kick.fire(&outbox, close::MALFORMED, "second kick is ignored");
+            let mut decoder = Decoder::new(Role::Client, 1 << 16);
+            let mut buf = BytesMut::new();
+            let mut got = Vec::new();
+            loop {
+                while let Some(m) = decoder.decode(&mut buf).unwrap() {
+                    got.push(m);
+                }
+                if matches!(got.last(), Some(Message::Close(_))) {
+                    break;
+                }
+                assert!(client.read_buf(&mut buf).await.unwrap() > 0, "eof: {got:?}");
+            }
+            // Answer the close, as a client does.
+            let close = Frame::masked_close(close::INTERNAL, "", [1, 2, 3, 4]);
+            client.write_all(close.as_bytes()).await.unwrap();
+            got
+        };
+        let (ending, got) =
+            tokio::time::timeout(Duration::from_secs(5), async { tokio::join!(driver, peer) })
+                .await
+                .expect("the kicked connection ends");
+        assert!(matches!(&got[0], Message::Binary(b) if &b[..] == b"before"));
+        match &got[1] {
+            Message::Close(Some(f)) => {
+                assert_eq!(f.code, close::INTERNAL);
+                assert_eq!(f.reason, "document reset");
+            }
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            kick.reason(),
+            Some((close::INTERNAL, "document reset".to_owned()))
+        );
+        // The driver reports its own shutdown close; `serve` replaces it with the kick's.
+        assert!(ending.code == CloseCode::GOING_AWAY || ending.code == close::INTERNAL);
+    }
+}
