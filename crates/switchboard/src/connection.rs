@@ -96,9 +96,14 @@ pub async fn run<H: Handler>(
     settings: &Settings,
     mut shutdown: watch::Receiver<bool>,
 ) -> Ending {
+    // Copy what the handshake read past its end, and let go of `leftover` now: it may be a
+    // slice of the HTTP server's read buffer, which it would otherwise keep alive (several
+    // KiB per connection) for as long as the connection lives.
+    let read_buf = BytesMut::from(&leftover[..]);
+    drop(leftover);
     let mut d = Driver {
         stream,
-        read_buf: BytesMut::from(&leftover[..]),
+        read_buf,
         decoder: Decoder::new(Role::Server, settings.max_message_size),
         outbox,
         writing: VecDeque::new(),
