@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project: formatting, lints, the Rust unit and integration tests
-# (real server binary on real ports), the JS SDK tests, the chat app in a real browser
-# (Debian's chromium driven by playwright-core), and the Autobahn conformance run.
+# (real server binary on real ports), the JS SDK and React tests, the Yjs interop test,
+# the chat and editor apps in a real browser (Debian's chromium driven by playwright-core),
+# and the Autobahn conformance run.
 #
 #   scripts/test.sh
 #
@@ -13,6 +14,9 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
+
+step "Editor packages: npm ci in web/editor (the binary embeds them)"
+(cd web/editor && npm ci --no-audit --no-fund)
 
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -35,7 +39,7 @@ step "Yjs interop: official yjs + y-websocket against the server binary"
 step "React bindings: npm ci, tests against the server binary, type check"
 (cd clients/react && npm ci --no-audit --no-fund && npm test && npm run typecheck)
 
-step "Chat app in headless Chromium (e2e)"
+step "Chat and editor apps in headless Chromium (e2e)"
 (cd e2e && npm ci --no-audit --no-fund && npm test)
 
 if [ "${SKIP_AUTOBAHN:-0}" != 1 ]; then

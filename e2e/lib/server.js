@@ -43,11 +43,12 @@ export function serverBinary() {
 
 /**
  * Starts the server on `port` (0: an ephemeral port) and resolves once it logs
- * `listening addr=HOST:PORT`, with { port, origin, pid, stop(), log() }.
+ * `listening addr=HOST:PORT`, with { port, origin, pid, stop(), log() }. `args` are more
+ * command-line options (e.g. ["--data-dir", dir]).
  */
-export async function startServer({ port = 0 } = {}) {
+export async function startServer({ port = 0, args = [] } = {}) {
   const bin = serverBinary();
-  const child = spawn(bin, ["--listen", `127.0.0.1:${port}`, "--shutdown-timeout", "3s"], {
+  const child = spawn(bin, ["--listen", `127.0.0.1:${port}`, "--shutdown-timeout", "3s", ...args], {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, SWITCHBOARD_LOG: "info", SWITCHBOARD_LOG_FORMAT: "text", NO_COLOR: "1" },
   });
@@ -122,4 +123,22 @@ function killNow(child) {
   } catch {
     // already gone
   }
+}
+
+/**
+ * startServer(options), retried for a few seconds while the port is still held (a restart on
+ * the same port right after the previous server exited).
+ */
+export async function startServerRetrying(options, { attempts = 10, delayMs = 300 } = {}) {
+  let lastError;
+  for (let attempt = 0; attempt < attempts; attempt++) {
+    try {
+      return await startServer(options);
+    } catch (error) {
+      lastError = error;
+      if (!/in use|cannot listen/i.test(error.message)) throw error;
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+    }
+  }
+  throw lastError;
 }
