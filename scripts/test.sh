@@ -30,6 +30,9 @@ step "JS SDK: npm ci, unit tests, type check"
 # The suites below start the debug server binary themselves.
 cargo build -p switchboard --locked
 
+step "Benchmark smoke run: every scenario, tiny, against Switchboard (correctness only)"
+bench/smoke.sh
+
 step "JS SDK integration tests against the server binary"
 (cd clients/js && npm run test:integration)
 

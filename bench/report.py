@@ -1,0 +1,680 @@
+#!/usr/bin/env python3
+"""Turns the JSON lines of a bench/run.sh run into docs/benchmarks.md and SVG plots.
+
+    python3 bench/report.py --results target/bench/<stamp>/results.jsonl \
+        --machine target/bench/<stamp>/machine.json --doc docs/benchmarks.md --plots docs/bench
+
+Standard library only. Medians are taken over runs. A hand-written section of the doc
+between the markers <!-- analysis:begin --> and <!-- analysis:end --> is kept when the doc
+is written again.
+"""
+
+import argparse
+import html
+import json
+import math
+import os
+import statistics
+from collections import defaultdict
+
+ORDER = ["switchboard", "node-ws", "socketio", "python-websockets"]
+LABEL = {
+    "switchboard": "Switchboard",
+    "node-ws": "Node ws",
+    "socketio": "Socket.IO",
+    "python-websockets": "Python websockets",
+}
+COLOR = {
+    "switchboard": "#1f77b4",
+    "node-ws": "#2ca02c",
+    "socketio": "#d62728",
+    "python-websockets": "#9467bd",
+}
+BEGIN, END = "<!-- analysis:begin -->", "<!-- analysis:end -->"
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def servers_in(records):
+    seen = {r["server"] for r in records}
+    return [s for s in ORDER if s in seen] + sorted(seen - set(ORDER))
+
+
+def si(v):
+    if v is None:
+        return "–"
+    if v >= 1e6:
+        return f"{v / 1e6:.2f}M"
+    if v >= 1e3:
+        return f"{v / 1e3:.1f}k"
+    return f"{v:.0f}"
+
+
+def ms(v):
+    if v is None:
+        return "–"
+    if v >= 100:
+        return f"{v:.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def kib(b):
+    return "–" if b is None else f"{b / 1024:.2f} KiB"
+
+
+# ---------------------------------------------------------------- SVG charts
+
+def nice_log_ticks(lo, hi):
+    ticks = []
+    e = math.floor(math.log10(lo))
+    while 10 ** e <= hi * 1.0001:
+        for m in (1, 2, 5):
+            v = m * 10 ** e
+            if lo / 1.0001 <= v <= hi * 1.0001:
+                ticks.append(v)
+        e += 1
+    return ticks
+
+
+def nice_lin_ticks(lo, hi, n=6):
+    span = hi - lo
+    step = 10 ** math.floor(math.log10(span / n)) if span > 0 else 1
+    for m in (1, 2, 2.5, 5, 10):
+        if span / (step * m) <= n:
+            step *= m
+            break
+    t = math.ceil(lo / step) * step
+    out = []
+    while t <= hi + 1e-9:
+        out.append(t)
+        t += step
+    return out
+
+
+def fmt_tick(v):
+    if v >= 1e6:
+        return f"{v / 1e6:g}M"
+    if v >= 1e3:
+        return f"{v / 1e3:g}k"
+    return f"{v:g}"
+
+
+def svg_open(w, h):
+    return [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
+        f'viewBox="0 0 {w} {h}" font-family="DejaVu Sans, Arial, sans-serif" font-size="13">',
+        f'<rect width="{w}" height="{h}" fill="white"/>',
+    ]
+
+
+def line_chart(path, title, xlabel, ylabel, series, xlog=True, ylog=True, hlines=()):
+    """series: [(name, color, [(x, y, ok)])]; failed points are drawn hollow."""
+    W, H = 860, 520
+    L, R, T, B = 80, 200, 50, 60
+    pts = [(x, y) for _, _, ps in series for x, y, _ in ps if x and y]
+    if not pts:
+        return False
+    xs = [p[0] for p in pts]
+    ys = [p[1] for p in pts] + [h[0] for h in hlines]
+    xlo, xhi = min(xs), max(xs)
+    ylo, yhi = min(ys), max(ys)
+    if xlog:
+        xlo, xhi = 10 ** math.floor(math.log10(xlo)), 10 ** math.ceil(math.log10(xhi))
+    if ylog:
+        ylo, yhi = 10 ** math.floor(math.log10(ylo)), 10 ** math.ceil(math.log10(yhi))
+    else:
+        ylo, yhi = 0, yhi * 1.1
+
+    def sx(x):
+        f = (math.log10(x) - math.log10(xlo)) / (math.log10(xhi) - math.log10(xlo)) if xlog \
+            else (x - xlo) / ((xhi - xlo) or 1)
+        return L + f * (W - L - R)
+
+    def sy(y):
+        f = (math.log10(y) - math.log10(ylo)) / (math.log10(yhi) - math.log10(ylo)) if ylog \
+            else (y - ylo) / ((yhi - ylo) or 1)
+        return H - B - f * (H - T - B)
+
+    s = svg_open(W, H)
+    s.append(f'<text x="{W / 2 - R / 2 + L / 2}" y="28" text-anchor="middle" font-size="16" '
+             f'font-weight="bold">{html.escape(title)}</text>')
+    xt = nice_log_ticks(xlo, xhi) if xlog else nice_lin_ticks(xlo, xhi)
+    yt = nice_log_ticks(ylo, yhi) if ylog else nice_lin_ticks(ylo, yhi)
+    if ylog and len(yt) > 12:
+        yt = [t for t in yt if str(t).lstrip("0.").startswith("1")]
+    for t in xt:
+        x = sx(t)
+        s.append(f'<line x1="{x:.1f}" y1="{T}" x2="{x:.1f}" y2="{H - B}" stroke="#e5e5e5"/>')
+        s.append(f'<text x="{x:.1f}" y="{H - B + 18}" text-anchor="middle">{fmt_tick(t)}</text>')
+    for t in yt:
+        y = sy(t)
+        s.append(f'<line x1="{L}" y1="{y:.1f}" x2="{W - R}" y2="{y:.1f}" stroke="#e5e5e5"/>')
+        s.append(f'<text x="{L - 6}" y="{y + 4:.1f}" text-anchor="end">{fmt_tick(t)}</text>')
+    s.append(f'<rect x="{L}" y="{T}" width="{W - L - R}" height="{H - T - B}" fill="none" stroke="#444"/>')
+    s.append(f'<text x="{L + (W - L - R) / 2}" y="{H - 15}" text-anchor="middle">{html.escape(xlabel)}</text>')
+    s.append(f'<text transform="translate(20,{T + (H - T - B) / 2}) rotate(-90)" '
+             f'text-anchor="middle">{html.escape(ylabel)}</text>')
+    for value, label in hlines:
+        y = sy(value)
+        s.append(f'<line x1="{L}" y1="{y:.1f}" x2="{W - R}" y2="{y:.1f}" stroke="#888" '
+                 f'stroke-dasharray="6,4"/>')
+        s.append(f'<text x="{W - R - 6}" y="{y - 5:.1f}" text-anchor="end" fill="#555">'
+                 f'{html.escape(label)}</text>')
+    for i, (name, color, ps) in enumerate(series):
+        ps = [p for p in ps if p[0] and p[1]]
+        if ps:
+            d = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y, _ in ps)
+            s.append(f'<polyline points="{d}" fill="none" stroke="{color}" stroke-width="2.2"/>')
+            for x, y, ok in ps:
+                fill = color if ok else "white"
+                s.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="4" fill="{fill}" '
+                         f'stroke="{color}" stroke-width="2"/>')
+        ly = T + 20 + i * 24
+        s.append(f'<line x1="{W - R + 15}" y1="{ly}" x2="{W - R + 40}" y2="{ly}" stroke="{color}" stroke-width="3"/>')
+        s.append(f'<text x="{W - R + 46}" y="{ly + 4}">{html.escape(name)}</text>')
+    ly = T + 20 + len(series) * 24 + 10
+    s.append(f'<circle cx="{W - R + 27}" cy="{ly}" r="4" fill="white" stroke="#444" stroke-width="2"/>')
+    s.append(f'<text x="{W - R + 46}" y="{ly + 4}" font-size="11">not sustained</text>')
+    s.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(s) + "\n")
+    return True
+
+
+def bar_chart(path, title, ylabel, groups, series, hlines=()):
+    """groups: category labels; series: [(name, color, [value or None per group])]."""
+    W, H = 860, 480
+    L, R, T, B = 80, 200, 50, 60
+    vals = [v for _, _, vs in series for v in vs if v is not None] + [h[0] for h in hlines]
+    if not vals:
+        return False
+    yhi = max(vals) * 1.15
+    yt = nice_lin_ticks(0, yhi)
+
+    def sy(v):
+        return H - B - v / yhi * (H - T - B)
+
+    s = svg_open(W, H)
+    s.append(f'<text x="{W / 2 - R / 2 + L / 2}" y="28" text-anchor="middle" font-size="16" '
+             f'font-weight="bold">{html.escape(title)}</text>')
+    for t in yt:
+        y = sy(t)
+        s.append(f'<line x1="{L}" y1="{y:.1f}" x2="{W - R}" y2="{y:.1f}" stroke="#e5e5e5"/>')
+        s.append(f'<text x="{L - 6}" y="{y + 4:.1f}" text-anchor="end">{fmt_tick(t)}</text>')
+    gw = (W - L - R) / len(groups)
+    bw = gw * 0.8 / max(1, len(series))
+    for gi, g in enumerate(groups):
+        gx = L + gi * gw
+        s.append(f'<text x="{gx + gw / 2:.1f}" y="{H - B + 18}" text-anchor="middle">{html.escape(g)}</text>')
+        for si_, (_, color, vs) in enumerate(series):
+            v = vs[gi]
+            if v is None:
+                continue
+            x = gx + gw * 0.1 + si_ * bw
+            s.append(f'<rect x="{x:.1f}" y="{sy(v):.1f}" width="{bw - 2:.1f}" '
+                     f'height="{H - B - sy(v):.1f}" fill="{color}"/>')
+            s.append(f'<text x="{x + bw / 2 - 1:.1f}" y="{sy(v) - 4:.1f}" text-anchor="middle" '
+                     f'font-size="11">{v:.1f}</text>')
+    s.append(f'<rect x="{L}" y="{T}" width="{W - L - R}" height="{H - T - B}" fill="none" stroke="#444"/>')
+    s.append(f'<text transform="translate(20,{T + (H - T - B) / 2}) rotate(-90)" '
+             f'text-anchor="middle">{html.escape(ylabel)}</text>')
+    for i, (name, color, _) in enumerate(series):
+        ly = T + 20 + i * 24
+        s.append(f'<rect x="{W - R + 15}" y="{ly - 8}" width="22" height="14" fill="{color}"/>')
+        s.append(f'<text x="{W - R + 46}" y="{ly + 4}">{html.escape(name)}</text>')
+    for j, (value, label) in enumerate(hlines):
+        y = sy(value)
+        s.append(f'<line x1="{L}" y1="{y:.1f}" x2="{W - R}" y2="{y:.1f}" stroke="#444" stroke-dasharray="6,4"/>')
+        ly = T + 20 + (len(series) + j) * 24 + 6
+        s.append(f'<line x1="{W - R + 15}" y1="{ly}" x2="{W - R + 37}" y2="{ly}" stroke="#444" stroke-dasharray="6,4"/>')
+        s.append(f'<text x="{W - R + 46}" y="{ly + 4}" font-size="12">{html.escape(label)}</text>')
+    s.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(s) + "\n")
+    return True
+
+
+# ---------------------------------------------------------------- analysis
+
+def run_of(r):
+    return r.get("tag", "run=1")
+
+
+def correctness_failed(r):
+    return any(r.get(k) for k in ("missing", "gaps", "duplicates", "errors", "closed_connections")) \
+        or "publish_error" in r
+
+
+def timing_failed(r):
+    f = r.get("fail") or ""
+    return "p99" in f or "behind" in f or "below offered" in f
+
+
+def build(results, machine, plots_dir, doc_dir):
+    by = defaultdict(list)
+    for r in results:
+        by[r["scenario"]].append(r)
+    servers = servers_in(results)
+    runs = len({run_of(r) for r in results if r["scenario"] != "idle"}) or 1
+
+    # Fan-out at a fixed rate.
+    fan = {}
+    for s in servers:
+        rs = [r for r in by["fanout"] if r["server"] == s]
+        if not rs:
+            continue
+        fan[s] = {k: median([r.get(k) for r in rs]) for k in (
+            "offered_deliveries_per_s", "delivered_per_s", "p50_ms", "p90_ms", "p99_ms",
+            "p999_ms", "max_ms", "server_cpu", "generator_cpu", "frame_bytes")}
+        fan[s]["missing"] = sum(r.get("missing", 0) for r in rs)
+        fan[s]["passed"] = sum(1 for r in rs if r.get("pass"))
+        fan[s]["runs"] = len(rs)
+
+    # Saturation.
+    sat = {}
+    for s in servers:
+        rs = [r for r in by["saturation"] if r["server"] == s]
+        if not rs:
+            continue
+        sat[s] = {
+            "median": median([r.get("saturation_delivered_per_s") or 0 for r in rs]),
+            "all": [r.get("saturation_delivered_per_s") for r in rs],
+            "reasons": [r.get("first_fail_reason") or "max rate reached" for r in rs],
+            "reached_max": any(r.get("reached_max_rate") for r in rs),
+        }
+
+    # Latency against offered load: median over runs of each ladder step.
+    curve = {}
+    for s in servers:
+        steps = defaultdict(list)
+        for r in by["saturation-step"]:
+            if r["server"] == s:
+                steps[r["offered_deliveries_per_s"]].append(r)
+        pts = []
+        for offered in sorted(steps):
+            rs = steps[offered]
+            if len(rs) * 2 < runs:  # reached by fewer than half of the runs
+                continue
+            passed = sum(1 for r in rs if r.get("pass"))
+            pts.append({
+                "offered": offered,
+                "delivered": median([r.get("delivered_per_s") for r in rs]),
+                "p50": median([r.get("p50_ms") for r in rs]),
+                "p99": median([r.get("p99_ms") for r in rs]),
+                "p999": median([r.get("p999_ms") for r in rs]),
+                "server_cpu": median([r.get("server_cpu") for r in rs]),
+                "generator_cpu": median([r.get("generator_cpu") for r in rs]),
+                "per_write": median([r.get("deliveries_per_write") for r in rs]),
+                "writes": median([r.get("server_writes_per_s") for r in rs]),
+                "ok": passed * 2 > len(rs),
+                "n": len(rs),
+            })
+        curve[s] = pts
+
+    # Churn.
+    churn = {}
+    for s in servers:
+        rs = [r for r in by["churn"] if r["server"] == s]
+        if not rs:
+            continue
+        churn[s] = {k: median([r.get(k) for r in rs]) for k in (
+            "churn_per_s", "open_join_p50_ms", "open_join_p99_ms", "room_p50_ms", "room_p99_ms",
+            "room_server_cpu", "room_generator_cpu")}
+        churn[s]["errors"] = sum(r.get("churn_errors", 0) for r in rs)
+        churn[s]["missing"] = sum(r.get("room_missing", 0) or 0 for r in rs)
+        churn[s]["first_error"] = next((r["churn_first_error"] for r in rs if r.get("churn_first_error")), "")
+
+    # Idle.
+    idle = defaultdict(dict)
+    for r in by["idle"]:
+        idle[r["server"]][r["requested"]] = r
+    sizes = sorted({n for s in idle for n in idle[s]})
+
+    # Loss below saturation.
+    loss = defaultdict(list)
+    for r in by["fanout"]:
+        if correctness_failed(r):
+            loss[r["server"]].append(f"fan-out {run_of(r)}: {r.get('fail')}")
+    for r in by["saturation-step"]:
+        if correctness_failed(r) and not timing_failed(r):
+            loss[r["server"]].append(f"saturation step at {si(r['offered_deliveries_per_s'])}/s "
+                                     f"{run_of(r)}: {r.get('fail')}")
+    for r in by["churn"]:
+        if r.get("room_missing") or r.get("churn_errors") or r.get("room_closed_connections"):
+            loss[r["server"]].append(f"churn {run_of(r)}: {r.get('room_missing', 0)} missing, "
+                                     f"{r.get('churn_errors', 0)} churn errors")
+    for r in by["idle"]:
+        if r.get("failed") or r.get("dropped_while_idle"):
+            loss[r["server"]].append(f"idle {r['requested']}: {r.get('failed')} failed, "
+                                     f"{r.get('dropped_while_idle')} dropped")
+
+    # Plots.
+    os.makedirs(plots_dir, exist_ok=True)
+    max_p99 = next((r.get("max_p99_ms") for r in by["saturation"]), 50)
+    rel = os.path.relpath(plots_dir, doc_dir)
+    plots = []
+    series = [(LABEL.get(s, s), COLOR.get(s, "#333"),
+               [(p["offered"], p["p99"], p["ok"]) for p in curve.get(s, [])]) for s in servers]
+    if line_chart(os.path.join(plots_dir, "latency-p99.svg"),
+                  "p99 latency against offered load (fan-out)", "offered deliveries per second",
+                  "p99 latency (ms)", series, hlines=[(max_p99, f"limit {max_p99:g} ms")]):
+        plots.append(("latency-p99.svg", "p99 latency against offered load"))
+    series = [(LABEL.get(s, s), COLOR.get(s, "#333"),
+               [(p["offered"], p["p50"], p["ok"]) for p in curve.get(s, [])]) for s in servers]
+    if line_chart(os.path.join(plots_dir, "latency-p50.svg"),
+                  "median latency against offered load (fan-out)", "offered deliveries per second",
+                  "p50 latency (ms)", series):
+        plots.append(("latency-p50.svg", "median latency against offered load"))
+    series = [(LABEL.get(s, s), COLOR.get(s, "#333"),
+               [(p["offered"], p["delivered"], p["ok"]) for p in curve.get(s, [])]) for s in servers]
+    if line_chart(os.path.join(plots_dir, "throughput.svg"),
+                  "delivered against offered (fan-out)", "offered deliveries per second",
+                  "delivered per second", series):
+        plots.append(("throughput.svg", "delivered against offered"))
+    if sizes:
+        def per_conn_kib(s, n):
+            b = idle[s].get(n, {}).get("rss_per_connection_bytes")
+            return None if b is None else b / 1024
+        series = [(LABEL.get(s, s), COLOR.get(s, "#333"), [per_conn_kib(s, n) for n in sizes])
+                  for s in servers if s in idle]
+        if bar_chart(os.path.join(plots_dir, "memory.svg"),
+                     "server resident memory per idle connection", "KiB per connection",
+                     [f"{n:,} connections" for n in sizes], series,
+                     hlines=[(4, "target 4 KiB")]):
+            plots.append(("memory.svg", "server memory per idle connection"))
+
+    return dict(servers=servers, runs=runs, fan=fan, sat=sat, curve=curve, churn=churn,
+                idle=idle, sizes=sizes, loss=loss, plots=plots, rel=rel, max_p99=max_p99,
+                by=by, machine=machine)
+
+
+def targets(a):
+    out = []
+    sat, curve, idle = a["sat"], a["curve"], a["idle"]
+    sb = sat.get("switchboard", {}).get("median")
+    node = sat.get("node-ws", {}).get("median")
+    if sb is not None and node:
+        ratio = sb / node
+        note = ""
+        if sat["switchboard"]["reached_max"]:
+            note = " (Switchboard reached the ladder's top: a lower bound)"
+        out.append(("fan-out saturation ≥ 3× Node ws",
+                    f"{si(sb)}/s vs {si(node)}/s = {ratio:.2f}×{note}", ratio >= 3))
+    for peer in ("socketio", "python-websockets"):
+        p = sat.get(peer, {}).get("median")
+        if sb is not None and p is not None:
+            out.append((f"fan-out saturation > {LABEL[peer]}",
+                        f"{si(sb)}/s vs {si(p)}/s = {sb / p:.2f}×" if p else f"{si(sb)}/s vs 0", sb > p))
+    if curve.get("switchboard") and curve.get("node-ws"):
+        sbp = {p["offered"]: p for p in curve["switchboard"]}
+        comps = []
+        for p in curve["node-ws"]:
+            if p["ok"]:
+                q = sbp.get(p["offered"])
+                comps.append((p["offered"], q["p99"] if q else None, p["p99"]))
+        if comps:
+            def ratio(c):
+                return math.inf if c[1] is None or not c[2] else c[1] / c[2]
+            worst = max(comps, key=ratio)
+            ok = all(c[1] is not None and c[1] <= c[2] for c in comps)
+            if worst[1] is None:
+                text = (f"{len(comps)} loads; at {si(worst[0])}/s Switchboard has no step "
+                        f"(its ladder stopped earlier); Node ws: {ms(worst[2])} ms")
+            else:
+                text = (f"{len(comps)} loads compared; worst at {si(worst[0])}/s: Switchboard "
+                        f"{ms(worst[1])} ms vs Node ws {ms(worst[2])} ms ({ratio(worst):.2f}×)")
+            out.append(("p99 ≤ Node ws at every load Node ws sustains", text, ok))
+    big = idle.get("switchboard", {})
+    if big:
+        n = max(big)
+        r = big[n]
+        b = r.get("rss_per_connection_bytes")
+        out.append((f"≤ 4 KiB server memory per idle connection at ~19k",
+                    f"{kib(b)} ({b:,.0f} B) at {r.get('connections'):,} connections" if b else "–",
+                    b is not None and b <= 4096 and r.get("connections", 0) >= 19000))
+    sbl = a["loss"].get("switchboard", [])
+    out.append(("no loss in any scenario below saturation (Switchboard)",
+                "none" if not sbl else "; ".join(sbl[:4]), not sbl))
+    return out
+
+
+def render(a, results_path):
+    m = a["machine"]
+    L = []
+    L.append("# Benchmarks")
+    L.append("")
+    L.append("Switchboard side by side with the servers people usually start from — the Node `ws` "
+             "server of the tutorials, Socket.IO v4, and Python `websockets` — in one run, on one "
+             "machine, driven by one load generator (`switchboard-bench`, Rust, on our codec's "
+             "client side). Each server runs pinned to CPU 0, the load generator to CPU 1. "
+             "How to run it, and what each peer is: [bench/README.md](../bench/README.md).")
+    L.append("")
+    L.append("This page is written by `bench/report.py` from the run's JSON lines; the section "
+             "\"What the profiles show\" is written by hand and kept across runs.")
+    L.append("")
+    L.append("## The run")
+    L.append("")
+    L.append(f"- Command: `{m.get('command', 'bench/run.sh')}` (raw results: `{os.path.relpath(results_path)}`)")
+    L.append(f"- Machine: {m.get('cpu')}, {m.get('cpus')} CPUs, {m.get('mem_gib')} GiB, Linux {m.get('kernel')}, "
+             f"open files limit {m.get('nofile')} per process")
+    L.append(f"- Software: {m.get('rustc')}; Node {m.get('node')} with ws {m.get('ws')} and Socket.IO "
+             f"{m.get('socketio')} (its engine.io uses ws {m.get('engineio_ws')}); {m.get('python')} with "
+             f"websockets {m.get('websockets')}")
+    L.append(f"- Load before the run: `{m.get('uptime_before')}`")
+    L.append(f"- Load after the run: `{m.get('uptime_after')}` ({m.get('elapsed_s', 0) // 60} min "
+             f"{m.get('elapsed_s', 0) % 60} s). Other work may have been running on the machine; the "
+             "load averages above say how much.")
+    others = [r.get("other_cpu") for r in a["by"]["saturation-step"] + a["by"]["fanout"]
+              if r.get("other_cpu") is not None]
+    if others:
+        L.append(f"- Other work during the measurements (CPUs busy with anything but the server and "
+                 f"the generator, from `/proc/stat`, per step): median {median(others):.2f}, "
+                 f"max {max(others):.2f} of 2.")
+    steps = a["by"]["saturation-step"] + a["by"]["fanout"]
+    again = sum(max(0, (r.get("attempts") or 1) - 1) for r in steps)
+    noisy = [r for r in steps if r.get("noisy")]
+    if again or noisy:
+        where = sorted({"{} at {}/s".format(LABEL.get(r["server"], r["server"]),
+                                             si(r["offered_deliveries_per_s"])) for r in noisy})
+        L.append(f"- {again} step(s) were measured again because other work used more than the "
+                 f"allowed share of the CPUs during them; {len(noisy)} of {len(steps)} stayed noisy "
+                 f"after the retries and are kept as they are ({', '.join(where) or 'none'}).")
+    L.append(f"- {a['runs']} run(s) of each scenario, interleaved across servers; figures are medians over runs.")
+    f0 = next(iter(a["by"]["fanout"]), None) or next(iter(a["by"]["saturation-step"]), {})
+    if f0:
+        L.append(f"- Fan-out shape: {f0.get('rooms')} rooms × {f0.get('members')} members "
+                 f"({f0.get('rooms', 0) * f0.get('members', 0):,} connections), {f0.get('publishers')} "
+                 f"publishers (members too), {f0.get('payload_bytes')}-byte data; every message goes to "
+                 "every member of its room, its publisher included. Offered load is counted in "
+                 "deliveries per second (messages published per second × members per room).")
+    L.append("")
+    L.append("## Targets")
+    L.append("")
+    L.append("| target | measured | met |")
+    L.append("|---|---|---|")
+    for name, measured, ok in targets(a):
+        L.append(f"| {name} | {measured} | {'yes' if ok else '**no**'} |")
+    L.append("")
+
+    L.append("## Fan-out at a fixed rate")
+    L.append("")
+    if a["fan"]:
+        first = next(iter(a["fan"].values()))
+        L.append(f"Offered: {si(first['offered_deliveries_per_s'])} deliveries/s. Latency is from the "
+                 "publisher's send to a member's read, timestamps in the payload.")
+        L.append("")
+        L.append("| server | delivered/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | missing | "
+                 "server CPU | frame bytes | runs passed |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|")
+        for s in a["servers"]:
+            f = a["fan"].get(s)
+            if not f:
+                continue
+            L.append(f"| {LABEL.get(s, s)} | {si(f['delivered_per_s'])} | {ms(f['p50_ms'])} | "
+                     f"{ms(f['p90_ms'])} | {ms(f['p99_ms'])} | {ms(f['p999_ms'])} | {ms(f['max_ms'])} | "
+                     f"{f['missing']} | {f['server_cpu'] if f['server_cpu'] is not None else '–'} | "
+                     f"{f['frame_bytes']:.0f} | {f['passed']}/{f['runs']} |")
+        L.append("")
+        L.append("*frame bytes*: one delivered message as it arrives (Switchboard's `message` carries "
+                 "`from`, `offset` and `ts` besides `room` and `data`; the peers send `room` and `data`).")
+        L.append("")
+
+    L.append("## Saturation")
+    L.append("")
+    L.append(f"The offered rate rises by steps; a step is sustained when p99 ≤ {a['max_p99']:g} ms, "
+             "nothing is lost (every member got every message before the drain timeout), no "
+             "connection was dropped, and at least 95% of the offered deliveries per second were "
+             "delivered. Saturation is the highest delivered rate of a sustained step.")
+    L.append("")
+    L.append("| server | saturation (median) | per run | first step not sustained |")
+    L.append("|---|---|---|---|")
+    for s in a["servers"]:
+        t = a["sat"].get(s)
+        if not t:
+            continue
+        L.append(f"| {LABEL.get(s, s)} | **{si(t['median'])}/s** | {', '.join(si(v) for v in t['all'])} | "
+                 f"{'; '.join(sorted(set(t['reasons'])))} |")
+    L.append("")
+    for fname, alt in a["plots"]:
+        if fname != "memory.svg":
+            L.append(f"![{alt}]({a['rel']}/{fname})")
+            L.append("")
+    L.append("Hollow points: the step was not sustained (in most runs).")
+    L.append("")
+    L.append("### Every step (medians)")
+    L.append("")
+    L.append("| offered/s | " + " | ".join(f"{LABEL.get(s, s)}: p50 / p99 ms (delivered/s, CPU server / generator)" for s in a["servers"]) + " |")
+    L.append("|---|" + "---|" * len(a["servers"]))
+    offers = sorted({p["offered"] for s in a["servers"] for p in a["curve"].get(s, [])})
+    for off in offers:
+        cells = []
+        for s in a["servers"]:
+            p = next((p for p in a["curve"].get(s, []) if p["offered"] == off), None)
+            if p is None:
+                cells.append("")
+            else:
+                mark = "" if p["ok"] else " ✗"
+                cpu = ""
+                if p["server_cpu"] is not None and p["generator_cpu"] is not None:
+                    cpu = f", {p['server_cpu']:.2f} / {p['generator_cpu']:.2f}"
+                cells.append(f"{ms(p['p50'])} / {ms(p['p99'])} ({si(p['delivered'])}{cpu}){mark}")
+        L.append(f"| {si(off)} | " + " | ".join(cells) + " |")
+    L.append("")
+    L.append("✗: not sustained. CPU: share of one core used by the server and by the load "
+             "generator during the step (1.0 = its core busy). Where the generator is near 1.0 "
+             "too, the step measures both ends, and the server's figure is a lower bound.")
+    L.append("")
+
+    if any(p.get("per_write") for s in a["servers"] for p in a["curve"].get(s, [])):
+        L.append("### How the servers write")
+        L.append("")
+        L.append("Messages delivered per write system call of the server (`syscw` in "
+                 "`/proc/PID/io`: `write`, `writev`, `sendmsg`), medians. 1.0 means one system "
+                 "call per message per member.")
+        L.append("")
+        L.append("| offered/s | " + " | ".join(LABEL.get(s, s) for s in a["servers"]) + " |")
+        L.append("|---|" + "---|" * len(a["servers"]))
+        for off in offers:
+            cells = []
+            for s in a["servers"]:
+                p = next((p for p in a["curve"].get(s, []) if p["offered"] == off), None)
+                cells.append("" if p is None or p.get("per_write") is None else f"{p['per_write']:.2f}")
+            L.append(f"| {si(off)} | " + " | ".join(cells) + " |")
+        L.append("")
+    L.append("## Idle connections")
+    L.append("")
+    L.append("Connections opened (WebSocket handshake done; Switchboard's `welcome` received, "
+             "Socket.IO's namespace connected), then held idle; the server's resident memory "
+             "(`VmRSS` in `/proc/PID/status`) is read before the first connection and 2 s after "
+             "the last, on a freshly started server. Bytes per connection = (after − before) / "
+             "connections. Connections come from 127.0.0.2–9 and from two load-generator "
+             "processes above 15,000 (each process may hold 20,000 descriptors).")
+    L.append("")
+    L.append("| server | connections | failed | connect time s | connections/s | p99 connect ms | "
+             "RSS before | RSS after | per connection |")
+    L.append("|---|---|---|---|---|---|---|---|---|")
+    for s in a["servers"]:
+        for n in a["sizes"]:
+            r = a["idle"].get(s, {}).get(n)
+            if not r:
+                continue
+            mib = lambda b: "–" if b is None else f"{b / 1048576:.1f} MiB"
+            L.append(f"| {LABEL.get(s, s)} | {r.get('connections'):,} of {n:,} | {r.get('failed')} | "
+                     f"{r.get('connect_secs')} | {si(r.get('connects_per_s'))} | {ms(r.get('connect_p99_ms'))} | "
+                     f"{mib(r.get('server_rss_before'))} | {mib(r.get('server_rss_after'))} | "
+                     f"**{kib(r.get('rss_per_connection_bytes'))}** |")
+    L.append("")
+    if any(f == "memory.svg" for f, _ in a["plots"]):
+        L.append(f"![server memory per idle connection]({a['rel']}/memory.svg)")
+        L.append("")
+    errs = [(s, n, r.get("first_error")) for s in a["idle"] for n, r in a["idle"][s].items() if r.get("first_error")]
+    for s, n, e in errs:
+        L.append(f"- {LABEL.get(s, s)} at {n:,}: first failure: `{e}`")
+    if errs:
+        L.append("")
+
+    L.append("## Churn")
+    L.append("")
+    cr = next(iter(a["by"]["churn"]), {})
+    L.append(f"{cr.get('workers', '?')} workers each open a connection, join the publishing room, "
+             f"close (close handshake), and start again, as fast as they can, while the room's "
+             f"{cr.get('members', '?')} steady members receive {si(cr.get('room_offered_publish_per_s'))} "
+             "messages/s. Churn/s counts complete open-join-close cycles.")
+    L.append("")
+    L.append("| server | churn/s | open+join p50 ms | open+join p99 ms | room p50 ms | room p99 ms | "
+             "room missing | errors | server CPU |")
+    L.append("|---|---|---|---|---|---|---|---|---|")
+    for s in a["servers"]:
+        c = a["churn"].get(s)
+        if not c:
+            continue
+        L.append(f"| {LABEL.get(s, s)} | {si(c['churn_per_s'])} | {ms(c['open_join_p50_ms'])} | "
+                 f"{ms(c['open_join_p99_ms'])} | {ms(c['room_p50_ms'])} | {ms(c['room_p99_ms'])} | "
+                 f"{c['missing']} | {c['errors']} | {c['room_server_cpu']} |")
+    L.append("")
+    L.append("## Loss and errors")
+    L.append("")
+    any_loss = False
+    for s in a["servers"]:
+        items = a["loss"].get(s, [])
+        if items:
+            any_loss = True
+            L.append(f"- {LABEL.get(s, s)}: " + "; ".join(items[:6]) + (" …" if len(items) > 6 else ""))
+    if not any_loss:
+        L.append("None: in every scenario below saturation, every member got every message, and "
+                 "no connection failed or was dropped.")
+    L.append("")
+    return "\n".join(L)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--results", required=True)
+    ap.add_argument("--machine", required=True)
+    ap.add_argument("--doc", default="docs/benchmarks.md")
+    ap.add_argument("--plots", default="docs/bench")
+    args = ap.parse_args()
+    with open(args.results) as f:
+        results = [json.loads(line) for line in f if line.strip().startswith("{")]
+    with open(args.machine) as f:
+        machine = json.load(f)
+    a = build(results, machine, args.plots, os.path.dirname(os.path.abspath(args.doc)))
+    body = render(a, args.results)
+    analysis = f"{BEGIN}\n## What the profiles show\n\n(Not written yet.)\n{END}"
+    if os.path.exists(args.doc):
+        with open(args.doc) as f:
+            old = f.read()
+        if BEGIN in old and END in old:
+            analysis = old[old.index(BEGIN):old.index(END) + len(END)]
+    with open(args.doc, "w") as f:
+        f.write(body + "\n" + analysis + "\n")
+    print(f"wrote {args.doc} and {len(a['plots'])} plot(s) in {args.plots}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+#!/usr/bin/env bash
+# The side-by-side benchmark: Switchboard, Node `ws`, Socket.IO v4 and Python `websockets`,
+# one after the other on the same machine with the same load generator.
+#
+#   bench/run.sh                # everything, then writes docs/benchmarks.md and docs/bench/*.svg
+#   SERVERS="switchboard node-ws" RUNS=1 bench/run.sh      # a subset
+#   QUICK=1 bench/run.sh        # short steps, one run: to try the script, not to publish
+#
+# It installs the peers (npm ci in bench/peers/node, pip into target/bench-venv), builds
+# release binaries, pins each server to CPU 0 and the load generator to CPU 1 (taskset),
+# warms each server up, runs every scenario RUNS times (interleaved) and reports medians. Every server
+# listens on 127.0.0.1 only, every step is time-bounded, and only processes started here
+# are stopped (by their PID). Raw results: target/bench/<timestamp>/results.jsonl.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+
+SERVERS=${SERVERS:-"switchboard node-ws socketio python-websockets"}
+RUNS=${RUNS:-3}
+SERVER_CPU=${SERVER_CPU:-0}
+GEN_CPU=${GEN_CPU:-1}
+# Fan-out shape: ROOMS × MEMBERS connections, PUBLISHERS of them publish.
+ROOMS=${ROOMS:-10}
+MEMBERS=${MEMBERS:-100}
+PUBLISHERS=${PUBLISHERS:-10}
+PAYLOAD=${PAYLOAD:-64}
+# Fixed-rate fan-out (messages published per second, all publishers together).
+FANOUT_RATE=${FANOUT_RATE:-300}
+# Saturation ladder (published per second): START, ×FACTOR, up to MAX.
+START_RATE=${START_RATE:-200}
+FACTOR=${FACTOR:-1.25}
+MAX_RATE=${MAX_RATE:-50000}
+MAX_P99_MS=${MAX_P99_MS:-50}
+WARMUP=${WARMUP:-1}
+STEP_SECS=${STEP_SECS:-3}
+FANOUT_SECS=${FANOUT_SECS:-5}
+DRAIN=${DRAIN:-3}
+# Idle connections: sizes, source addresses. 19,000 is as many as a server process holds
+# here (open files are capped at 20,000 per process).
+IDLE_SIZES=${IDLE_SIZES:-"1000 10000 19000"}
+IDLE_SOURCES=${IDLE_SOURCES:-8}
+# Noise: a step during which other work used more than MAX_OTHER_CPU CPUs is measured
+# again (up to RETRIES times, after waiting up to QUIET_WAIT s for a quiet machine).
+# (Other work on a CPU delays a pinned server by whole scheduler time slices: even 0.3 CPU
+# of it during a step shows as tens of milliseconds at p99.)
+MAX_OTHER_CPU=${MAX_OTHER_CPU:-0.15}
+RETRIES=${RETRIES:-3}
+QUIET_WAIT=${QUIET_WAIT:-5}
+# Measurements again at most per generator run (a saturation ladder, say).
+RETRY_BUDGET=${RETRY_BUDGET:-8}
+# Churn: workers opening/joining/closing while the room publishes at CHURN_RATE.
+CHURN_WORKERS=${CHURN_WORKERS:-16}
+CHURN_MEMBERS=${CHURN_MEMBERS:-20}
+CHURN_RATE=${CHURN_RATE:-200}
+CHURN_SECS=${CHURN_SECS:-5}
+DOC=${DOC:-docs/benchmarks.md}
+PLOTS=${PLOTS:-$(dirname "$DOC")/bench}
+
+if [ "${QUICK:-0}" = 1 ]; then
+    RUNS=1 STEP_SECS=1 FANOUT_SECS=2 CHURN_SECS=2 FACTOR=2 IDLE_SIZES=${IDLE_SIZES_QUICK:-"1000"} RETRIES=0
+fi
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+die() { echo "bench/run.sh: $*" >&2; exit 1; }
+
+for tool in cargo node npm python3 taskset; do
+    command -v "$tool" >/dev/null || die "needs $tool"
+done
+[ "$(nproc --all)" -ge 2 ] || die "needs two CPUs (server on one, load generator on the other)"
+
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=$ROOT/target/bench/$STAMP
+mkdir -p "$OUT"
+RESULTS=$OUT/results.jsonl
+: >"$RESULTS"
+COMMAND="bench/run.sh"
+for v in SERVERS RUNS ROOMS MEMBERS PUBLISHERS PAYLOAD FANOUT_RATE START_RATE FACTOR MAX_RATE \
+    MAX_P99_MS STEP_SECS IDLE_SIZES QUICK; do
+    # Record any setting given in the environment, so the command in the doc is exact.
+    if printenv "$v" >/dev/null 2>&1; then COMMAND="$v=\"$(printenv "$v")\" $COMMAND"; fi
+done
+
+step "peers: npm ci (bench/peers/node), pip (target/bench-venv)"
+(cd bench/peers/node && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+VENV=$ROOT/target/bench-venv
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/pip" install --quiet --disable-pip-version-check -r bench/peers/python/requirements.txt
+
+step "cargo build --release (switchboard, switchboard-bench)"
+cargo build --release --locked -p switchboard -p switchboard-bench
+SB=$ROOT/target/release/switchboard
+GEN=$ROOT/target/release/switchboard-bench
+
+# --- starting and stopping servers (only the ones started here, by PID) ---
+SERVER_PID=""
+SERVER_ADDR=""
+stop_server() {
+    [ -n "$SERVER_PID" ] || return 0
+    if kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -TERM "$SERVER_PID" 2>/dev/null || true
+        for _ in $(seq 100); do
+            kill -0 "$SERVER_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$SERVER_PID" 2>/dev/null || true
+    fi
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+}
+trap stop_server EXIT
+trap 'exit 130' INT TERM
+
+start_server() {
+    local name=$1 log=$OUT/$1.server.log
+    local port=""
+    case $name in
+    switchboard)
+        # --log warn: the peers log nothing per connection either. The address is then not
+        # logged, so pick a free port first.
+        port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        taskset -c "$SERVER_CPU" "$SB" --listen "127.0.0.1:$port" --log warn \
+            --message-rate 1000000 --message-burst 1000000 \
+            --max-connections-per-ip 1000000 --max-connections 1000000 \
+            --max-outbound-queue 16MiB >"$log" 2>&1 &
+        ;;
+    node-ws) taskset -c "$SERVER_CPU" node bench/peers/node/ws-server.js 0 >"$log" 2>&1 & ;;
+    socketio) taskset -c "$SERVER_CPU" node bench/peers/node/socketio-server.js 0 >"$log" 2>&1 & ;;
+    python-websockets) taskset -c "$SERVER_CPU" "$VENV/bin/python" bench/peers/python/server.py 0 >"$log" 2>&1 & ;;
+    *) die "unknown server $name" ;;
+    esac
+    SERVER_PID=$!
+    SERVER_ADDR=""
+    for _ in $(seq 100); do
+        if [ -n "$port" ]; then
+            if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then SERVER_ADDR=127.0.0.1:$port; fi
+        else
+            SERVER_ADDR=$(grep -o 'listening addr=[0-9.:]*' "$log" 2>/dev/null | head -1 | cut -d= -f2 || true)
+        fi
+        [ -n "$SERVER_ADDR" ] && break
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    [ -n "$SERVER_ADDR" ] || { cat "$log" >&2; die "$name did not start"; }
+    echo "    $name pid=$SERVER_PID addr=$SERVER_ADDR" >&2
+}
+
+# The load generator, pinned, against the running server. Its exit status is recorded,
+# not fatal: a peer failing a scenario is a result.
+gen() {
+    local name=$1
+    shift
+    timeout --kill-after=10 900 taskset -c "$GEN_CPU" "$GEN" --server "$name" --addr "$SERVER_ADDR" \
+        --server-pid "$SERVER_PID" --json "$RESULTS" --max-other-cpu "$MAX_OTHER_CPU" \
+        --retries "$RETRIES" --retry-budget "$RETRY_BUDGET" --quiet-wait "$QUIET_WAIT" "$@" >>"$OUT/generator.log" 2>&1 \
+        || echo "    (generator exited with $? for $name: $*; see $OUT/generator.log)" >&2
+}
+
+shape=(--rooms "$ROOMS" --members "$MEMBERS" --publishers "$PUBLISHERS" --payload "$PAYLOAD")
+limits=(--warmup "$WARMUP" --drain "$DRAIN" --max-p99-ms "$MAX_P99_MS")
+
+uptime_before=$(uptime)
+started=$(date +%s)
+# Runs are interleaved (run 1 of every server, then run 2, ...) so that a noisy moment on
+# the machine does not land on one server's runs only.
+for run in $(seq "$RUNS"); do
+    for name in $SERVERS; do
+        step "run $run/$RUNS, $name: fan-out, saturation, churn"
+        start_server "$name"
+        # Warm-up (JIT, allocator, caches): a fan-out run that is not recorded.
+        timeout 120 taskset -c "$GEN_CPU" "$GEN" --server "$name" --addr "$SERVER_ADDR" \
+            --retries 0 --quiet-wait 0 fanout \
+            "${shape[@]}" --rate "$FANOUT_RATE" --duration 3 --warmup 1 >>"$OUT/generator.log" 2>&1 || true
+        gen "$name" --tag "run=$run" fanout "${shape[@]}" "${limits[@]}" \
+            --rate "$FANOUT_RATE" --duration "$FANOUT_SECS"
+        gen "$name" --tag "run=$run" saturation "${shape[@]}" "${limits[@]}" --duration "$STEP_SECS" \
+            --start-rate "$START_RATE" --factor "$FACTOR" --max-rate "$MAX_RATE"
+        gen "$name" --tag "run=$run" --sources "$IDLE_SOURCES" churn --members "$CHURN_MEMBERS" \
+            --rate "$CHURN_RATE" --workers "$CHURN_WORKERS" --duration "$CHURN_SECS" "${limits[@]}"
+        stop_server
+    done
+done
+for name in $SERVERS; do
+    for n in $IDLE_SIZES; do
+        step "$name: $n idle connections (fresh server)"
+        start_server "$name"
+        sleep 1
+        gen "$name" --tag "run=1" --sources "$IDLE_SOURCES" idle --connections "$n" --concurrency 64
+        stop_server
+    done
+done
+elapsed=$(($(date +%s) - started))
+uptime_after=$(uptime)
+
+step "machine"
+python3 - "$OUT/machine.json" "$uptime_before" "$uptime_after" "$elapsed" "$COMMAND" \
+    "$(rustc --version)" "$(node --version)" "$("$VENV/bin/python" --version 2>&1)" <<'EOF'
+import json, os, platform, re, subprocess, sys
+out, before, after, elapsed, command, rustc, node, python = sys.argv[1:9]
+def read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+cpuinfo = read("/proc/cpuinfo")
+model = re.search(r"model name\s*:\s*(.*)", cpuinfo)
+mem = re.search(r"MemTotal:\s*(\d+)", read("/proc/meminfo"))
+def pkg(path):
+    try:
+        with open(path) as f:
+            return json.load(f)["version"]
+    except (OSError, ValueError, KeyError):
+        return "?"
+try:
+    websockets = subprocess.run(["target/bench-venv/bin/python", "-c",
+        "import websockets; print(websockets.__version__)"], capture_output=True, text=True).stdout.strip()
+except OSError:
+    websockets = "?"
+json.dump({
+    "cpu": model.group(1).strip() if model else platform.processor(),
+    "cpus": os.cpu_count(),
+    "mem_gib": round(int(mem.group(1)) / 1048576, 1) if mem else None,
+    "kernel": platform.release(),
+    "nofile": subprocess.run(["bash", "-c", "ulimit -n"], capture_output=True, text=True).stdout.strip(),
+    "uptime_before": before.strip(), "uptime_after": after.strip(), "elapsed_s": int(elapsed),
+    "command": command, "rustc": rustc, "node": node, "python": python,
+    "ws": pkg("bench/peers/node/node_modules/ws/package.json"),
+    "socketio": pkg("bench/peers/node/node_modules/socket.io/package.json"),
+    "engineio_ws": pkg("bench/peers/node/node_modules/engine.io/node_modules/ws/package.json"),
+    "websockets": websockets,
+}, open(out, "w"), indent=1)
+EOF
+
+step "report: $DOC, $PLOTS/*.svg"
+python3 bench/report.py --results "$RESULTS" --machine "$OUT/machine.json" --doc "$DOC" --plots "$PLOTS"
+echo "raw results: $RESULTS" >&2
