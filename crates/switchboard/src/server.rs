@@ -249,8 +249,17 @@ fn upgrade(
         match on_upgrade.await {
             Ok(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
                 Ok(parts) => {
+                    // A task of its own for the connection's life: this one's state (the
+                    // upgrade future) is freed now instead of living beside the connection.
                     let stream = parts.io.into_inner();
-                    websocket(shared, stream, parts.read_buf, peer, endpoint, slot).await;
+                    tokio::spawn(websocket(
+                        shared,
+                        stream,
+                        parts.read_buf,
+                        peer,
+                        endpoint,
+                        slot,
+                    ));
                 }
                 Err(_) => warn!(remote = %peer, "upgraded connection is not a TCP stream"),
             },
@@ -306,7 +315,9 @@ async fn websocket(
     let ending: Ending = match endpoint {
         Endpoint::Document(name) => {
             info!(conn = %conn.id, doc = %name, "document connection");
-            documents::serve(
+            // Boxed: document connections are rare next to protocol ones, and their larger
+            // state should not widen every connection's task.
+            Box::pin(documents::serve(
                 shared.documents.clone(),
                 name,
                 conn.clone(),
@@ -314,7 +325,7 @@ async fn websocket(
                 leftover,
                 &shared.doc_settings,
                 shutdown,
-            )
+            ))
             .await
         }
         Endpoint::Protocol => {
