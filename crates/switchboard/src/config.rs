@@ -40,10 +40,12 @@ impl Cli {
 /// Flags of `serve`. Every flag can also be set by its environment variable or in the
 /// config file (same name, with underscores); flags win over the environment, which wins
 /// over the file.
-#[derive(Debug, Args, Default)]
+#[derive(Debug, Args, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServeArgs {
     /// TOML config file.
     #[arg(long, env = "SWITCHBOARD_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Address to listen on. [default: 127.0.0.1:8080]
     #[arg(long, env = "SWITCHBOARD_LISTEN", value_name = "ADDR")]
@@ -173,32 +175,6 @@ impl Default for Config {
     }
 }
 
-/// The config file: the same settings as the flags, with underscores.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    listen: Option<SocketAddr>,
-    max_message_size: Option<Size>,
-    max_outbound_queue: Option<Size>,
-    heartbeat_interval: Option<Millis>,
-    heartbeat_timeout: Option<Millis>,
-    message_rate: Option<u32>,
-    message_burst: Option<u32>,
-    rate_limit_strikes: Option<u32>,
-    max_rooms_per_connection: Option<usize>,
-    max_connections: Option<usize>,
-    max_connections_per_ip: Option<usize>,
-    handshake_timeout: Option<Millis>,
-    shutdown_timeout: Option<Millis>,
-    echo_endpoint: Option<bool>,
-    data_dir: Option<PathBuf>,
-    max_document_size: Option<Size>,
-    max_update_size: Option<Size>,
-    max_connections_per_document: Option<usize>,
-    log_format: Option<LogFormat>,
-    log: Option<String>,
-}
-
 /// Applies every setting that is present in `$src` onto `$cfg`, converting with `$conv`.
 macro_rules! overlay {
     ($cfg:ident, $src:ident, $conv:expr, [$($field:ident),* $(,)?]) => {
@@ -213,9 +189,11 @@ impl Config {
         if let Some(path) = &args.config {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("config: cannot read {}", path.display()))?;
-            let file: FileConfig = toml::from_str(&text)
+            // The file holds the same settings as the flags (one struct serves both, so they
+            // cannot drift apart); unknown keys are errors.
+            let file: ServeArgs = toml::from_str(&text)
                 .with_context(|| format!("config: invalid setting in {}", path.display()))?;
-            cfg.apply(file.into());
+            cfg.apply(file);
         }
         cfg.apply(args);
         if !cfg.outbound_queue_set {
@@ -324,34 +302,6 @@ impl Config {
             );
         }
         Ok(())
-    }
-}
-
-impl From<FileConfig> for ServeArgs {
-    fn from(f: FileConfig) -> ServeArgs {
-        ServeArgs {
-            config: None,
-            listen: f.listen,
-            max_message_size: f.max_message_size,
-            max_outbound_queue: f.max_outbound_queue,
-            heartbeat_interval: f.heartbeat_interval,
-            heartbeat_timeout: f.heartbeat_timeout,
-            message_rate: f.message_rate,
-            message_burst: f.message_burst,
-            rate_limit_strikes: f.rate_limit_strikes,
-            max_rooms_per_connection: f.max_rooms_per_connection,
-            max_connections: f.max_connections,
-            max_connections_per_ip: f.max_connections_per_ip,
-            handshake_timeout: f.handshake_timeout,
-            shutdown_timeout: f.shutdown_timeout,
-            echo_endpoint: f.echo_endpoint,
-            data_dir: f.data_dir,
-            max_document_size: f.max_document_size,
-            max_update_size: f.max_update_size,
-            max_connections_per_document: f.max_connections_per_document,
-            log_format: f.log_format,
-            log: f.log,
-        }
     }
 }
 
