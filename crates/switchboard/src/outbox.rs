@@ -6,15 +6,15 @@
 //! and memory never grows without bound.
 
 use std::collections::VecDeque;
+use std::mem;
 use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use switchboard_ws::Frame;
-use tokio::sync::Notify;
 
 pub struct Outbox {
     state: Mutex<State>,
-    notify: Notify,
     cap: usize,
 }
 
@@ -24,8 +24,23 @@ struct State {
     /// Bytes queued here or taken by the writer but not yet written to the socket.
     pending: usize,
     overflowed: bool,
+    /// Whether the writer has been told about the overflow (it is told once).
+    overflow_taken: bool,
     /// Set once a close frame is queued: nothing may follow it on the wire.
     closed: bool,
+    /// The connection task, parked until something is queued. Taken by the push that wakes
+    /// it, so the other frames of a burst wake nobody: a fan-out to a member costs one
+    /// wake-up per batch, not one per frame.
+    waker: Option<Waker>,
+}
+
+/// What [`Outbox::take`] found besides the frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    /// The queue overflowed since the last take: the connection must close with 4009.
+    pub overflowed: bool,
+    /// A close frame has been queued (by the connection or from outside).
+    pub closed: bool,
 }
 
 /// Why a frame was not queued.
@@ -41,7 +56,6 @@ impl Outbox {
     pub fn new(cap: usize) -> Outbox {
         Outbox {
             state: Mutex::new(State::default()),
-            notify: Notify::new(),
             cap,
         }
     }
@@ -49,7 +63,7 @@ impl Outbox {
     /// Queues a frame for this connection.
     pub fn push(&self, frame: &Frame) -> Result<(), PushError> {
         let bytes = frame.as_bytes();
-        {
+        let waker = {
             let mut s = self.lock();
             if s.closed || s.overflowed {
                 return Err(if s.overflowed {
@@ -60,15 +74,17 @@ impl Outbox {
             }
             if s.pending + bytes.len() > self.cap {
                 s.overflowed = true;
-                s.queue.clear();
+                s.queue = VecDeque::new();
+                let waker = s.waker.take();
                 drop(s);
-                self.notify.notify_one();
+                wake(waker);
                 return Err(PushError::Overflow);
             }
             s.pending += bytes.len();
             s.queue.push_back(bytes.clone());
-        }
-        self.notify.notify_one();
+            s.waker.take()
+        };
+        wake(waker);
         Ok(())
     }
 
@@ -82,22 +98,42 @@ impl Outbox {
         s.closed = true;
         s.pending += frame.len();
         s.queue.push_back(frame.into_bytes());
+        let waker = s.waker.take();
         drop(s);
-        self.notify.notify_one();
+        wake(waker);
         true
     }
 
-    /// Moves every queued frame into `out`; returns whether the queue has overflowed.
-    pub fn take(&self, out: &mut VecDeque<Bytes>) -> bool {
+    /// Records that `written` bytes reached the socket, then moves every queued frame into
+    /// `out` (the queue's buffer itself when `out` is empty: no copy, no allocation).
+    pub fn take(&self, written: usize, out: &mut VecDeque<Bytes>) -> Taken {
         let mut s = self.lock();
-        out.append(&mut s.queue);
-        s.overflowed
+        s.pending = s.pending.saturating_sub(written);
+        if out.is_empty() {
+            mem::swap(out, &mut s.queue);
+        } else {
+            out.append(&mut s.queue);
+        }
+        let overflowed = s.overflowed && !s.overflow_taken;
+        s.overflow_taken |= overflowed;
+        Taken {
+            overflowed,
+            closed: s.closed,
+        }
     }
 
-    /// Records that `n` bytes reached the socket.
-    pub fn written(&self, n: usize) {
+    /// Ready when there is something to take: frames, or news of an overflow. Otherwise
+    /// the task's waker is kept, and the next push wakes it.
+    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut s = self.lock();
-        s.pending = s.pending.saturating_sub(n);
+        if !s.queue.is_empty() || (s.overflowed && !s.overflow_taken) {
+            return Poll::Ready(());
+        }
+        match &s.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => s.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 
     /// Drops frames that have not been handed to the writer and forgets `n` bytes the writer
@@ -109,19 +145,16 @@ impl Outbox {
         s.pending = s.pending.saturating_sub(n + queued);
     }
 
-    pub fn is_closed(&self) -> bool {
-        self.lock().closed
-    }
-
-    /// Resolves once a frame has been queued since the last call (a permit is stored when
-    /// no one is waiting, so no wake-up is lost).
-    pub async fn notified(&self) {
-        self.notify.notified().await
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // The lock guards plain data with no invariant a panic could break halfway.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Wakes outside the lock, so the woken task never waits for it.
+fn wake(waker: Option<Waker>) {
+    if let Some(w) = waker {
+        w.wake();
     }
 }
 
@@ -137,10 +170,14 @@ mod tests {
         assert_eq!(out.push(&frame), Err(PushError::Overflow));
         assert_eq!(out.push(&Frame::text("")), Err(PushError::Overflow));
         let mut taken = VecDeque::new();
-        assert!(out.take(&mut taken));
+        assert!(out.take(0, &mut taken).overflowed);
         assert!(
             taken.is_empty(),
             "an overflowed queue is dropped, not delivered"
+        );
+        assert!(
+            !out.take(0, &mut taken).overflowed,
+            "the writer hears of an overflow once"
         );
     }
 
@@ -150,8 +187,17 @@ mod tests {
         let frame = Frame::text("12345");
         out.push(&frame).unwrap();
         let mut taken = VecDeque::new();
-        out.take(&mut taken);
-        out.written(7);
+        out.take(0, &mut taken);
+        assert_eq!(
+            out.push(&frame),
+            Err(PushError::Overflow),
+            "not written yet"
+        );
+        let out = Outbox::new(10);
+        out.push(&frame).unwrap();
+        out.take(0, &mut taken);
+        taken.clear();
+        out.take(7, &mut taken);
         assert_eq!(out.push(&frame), Ok(()));
     }
 
@@ -161,5 +207,38 @@ mod tests {
         assert!(out.push_close(Frame::close(switchboard_ws::CloseCode::NORMAL, "")));
         assert_eq!(out.push(&Frame::text("late")), Err(PushError::Closed));
         assert!(!out.push_close(Frame::close(switchboard_ws::CloseCode::NORMAL, "")));
+        assert!(out.take(0, &mut VecDeque::new()).closed);
+    }
+
+    /// The first push after the writer parked wakes it once; later pushes wake nobody until
+    /// the writer polls again.
+    #[test]
+    fn one_wake_up_per_batch() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        use std::task::Wake;
+
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let out = Outbox::new(1000);
+        assert!(out.poll_ready(&mut cx).is_pending());
+        for _ in 0..5 {
+            out.push(&Frame::text("x")).unwrap();
+        }
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert!(out.poll_ready(&mut cx).is_ready());
+        let mut taken = VecDeque::new();
+        out.take(0, &mut taken);
+        assert_eq!(taken.len(), 5);
+        assert!(out.poll_ready(&mut cx).is_pending());
+        out.push(&Frame::text("y")).unwrap();
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
     }
 }
