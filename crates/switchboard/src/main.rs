@@ -20,10 +20,15 @@ fn main() -> ExitCode {
         eprintln!("switchboard: {e:#}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // A publish to a room wakes every member's task at once. A worker's own run queue holds
+    // 256 tasks; the rest overflow to the shared queue, which by default is looked at only
+    // every few dozen polls, so the members that overflowed (the ones woken first) waited
+    // many rounds: under fan-out load, p99 latency was 5-10x the median. Looking at the
+    // shared queue every other poll keeps tasks in roughly the order they were woken
+    // (docs/benchmarks.md, "What the profiles show").
+    builder.global_queue_interval(2);
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("switchboard: cannot start the runtime: {e}");
