@@ -306,6 +306,7 @@ def build(results, machine, plots_dir, doc_dir):
                 "delivered": median([r.get("delivered_per_s") for r in rs]),
                 "p50": median([r.get("p50_ms") for r in rs]),
                 "p99": median([r.get("p99_ms") for r in rs]),
+                "p99_runs": sorted(r.get("p99_ms") for r in rs if r.get("p99_ms") is not None),
                 "p999": median([r.get("p999_ms") for r in rs]),
                 "server_cpu": median([r.get("server_cpu") for r in rs]),
                 "generator_cpu": median([r.get("generator_cpu") for r in rs]),
@@ -428,6 +429,12 @@ def targets(a):
             else:
                 text = (f"{len(comps)} loads compared; worst at {si(worst[0])}/s: Switchboard "
                         f"{ms(worst[1])} ms vs Node ws {ms(worst[2])} ms ({ratio(worst):.2f}×)")
+                # The spread of the runs at that load, for judging a small difference.
+                sb_runs = sbp[worst[0]].get("p99_runs")
+                node_runs = next(p for p in curve["node-ws"] if p["offered"] == worst[0]).get("p99_runs")
+                if sb_runs and node_runs and len(sb_runs) > 1:
+                    text += (f"; per run {ms(sb_runs[0])}–{ms(sb_runs[-1])} ms vs "
+                             f"{ms(node_runs[0])}–{ms(node_runs[-1])} ms")
             out.append(("p99 ≤ Node ws at every load Node ws sustains", text, ok))
     big = idle.get("switchboard", {})
     if big:
@@ -574,8 +581,9 @@ def render(a, results_path):
         L.append("### How the servers write")
         L.append("")
         L.append("Messages delivered per write system call of the server (`syscw` in "
-                 "`/proc/PID/io`: `write`, `writev`, `sendmsg`), medians. 1.0 means one system "
-                 "call per message per member.")
+                 "`/proc/PID/io`, which counts `write` and `writev`), medians. 1.0 means one "
+                 "system call per message per member. A server that writes with `send`/`sendmsg` "
+                 "(Python's asyncio does) is not counted there, and its column stays empty.")
         L.append("")
         L.append("| offered/s | " + " | ".join(LABEL.get(s, s) for s in a["servers"]) + " |")
         L.append("|---|" + "---|" * len(a["servers"]))

@@ -105,8 +105,9 @@ test("activity log: one leave per vanished session, written by one page, duplica
 });
 
 test("two people type into the same paragraph at once, see each other, and it all survives restarts", { timeout: 150_000 }, async () => {
-  const srv = await serverWithDataDir();
+  // The browser first: if it cannot start, no server is left running.
   const browser = await launchBrowser();
+  const srv = await serverWithDataDir();
   try {
     const doc = "e2e-shared";
     const ada = await openEditor(browser, srv.server.origin, { name: "ada", doc });
@@ -224,8 +225,9 @@ test("two people type into the same paragraph at once, see each other, and it al
 });
 
 test("the join form, the document list and a new document, shared with everyone", { timeout: 90_000 }, async () => {
-  const srv = await serverWithDataDir();
+  // The browser first: if it cannot start, no server is left running.
   const browser = await launchBrowser();
+  const srv = await serverWithDataDir();
   try {
     // No ?name=: the form asks for one.
     const ada = await openEditor(browser, srv.server.origin, {});
@@ -285,8 +287,9 @@ test("the join form, the document list and a new document, shared with everyone"
 });
 
 test("a server built without the editor packages gets a page that says how to fix it", { timeout: 60_000 }, async () => {
-  const srv = await serverWithDataDir();
+  // The browser first: if it cannot start, no server is left running.
   const browser = await launchBrowser();
+  const srv = await serverWithDataDir();
   try {
     const context = await browser.newContext({ viewport: { width: 900, height: 700 } });
     const page = await context.newPage();

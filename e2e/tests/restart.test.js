@@ -44,8 +44,9 @@ function recordBanner(page) {
 }
 
 test("after a server restart both pages reconnect and deliver offline messages exactly once", { timeout: 120_000 }, async () => {
-  let server = await startServer();
+  // The browser first: if it cannot start, no server is left running.
   const browser = await launchBrowser();
+  let server = await startServer();
   try {
     const ada = await openChat(browser, server.origin, { name: "ada", room: "e2e-restart" });
     const grace = await openChat(browser, server.origin, { name: "grace", room: "e2e-restart" });

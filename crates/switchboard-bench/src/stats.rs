@@ -54,8 +54,8 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Read and write system calls a process has made (`syscr`, `syscw` in /proc/PID/io;
-/// `writev` and `sendmsg` count as writes).
+/// Read and write system calls a process has made (`syscr`, `syscw` in /proc/PID/io:
+/// `read`/`readv` and `write`/`writev`; the socket calls `recv*` and `send*` are not counted).
 pub fn syscalls(pid: u32) -> Option<(u64, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
     let field = |name: &str| -> Option<u64> {
