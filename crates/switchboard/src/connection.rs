@@ -67,6 +67,8 @@ enum Event {
     Writable(io::Result<()>),
     /// Frames were queued in the outbox.
     Queued,
+    /// The outbox overflowed while the socket was not taking more.
+    Overflow,
     Timer,
 }
 
@@ -172,6 +174,9 @@ pub async fn run<H: Handler>(
                 if let Poll::Ready(r) = d.stream.poll_write_ready(cx) {
                     return Poll::Ready(Event::Writable(r));
                 }
+                if d.outbox.poll_overflow(cx).is_ready() {
+                    return Poll::Ready(Event::Overflow);
+                }
             } else if d.outbox.poll_ready(cx).is_ready() {
                 return Poll::Ready(Event::Queued);
             }
@@ -193,6 +198,9 @@ pub async fn run<H: Handler>(
             Event::Readable(Err(_)) => d.abort("read error"),
             Event::Writable(Ok(())) | Event::Queued => d.flush().await,
             Event::Writable(Err(_)) => d.abort("write error"),
+            Event::Overflow => {
+                d.take_from_outbox();
+            }
             Event::Timer => d.on_timer(settings),
         }
     }
@@ -371,10 +379,10 @@ impl Driver<'_> {
         }
     }
 
-    /// Moves what the outbox holds to the writer, first telling it how many bytes reached
-    /// the socket since the last call. Returns whether a close frame has been queued.
-    fn take_from_outbox(&mut self, written: usize) -> bool {
-        let taken = self.outbox.take(written, &mut self.writing);
+    /// Moves what the outbox holds to the writer. Returns whether a close frame has been
+    /// queued.
+    fn take_from_outbox(&mut self) -> bool {
+        let taken = self.outbox.take(&mut self.writing);
         if taken.overflowed && !self.close_sent {
             // Keep only a frame already partly on the wire, so the stream stays well-formed.
             let keep = usize::from(self.head_partial);
@@ -386,17 +394,16 @@ impl Driver<'_> {
                 "slow consumer: outbound queue overflow",
                 false,
             );
-            return self.outbox.take(0, &mut self.writing).closed;
+            return self.outbox.take(&mut self.writing).closed;
         }
         taken.closed
     }
 
     /// Writes as much as the socket takes right now, many frames per system call.
     async fn flush(&mut self) {
-        let mut written = 0;
         let closed = loop {
             if self.writing.is_empty() {
-                let closed = self.take_from_outbox(std::mem::take(&mut written));
+                let closed = self.take_from_outbox();
                 if self.writing.is_empty() {
                     break closed;
                 }
@@ -407,17 +414,22 @@ impl Driver<'_> {
                 iov[i] = IoSlice::new(frame);
                 n += 1;
             }
+            // Counted as written before the call: the client may read these bytes and
+            // answer before this task runs again (see `Outbox::pending`).
+            let batch: usize = iov[..n].iter().map(|s| s.len()).sum();
+            self.outbox.written(batch);
             match self.stream.try_write_vectored(&iov[..n]) {
                 Ok(0) => {
                     self.abort("write returned zero");
                     return;
                 }
                 Ok(n) => {
-                    written += n;
+                    self.outbox.unwritten(batch - n);
                     self.advance(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.take_from_outbox(written);
+                    self.outbox.unwritten(batch);
+                    self.take_from_outbox();
                     return;
                 }
                 Err(e) => {

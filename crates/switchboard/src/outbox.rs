@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::mem;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 
@@ -15,14 +16,20 @@ use switchboard_ws::Frame;
 
 pub struct Outbox {
     state: Mutex<State>,
+    /// Bytes queued here or taken by the writer but not yet written to the socket. Added
+    /// under the lock by pushes; the writer subtracts what it hands to a write *before*
+    /// the system call and adds back what the call did not take. Subtracting after the
+    /// call left a window, as long as the writer was preempted (which waking the reader
+    /// makes likely on a busy machine), in which bytes the client had already read were
+    /// still counted, and a push on another thread closed a client that keeps up as a
+    /// slow consumer.
+    pending: AtomicUsize,
     cap: usize,
 }
 
 #[derive(Default)]
 struct State {
     queue: VecDeque<Bytes>,
-    /// Bytes queued here or taken by the writer but not yet written to the socket.
-    pending: usize,
     overflowed: bool,
     /// Whether the writer has been told about the overflow (it is told once).
     overflow_taken: bool,
@@ -56,6 +63,7 @@ impl Outbox {
     pub fn new(cap: usize) -> Outbox {
         Outbox {
             state: Mutex::new(State::default()),
+            pending: AtomicUsize::new(0),
             cap,
         }
     }
@@ -72,7 +80,7 @@ impl Outbox {
                     PushError::Closed
                 });
             }
-            if s.pending + bytes.len() > self.cap {
+            if self.pending.load(Ordering::Acquire) + bytes.len() > self.cap {
                 s.overflowed = true;
                 s.queue = VecDeque::new();
                 let waker = s.waker.take();
@@ -80,7 +88,7 @@ impl Outbox {
                 wake(waker);
                 return Err(PushError::Overflow);
             }
-            s.pending += bytes.len();
+            self.pending.fetch_add(bytes.len(), Ordering::AcqRel);
             s.queue.push_back(bytes.clone());
             s.waker.take()
         };
@@ -96,7 +104,7 @@ impl Outbox {
             return false;
         }
         s.closed = true;
-        s.pending += frame.len();
+        self.pending.fetch_add(frame.len(), Ordering::AcqRel);
         s.queue.push_back(frame.into_bytes());
         let waker = s.waker.take();
         drop(s);
@@ -104,11 +112,10 @@ impl Outbox {
         true
     }
 
-    /// Records that `written` bytes reached the socket, then moves every queued frame into
-    /// `out` (the queue's buffer itself when `out` is empty: no copy, no allocation).
-    pub fn take(&self, written: usize, out: &mut VecDeque<Bytes>) -> Taken {
+    /// Moves every queued frame into `out` (the queue's buffer itself when `out` is empty:
+    /// no copy, no allocation).
+    pub fn take(&self, out: &mut VecDeque<Bytes>) -> Taken {
         let mut s = self.lock();
-        s.pending = s.pending.saturating_sub(written);
         if out.is_empty() {
             mem::swap(out, &mut s.queue);
         } else {
@@ -122,11 +129,37 @@ impl Outbox {
         }
     }
 
+    /// Puts back `n` bytes that a write was given but did not take.
+    pub fn unwritten(&self, n: usize) {
+        self.pending.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// Records that `n` bytes are out of the writer's hands: about to be written (see
+    /// [`unwritten`](Outbox::unwritten)), or dropped.
+    pub fn written(&self, n: usize) {
+        let _ = self
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+                Some(p.saturating_sub(n))
+            });
+    }
+
     /// Ready when there is something to take: frames, or news of an overflow. Otherwise
     /// the task's waker is kept, and the next push wakes it.
     pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.poll(cx, true)
+    }
+
+    /// Ready only with news of an overflow: for a writer that is waiting for its socket
+    /// with frames in hand already, so that a client that stopped reading is closed now,
+    /// not whenever its socket drains (which may be never).
+    pub fn poll_overflow(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.poll(cx, false)
+    }
+
+    fn poll(&self, cx: &mut Context<'_>, frames: bool) -> Poll<()> {
         let mut s = self.lock();
-        if !s.queue.is_empty() || (s.overflowed && !s.overflow_taken) {
+        if (frames && !s.queue.is_empty()) || (s.overflowed && !s.overflow_taken) {
             return Poll::Ready(());
         }
         match &s.waker {
@@ -142,7 +175,8 @@ impl Outbox {
         let mut s = self.lock();
         let queued: usize = s.queue.iter().map(Bytes::len).sum();
         s.queue.clear();
-        s.pending = s.pending.saturating_sub(n + queued);
+        drop(s);
+        self.written(n + queued);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -170,13 +204,13 @@ mod tests {
         assert_eq!(out.push(&frame), Err(PushError::Overflow));
         assert_eq!(out.push(&Frame::text("")), Err(PushError::Overflow));
         let mut taken = VecDeque::new();
-        assert!(out.take(0, &mut taken).overflowed);
+        assert!(out.take(&mut taken).overflowed);
         assert!(
             taken.is_empty(),
             "an overflowed queue is dropped, not delivered"
         );
         assert!(
-            !out.take(0, &mut taken).overflowed,
+            !out.take(&mut taken).overflowed,
             "the writer hears of an overflow once"
         );
     }
@@ -187,17 +221,17 @@ mod tests {
         let frame = Frame::text("12345");
         out.push(&frame).unwrap();
         let mut taken = VecDeque::new();
-        out.take(0, &mut taken);
+        out.take(&mut taken);
+        out.written(2);
         assert_eq!(
             out.push(&frame),
             Err(PushError::Overflow),
-            "not written yet"
+            "taken is not written: 5 bytes still out"
         );
         let out = Outbox::new(10);
         out.push(&frame).unwrap();
-        out.take(0, &mut taken);
-        taken.clear();
-        out.take(7, &mut taken);
+        out.take(&mut taken);
+        out.written(7);
         assert_eq!(out.push(&frame), Ok(()));
     }
 
@@ -207,7 +241,7 @@ mod tests {
         assert!(out.push_close(Frame::close(switchboard_ws::CloseCode::NORMAL, "")));
         assert_eq!(out.push(&Frame::text("late")), Err(PushError::Closed));
         assert!(!out.push_close(Frame::close(switchboard_ws::CloseCode::NORMAL, "")));
-        assert!(out.take(0, &mut VecDeque::new()).closed);
+        assert!(out.take(&mut VecDeque::new()).closed);
     }
 
     /// The first push after the writer parked wakes it once; later pushes wake nobody until
@@ -235,10 +269,26 @@ mod tests {
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
         assert!(out.poll_ready(&mut cx).is_ready());
         let mut taken = VecDeque::new();
-        out.take(0, &mut taken);
+        out.take(&mut taken);
         assert_eq!(taken.len(), 5);
         assert!(out.poll_ready(&mut cx).is_pending());
         out.push(&Frame::text("y")).unwrap();
         assert_eq!(count.0.load(Ordering::SeqCst), 2);
+    }
+
+    /// A writer blocked on its socket hears of an overflow, not of every frame.
+    #[test]
+    fn overflow_news_reaches_a_blocked_writer() {
+        let mut cx = Context::from_waker(Waker::noop());
+        let out = Outbox::new(10);
+        out.push(&Frame::text("12345")).unwrap();
+        assert!(
+            out.poll_overflow(&mut cx).is_pending(),
+            "frames are not news"
+        );
+        assert_eq!(out.push(&Frame::text("12345")), Err(PushError::Overflow));
+        assert!(out.poll_overflow(&mut cx).is_ready());
+        assert!(out.take(&mut VecDeque::new()).overflowed);
+        assert!(out.poll_overflow(&mut cx).is_pending(), "told once");
     }
 }
