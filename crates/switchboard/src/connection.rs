@@ -429,7 +429,6 @@ impl Driver<'_> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.outbox.unwritten(batch);
-                    self.take_from_outbox();
                     return;
                 }
                 Err(e) => {

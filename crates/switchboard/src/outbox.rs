@@ -248,7 +248,6 @@ mod tests {
     /// the writer polls again.
     #[test]
     fn one_wake_up_per_batch() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
         use std::sync::Arc;
         use std::task::Wake;
 
