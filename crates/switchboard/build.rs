@@ -22,6 +22,9 @@ fn main() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../..");
     let mounts = [("web", "/"), ("clients/js/src", "/sdk/")];
     let mut table = String::from("pub static ASSETS: &[(&str, &[u8])] = &[\n");
+    // URL path of each page → the `'sha256-…'` sources of its inline scripts, for its
+    // Content-Security-Policy (the editor's import map cannot be an external file).
+    let mut inline_scripts = String::from("pub static INLINE_SCRIPTS: &[(&str, &str)] = &[\n");
     let add = |table: &mut String, url: String, file: &Path| {
         let abs = file.canonicalize().unwrap();
         writeln!(table, "    ({url:?}, include_bytes!({abs:?})),").unwrap();
@@ -38,6 +41,16 @@ fn main() {
                 .unwrap()
                 .to_string_lossy()
                 .replace('\\', "/");
+            if rel.ends_with(".html") {
+                let html = std::fs::read_to_string(&file).unwrap();
+                let sources = script_hashes(&html);
+                writeln!(
+                    inline_scripts,
+                    "    ({:?}, {sources:?}),",
+                    format!("{prefix}{rel}")
+                )
+                .unwrap();
+            }
             add(&mut table, format!("{prefix}{rel}"), &file);
         }
     }
@@ -45,8 +58,36 @@ fn main() {
         add(&mut table, format!("{VENDOR_URL}{rel}"), &file);
     }
     table.push_str("];\n");
+    inline_scripts.push_str("];\n");
+    table.push_str(&inline_scripts);
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("web_assets.rs");
     std::fs::write(out, table).unwrap();
+}
+
+/// `'sha256-…'` for each inline `<script>` of `html` (those without `src`), space-separated.
+fn script_hashes(html: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let mut sources = Vec::new();
+    let mut rest = html;
+    while let Some(start) = rest.find("<script") {
+        let after = &rest[start..];
+        let Some(open_end) = after.find('>') else {
+            break;
+        };
+        let tag = &after[..open_end];
+        let body = &after[open_end + 1..];
+        let Some(close) = body.find("</script>") else {
+            break;
+        };
+        if !tag.contains(" src=") {
+            let digest = sha2::Sha256::digest(&body.as_bytes()[..close]);
+            let b64 = base64::engine::general_purpose::STANDARD.encode(digest);
+            sources.push(format!("'sha256-{b64}'"));
+        }
+        rest = &body[close..];
+    }
+    sources.join(" ")
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) {

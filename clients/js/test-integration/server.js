@@ -58,7 +58,8 @@ export async function startServer({ port = 0, args = [], timeoutMs = 10_000 } = 
   const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("SWITCHBOARD_")));
   const child = spawn(
     SERVER_BIN,
-    ["--listen", `127.0.0.1:${port}`, "--log-format", "text", "--log", "info", ...args],
+    // --health-details: the tests count connections and rooms on /healthz.
+    ["--listen", `127.0.0.1:${port}`, "--log-format", "text", "--log", "info", "--health-details", ...args],
     { env, stdio: ["ignore", "ignore", "pipe"] },
   );
   running.add(child);

@@ -62,6 +62,18 @@ pub struct ServeArgs {
     /// How long a client has to answer a ping (with a pong or any frame) before it is closed with 4000. [default: 10s]
     #[arg(long, env = "SWITCHBOARD_HEARTBEAT_TIMEOUT", value_name = "DURATION")]
     pub heartbeat_timeout: Option<Millis>,
+    /// How long bytes queued for a client may wait for a socket that takes none of them before it is closed with 4009. [default: 20s]
+    #[arg(long, env = "SWITCHBOARD_WRITE_TIMEOUT", value_name = "DURATION")]
+    pub write_timeout: Option<Millis>,
+    /// Largest presence state one member may have in a room (its JSON text); bigger is refused with too_large. [default: 4KiB]
+    #[arg(long, env = "SWITCHBOARD_MAX_PRESENCE_SIZE", value_name = "SIZE")]
+    pub max_presence_size: Option<Size>,
+    /// Deepest nesting of arrays and objects in `data` and `presence`; deeper is refused with bad_request. [default: 32]
+    #[arg(long, env = "SWITCHBOARD_MAX_JSON_DEPTH", value_name = "N")]
+    pub max_json_depth: Option<usize>,
+    /// Most members listed in one `joined` or `members` reply; the rest are paged with a cursor. [default: 100]
+    #[arg(long, env = "SWITCHBOARD_MEMBERS_PAGE_SIZE", value_name = "N")]
+    pub members_page_size: Option<usize>,
     /// Messages per second each connection may send, on average. [default: 100]
     #[arg(long, env = "SWITCHBOARD_MESSAGE_RATE", value_name = "N")]
     pub message_rate: Option<u32>,
@@ -83,6 +95,19 @@ pub struct ServeArgs {
     /// Time a client has to send its HTTP request head (stalled handshakes are dropped). [default: 10s]
     #[arg(long, env = "SWITCHBOARD_HANDSHAKE_TIMEOUT", value_name = "DURATION")]
     pub handshake_timeout: Option<Millis>,
+    /// TCP connections that have not finished their HTTP request yet; at the limit the oldest is dropped for a new one. [default: 1024]
+    #[arg(long, env = "SWITCHBOARD_MAX_PENDING_CONNECTIONS", value_name = "N")]
+    pub max_pending_connections: Option<usize>,
+    /// The same, per client IP address. [default: 64]
+    #[arg(
+        long,
+        env = "SWITCHBOARD_MAX_PENDING_CONNECTIONS_PER_IP",
+        value_name = "N"
+    )]
+    pub max_pending_connections_per_ip: Option<usize>,
+    /// Whether GET /healthz shows the version and live counts to anyone (otherwise only the status). [default: false]
+    #[arg(long, env = "SWITCHBOARD_HEALTH_DETAILS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub health_details: Option<bool>,
     /// On SIGINT/SIGTERM, time given to clients to receive what is queued and close. [default: 10s]
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
     pub shutdown_timeout: Option<Millis>,
@@ -128,6 +153,10 @@ pub struct Config {
     pub max_outbound_queue: usize,
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
+    pub write_timeout: Duration,
+    pub max_presence_size: usize,
+    pub max_json_depth: usize,
+    pub members_page_size: usize,
     pub message_rate: u32,
     pub message_burst: u32,
     pub rate_limit_strikes: u32,
@@ -135,6 +164,9 @@ pub struct Config {
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     pub handshake_timeout: Duration,
+    pub max_pending_connections: usize,
+    pub max_pending_connections_per_ip: usize,
+    pub health_details: bool,
     pub shutdown_timeout: Duration,
     pub echo_endpoint: bool,
     pub data_dir: PathBuf,
@@ -155,6 +187,10 @@ impl Default for Config {
             max_outbound_queue: 1024 * 1024,
             heartbeat_interval: Duration::from_secs(25),
             heartbeat_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(20),
+            max_presence_size: 4 * 1024,
+            max_json_depth: 32,
+            members_page_size: 100,
             message_rate: 100,
             message_burst: 200,
             rate_limit_strikes: 50,
@@ -162,6 +198,9 @@ impl Default for Config {
             max_connections: 100_000,
             max_connections_per_ip: 10_000,
             handshake_timeout: Duration::from_secs(10),
+            max_pending_connections: 1024,
+            max_pending_connections_per_ip: 64,
+            health_details: false,
             shutdown_timeout: Duration::from_secs(10),
             echo_endpoint: false,
             data_dir: PathBuf::from("./data"),
@@ -218,6 +257,11 @@ impl Config {
                 max_rooms_per_connection,
                 max_connections,
                 max_connections_per_ip,
+                max_pending_connections,
+                max_pending_connections_per_ip,
+                health_details,
+                max_json_depth,
+                members_page_size,
                 echo_endpoint,
                 data_dir,
                 max_connections_per_document,
@@ -232,6 +276,7 @@ impl Config {
             [
                 max_message_size,
                 max_outbound_queue,
+                max_presence_size,
                 max_document_size,
                 max_update_size
             ]
@@ -243,6 +288,7 @@ impl Config {
             [
                 heartbeat_interval,
                 heartbeat_timeout,
+                write_timeout,
                 handshake_timeout,
                 shutdown_timeout
             ]
@@ -253,6 +299,7 @@ impl Config {
         let positive_durations = [
             ("heartbeat_interval", self.heartbeat_interval),
             ("heartbeat_timeout", self.heartbeat_timeout),
+            ("write_timeout", self.write_timeout),
             ("handshake_timeout", self.handshake_timeout),
         ];
         for (name, d) in positive_durations {
@@ -267,6 +314,13 @@ impl Config {
             ("max_rooms_per_connection", self.max_rooms_per_connection),
             ("max_connections", self.max_connections),
             ("max_connections_per_ip", self.max_connections_per_ip),
+            ("max_pending_connections", self.max_pending_connections),
+            (
+                "max_pending_connections_per_ip",
+                self.max_pending_connections_per_ip,
+            ),
+            ("max_json_depth", self.max_json_depth),
+            ("members_page_size", self.members_page_size),
             (
                 "max_connections_per_document",
                 self.max_connections_per_document,
@@ -279,6 +333,9 @@ impl Config {
         }
         if self.max_message_size < 125 {
             bail!("config: max_message_size must be at least 125 bytes");
+        }
+        if self.max_presence_size < 2 {
+            bail!("config: max_presence_size must be at least 2 bytes (an empty object)");
         }
         if self.max_update_size < 125 {
             bail!("config: max_update_size must be at least 125 bytes");

@@ -57,6 +57,11 @@ pub struct Settings {
     pub max_message_size: usize,
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
+    /// How long queued bytes may wait for a socket that takes none of them before the
+    /// connection is closed as a slow consumer. A client that keeps sending but never
+    /// reads would otherwise hold whatever was queued for it (up to the whole queue) for
+    /// as long as it likes: its frames count as signs of life for the heartbeat.
+    pub write_timeout: Duration,
 }
 
 /// What woke the connection's task.
@@ -99,6 +104,8 @@ struct Driver<'a> {
     closing_deadline: Option<Instant>,
     last_ping: Instant,
     awaiting_pong: bool,
+    /// When the socket last took bytes, or the writer last had nothing to write.
+    last_write_progress: Instant,
 }
 
 /// Runs the connection until it is closed. `leftover` holds bytes read past the handshake.
@@ -131,6 +138,7 @@ pub async fn run<H: Handler>(
         closing_deadline: None,
         last_ping: Instant::now(),
         awaiting_pong: false,
+        last_write_progress: Instant::now(),
     };
     let mut shutting_down = *shutdown.borrow();
     if shutting_down {
@@ -138,7 +146,11 @@ pub async fn run<H: Handler>(
         d.close(CloseCode::GOING_AWAY, "server shutting down", false);
     }
     if !d.read_buf.is_empty() {
-        d.on_readable(handler).await;
+        // A client may send its first frames in the same packet as the handshake: decode
+        // them now. Waiting for readability would leave them unanswered until the client
+        // happened to send more.
+        d.awaiting_pong = false;
+        d.decode_buffered(handler).await;
     }
     // One timer per connection, re-armed only when its deadline moves (about once per
     // heartbeat), not on every frame: the timer wheel is shared by all connections.
@@ -229,10 +241,15 @@ impl Driver<'_> {
         if let Some(deadline) = self.closing_deadline {
             return deadline;
         }
-        if self.awaiting_pong {
+        let heartbeat = if self.awaiting_pong {
             self.last_ping + s.heartbeat_timeout
         } else {
             self.last_ping + s.heartbeat_interval
+        };
+        if self.writing.is_empty() {
+            heartbeat
+        } else {
+            heartbeat.min(self.last_write_progress + s.write_timeout)
         }
     }
 
@@ -246,6 +263,14 @@ impl Driver<'_> {
             }
             self.reading = false;
             self.write_shut = true;
+            return;
+        }
+        if !self.writing.is_empty() && now >= self.last_write_progress + s.write_timeout {
+            self.close(
+                SLOW_CONSUMER,
+                "slow consumer: not reading what it was sent",
+                false,
+            );
             return;
         }
         if self.awaiting_pong && now >= self.last_ping + s.heartbeat_timeout {
@@ -312,6 +337,11 @@ impl Driver<'_> {
         // Any frame proves the peer is alive. Pings still go out every interval, so a
         // client that only listens sees traffic too.
         self.awaiting_pong = false;
+        self.decode_buffered(handler).await;
+    }
+
+    /// Decodes and handles every complete frame in the read buffer, then writes replies.
+    async fn decode_buffered<H: Handler>(&mut self, handler: &mut H) {
         if self.discarding {
             // Keep draining until the peer hangs up: closing a socket with unread input
             // makes the kernel send RST, which can destroy our close frame in flight.
@@ -407,6 +437,8 @@ impl Driver<'_> {
                 if self.writing.is_empty() {
                     break closed;
                 }
+                // Nothing was waiting for the socket until now: the stall clock starts here.
+                self.last_write_progress = Instant::now();
             }
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
             let mut n = 0;
@@ -426,6 +458,7 @@ impl Driver<'_> {
                 Ok(n) => {
                     self.outbox.unwritten(batch - n);
                     self.advance(n);
+                    self.last_write_progress = Instant::now();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.outbox.unwritten(batch);
@@ -440,6 +473,7 @@ impl Driver<'_> {
         // Everything queued is written: give the queue's buffer back, so an idle connection
         // holds none (a burst may have grown it).
         self.writing = VecDeque::new();
+        self.last_write_progress = Instant::now();
         // Once our close frame is out, send FIN: the peer sees the end of the stream, and
         // we keep reading until its close arrives.
         if self.close_sent && !self.write_shut && closed {

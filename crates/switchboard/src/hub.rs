@@ -5,7 +5,7 @@
 //! its room: no global lock on the publish path. A message is serialised once per room and
 //! every member's outbox gets a reference to the same bytes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -44,6 +44,9 @@ struct RoomState {
     epoch: Arc<str>,
     offset: u64,
     members: HashMap<u64, Member>,
+    /// Join order (member `seq` → connection number): member lists are read from here a
+    /// page at a time, so a join costs the same in a room of ten or ten thousand.
+    order: BTreeMap<u64, u64>,
     next_seq: u64,
     /// Set when the last member left and the room was removed from the hub: a connection
     /// that looked it up just before must look again.
@@ -69,11 +72,39 @@ impl Room {
     }
 }
 
+/// One page of a room's member list.
+struct Page {
+    members: Vec<Arc<str>>,
+    /// Where the next page starts (the `seq` of this page's last member), if there is one.
+    next: Option<u64>,
+}
+
 impl RoomState {
-    fn member_list(&self) -> Vec<Arc<str>> {
-        let mut members: Vec<&Member> = self.members.values().collect();
-        members.sort_unstable_by_key(|m| m.seq);
-        members.into_iter().map(|m| m.json.clone()).collect()
+    /// Up to `limit` members after join position `after`, in join order, stopping early
+    /// where the page would pass `budget` bytes (but never empty while members remain).
+    fn page(&self, after: u64, limit: usize, budget: usize) -> Page {
+        let mut members = Vec::new();
+        let mut bytes = 0;
+        let mut last = None;
+        let mut rest = self.order.range(after.saturating_add(1)..);
+        for (&seq, num) in rest.by_ref() {
+            let Some(m) = self.members.get(num) else {
+                continue;
+            };
+            if !members.is_empty() && (members.len() == limit || bytes + m.json.len() > budget) {
+                return Page {
+                    members,
+                    next: last,
+                };
+            }
+            bytes += m.json.len() + 1;
+            members.push(m.json.clone());
+            last = Some(seq);
+        }
+        Page {
+            members,
+            next: None,
+        }
     }
 
     fn send_to_all(&self, frame: &Frame, except: Option<u64>) {
@@ -93,19 +124,31 @@ pub struct JoinRequest<'a> {
     pub since: bool,
 }
 
+/// How big the hub's replies may be.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplyLimits {
+    /// Most members in one `joined` or `members` reply.
+    pub members_page_size: usize,
+    /// Most bytes of member JSON in one reply, so that a reply always fits the outbound
+    /// queue of the client that asked (a fraction of it, leaving room for live traffic).
+    pub members_page_bytes: usize,
+}
+
 pub struct Hub {
     rooms: Shards<Arc<str>, Arc<Room>>,
     connections: Shards<u64, Arc<ConnHandle>>,
     broker: Arc<dyn Broker>,
+    replies: ReplyLimits,
 }
 
 impl Hub {
-    pub fn new(broker: Arc<dyn Broker>) -> Hub {
+    pub fn new(broker: Arc<dyn Broker>, replies: ReplyLimits) -> Hub {
         let shards = std::thread::available_parallelism().map_or(4, |n| n.get() * 8);
         Hub {
             rooms: Shards::new(shards),
             connections: Shards::new(shards),
             broker,
+            replies,
         }
     }
 
@@ -150,6 +193,7 @@ impl Hub {
                         epoch: self.broker.open_room(&name),
                         offset: 0,
                         members: HashMap::new(),
+                        order: BTreeMap::new(),
                         next_seq: 0,
                         closed: false,
                     }),
@@ -183,12 +227,22 @@ impl Hub {
                     seq,
                 },
             );
+            st.order.insert(seq, conn.num);
+            let page = st.page(
+                0,
+                self.replies.members_page_size,
+                self.replies.members_page_bytes,
+            );
             let mut reply = Out::new("joined")
                 .opt_id(req.id)
                 .str("room", name)
                 .str("epoch", &st.epoch)
                 .uint("offset", st.offset)
-                .raw_list("members", st.member_list().iter().map(|m| &**m));
+                .raw_list("members", page.members.iter().map(|m| &**m))
+                .uint("member_count", st.members.len() as u64);
+            if let Some(next) = page.next {
+                reply = reply.str("members_cursor", &next.to_string());
+            }
             if req.since {
                 // Recovery needs history, which this server does not keep yet: say so
                 // plainly instead of leaving a silent gap.
@@ -215,6 +269,7 @@ impl Hub {
         let Some(member) = st.members.remove(&conn.num) else {
             return;
         };
+        st.order.remove(&member.seq);
         if let Some(Some(id)) = reply {
             conn.send(
                 &Out::new("left")
@@ -289,20 +344,38 @@ impl Hub {
         Ok(())
     }
 
-    /// Answers `members` with the room's member list.
-    pub fn members(&self, conn: &ConnHandle, room: &Room, id: Option<i64>) {
-        let st = room.lock();
+    /// Answers `members` with one page of the room's member list, in join order: the first
+    /// page, or the one after `cursor` (a previous reply's). `limit` is at most the page size.
+    pub fn members(
+        &self,
+        conn: &ConnHandle,
+        room: &Room,
+        cursor: Option<u64>,
+        limit: Option<usize>,
+        id: Option<i64>,
+    ) {
         if id.is_none() {
             return; // a reply nobody can match is not sent (protocol: no id, no reply)
         }
-        let list = st.member_list();
-        conn.send(
-            &Out::new("members")
-                .opt_id(id)
-                .str("room", &room.name)
-                .raw_list("members", list.iter().map(|m| &**m))
-                .finish(),
-        );
+        let limit = limit.unwrap_or(self.replies.members_page_size);
+        let st = room.lock();
+        let page = st.page(cursor.unwrap_or(0), limit, self.replies.members_page_bytes);
+        let reply = Out::new("members")
+            .opt_id(id)
+            .str("room", &room.name)
+            .raw_list("members", page.members.iter().map(|m| &**m))
+            .uint("member_count", st.members.len() as u64);
+        drop(st);
+        let reply = match page.next {
+            Some(next) => reply.str("cursor", &next.to_string()),
+            None => reply.raw("cursor", "null"),
+        };
+        conn.send(&reply.finish());
+    }
+
+    /// The most members one `members` request may ask for.
+    pub fn members_page_size(&self) -> usize {
+        self.replies.members_page_size
     }
 }
 

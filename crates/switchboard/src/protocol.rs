@@ -97,6 +97,8 @@ pub struct Envelope<'a> {
     pub limit: Field<'a>,
     #[serde(default, borrow)]
     pub token: Field<'a>,
+    #[serde(default, borrow)]
+    pub cursor: Field<'a>,
 }
 
 /// The request types a client may send.
@@ -228,6 +230,137 @@ pub fn presence_object<'a>(
         Some(_) => Err(Failure::new(
             ErrorCode::BadRequest,
             "\"presence\" must be a JSON object",
+        )),
+    }
+}
+
+/// Checks JSON that will be relayed to other clients (`data`, `presence`) for what their
+/// parsers cannot take, although ours does: nesting deeper than `max_depth` (browsers and
+/// Python's `json` fail from about 1,000 levels; serde_json skips raw values at any depth),
+/// `\u` escapes that leave a UTF-16 surrogate unpaired (not a Unicode string: strict
+/// decoders reject it, others turn it into U+FFFD), and numbers that are not finite doubles
+/// (`1e400`; JavaScript reads `Infinity`, which is not JSON). The text is syntactically valid
+/// JSON already (serde_json checked it while reading the envelope); this pass only looks
+/// for those three things, in one scan without allocating.
+pub fn check_relayed(raw: &RawValue, what: &str, max_depth: usize) -> Result<(), Failure> {
+    let bad = |why: &str| Failure::new(ErrorCode::BadRequest, format!("\"{what}\" {why}"));
+    let b = raw.get().as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max_depth {
+                    return Err(bad(&format!(
+                        "is nested deeper than {max_depth} levels of arrays and objects"
+                    )));
+                }
+                i += 1;
+            }
+            b']' | b'}' => {
+                depth = depth.saturating_sub(1);
+                i += 1;
+            }
+            b'"' => {
+                i = scan_string(b, i + 1)
+                    .map_err(|()| bad("has a string with an unpaired UTF-16 surrogate escape"))?;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                let mut exponent = false;
+                while i < b.len() && matches!(b[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                {
+                    exponent |= matches!(b[i], b'e' | b'E');
+                    i += 1;
+                }
+                // Without an exponent, up to 308 digits are finite; every number is
+                // otherwise cheap to check exactly.
+                if exponent || i - start > 300 {
+                    // The token is ASCII digits and signs: valid UTF-8.
+                    let text = std::str::from_utf8(&b[start..i]).unwrap_or("0");
+                    if !text.parse::<f64>().is_ok_and(f64::is_finite) {
+                        return Err(bad("has a number that is not a finite double"));
+                    }
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    Ok(())
+}
+
+/// Skips a JSON string whose opening quote is just before `i`; returns the index after its
+/// closing quote, or `Err` for an unpaired surrogate escape.
+fn scan_string(b: &[u8], mut i: usize) -> Result<usize, ()> {
+    let hex4 = |at: usize| -> Option<u16> {
+        let digits = b.get(at..at + 4)?;
+        u16::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+    };
+    while i < b.len() {
+        match b[i] {
+            b'"' => return Ok(i + 1),
+            b'\\' if b.get(i + 1) == Some(&b'u') => {
+                let unit = hex4(i + 2).ok_or(())?;
+                i += 6;
+                match unit {
+                    0xD800..=0xDBFF => {
+                        // A high surrogate must be followed by an escaped low one.
+                        let low = (b.get(i) == Some(&b'\\') && b.get(i + 1) == Some(&b'u'))
+                            .then(|| hex4(i + 2))
+                            .flatten();
+                        if !matches!(low, Some(0xDC00..=0xDFFF)) {
+                            return Err(());
+                        }
+                        i += 6;
+                    }
+                    0xDC00..=0xDFFF => return Err(()),
+                    _ => {}
+                }
+            }
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
+    }
+    Ok(i)
+}
+
+/// Reads a member-list cursor: absent or null (the first page), or a string from an earlier
+/// `members` or `joined` reply.
+pub fn members_cursor(field: Field<'_>) -> Result<Option<u64>, Failure> {
+    let Some(raw) = field.0 else {
+        return Ok(None);
+    };
+    if raw.get() == "null" {
+        return Ok(None);
+    }
+    let bad = || {
+        Failure::new(
+            ErrorCode::BadRequest,
+            "\"cursor\" must be a cursor string from a previous members reply",
+        )
+    };
+    let text: Cow<str> = serde_json::from_str(raw.get()).map_err(|_| bad())?;
+    if text.is_empty() || text.len() > 20 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    text.parse().map(Some).map_err(|_| bad())
+}
+
+/// Reads an optional count from 1 to `max`.
+pub fn optional_count(
+    field: Field<'_>,
+    name: &'static str,
+    max: usize,
+) -> Result<Option<usize>, Failure> {
+    let Some(raw) = field.0 else {
+        return Ok(None);
+    };
+    match serde_json::from_str::<u64>(raw.get()) {
+        Ok(n) if n >= 1 && n <= max as u64 => Ok(Some(n as usize)),
+        _ => Err(Failure::new(
+            ErrorCode::BadRequest,
+            format!("\"{name}\" must be an integer from 1 to {max}"),
         )),
     }
 }
@@ -412,6 +545,38 @@ mod tests {
             ok(r#"{"type":"join"}"#).unwrap_err().code,
             ErrorCode::BadRequest
         );
+    }
+
+    #[test]
+    fn refuses_relayed_json_other_parsers_cannot_take() {
+        let check = |json: &str| {
+            let raw: Box<RawValue> = serde_json::from_str(json).unwrap();
+            check_relayed(&raw, "data", 32).map_err(|f| f.code)
+        };
+        for ok in [
+            r#"{"text":"hi","n":[1,2.5,-3e10,1E308]}"#,
+            r#""caf\u00e9 \ud83d\ude00 \\u d800""#,
+            r#"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]"#,
+            r#""[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[ in a string""#,
+            "0",
+            "-0.0e-400",
+        ] {
+            assert_eq!(check(ok), Ok(()), "{ok}");
+        }
+        let deep = format!("{}{}", "[".repeat(33), "]".repeat(33));
+        let big = format!("1{}", "0".repeat(400));
+        for bad in [
+            deep.as_str(),
+            r#""\ud800""#,
+            r#""\ud800x""#,
+            r#""\ud800\u0041""#,
+            r#""\udc00\ud800""#,
+            r#"{"a":1e400}"#,
+            "-1e309",
+            big.as_str(),
+        ] {
+            assert_eq!(check(bad), Err(ErrorCode::BadRequest), "{bad}");
+        }
     }
 
     #[test]

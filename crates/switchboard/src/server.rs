@@ -21,9 +21,9 @@ use crate::broker::MemoryBroker;
 use crate::config::Config;
 use crate::connection::{self, Ending, Settings};
 use crate::documents::{self, DocSettings, Documents};
-use crate::hub::{ConnHandle, Hub};
+use crate::hub::{ConnHandle, Hub, ReplyLimits};
 use crate::ids;
-use crate::limits::{ConnectionLimits, Slot};
+use crate::limits::{self, ConnectionLimits, PendingLimits, Slot};
 use crate::outbox::Outbox;
 use crate::protocol::SUBPROTOCOL;
 use crate::session::{Echo, Limits, Session};
@@ -36,6 +36,8 @@ struct Shared {
     config: Config,
     hub: Arc<Hub>,
     limits: Arc<ConnectionLimits>,
+    /// HTTP connections that are not WebSockets (yet).
+    pending: Arc<PendingLimits>,
     session_limits: Arc<Limits>,
     settings: Settings,
     documents: Arc<Documents>,
@@ -49,23 +51,38 @@ struct Shared {
 /// Runs the server on `listener` until `signal` resolves, then shuts down gracefully:
 /// stop accepting, tell every client (`shutdown`, then close 1001), and wait up to the
 /// shutdown timeout for them to drain.
-pub async fn serve(config: Config, listener: TcpListener, signal: impl Future<Output = ()>) {
+pub async fn serve(mut config: Config, listener: TcpListener, signal: impl Future<Output = ()>) {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (drained_tx, mut drained_rx) = mpsc::channel::<()>(1);
-    let hub = Arc::new(Hub::new(Arc::new(MemoryBroker)));
+    fit_connection_limits(&mut config);
+    let hub = Arc::new(Hub::new(
+        Arc::new(MemoryBroker),
+        ReplyLimits {
+            members_page_size: config.members_page_size,
+            // A quarter of the queue: a reply always fits beside what else is queued.
+            members_page_bytes: config.max_outbound_queue / 4,
+        },
+    ));
     let shared = Arc::new(Shared {
         limits: ConnectionLimits::new(config.max_connections, config.max_connections_per_ip),
+        pending: PendingLimits::new(
+            config.max_pending_connections,
+            config.max_pending_connections_per_ip,
+        ),
         session_limits: Arc::new(Limits {
             message_rate: config.message_rate,
             message_burst: config.message_burst,
             rate_limit_strikes: config.rate_limit_strikes,
             max_rooms: config.max_rooms_per_connection,
             reconnect_hint_ms: 1000,
+            max_presence_size: config.max_presence_size,
+            max_json_depth: config.max_json_depth,
         }),
         settings: Settings {
             max_message_size: config.max_message_size,
             heartbeat_interval: config.heartbeat_interval,
             heartbeat_timeout: config.heartbeat_timeout,
+            write_timeout: config.write_timeout,
         },
         documents: Documents::new(DocSettings {
             data_dir: config.data_dir.clone(),
@@ -77,6 +94,7 @@ pub async fn serve(config: Config, listener: TcpListener, signal: impl Future<Ou
             max_message_size: config.max_update_size,
             heartbeat_interval: config.heartbeat_interval,
             heartbeat_timeout: config.heartbeat_timeout,
+            write_timeout: config.write_timeout,
         },
         hub,
         shutdown: shutdown_rx,
@@ -129,8 +147,34 @@ pub async fn serve(config: Config, listener: TcpListener, signal: impl Future<Ou
     }
 }
 
+/// Lowers the connection limits, with a warning, where the process may not open enough files
+/// for them (see [`limits::fit_to_fds`]).
+fn fit_connection_limits(config: &mut Config) {
+    let Some(fds) = limits::raise_fd_limit() else {
+        return;
+    };
+    let (connections, pending) =
+        limits::fit_to_fds(config.max_connections, config.max_pending_connections, fds);
+    if connections < config.max_connections || pending < config.max_pending_connections {
+        warn!(
+            open_files = fds,
+            max_connections = connections,
+            max_pending_connections = pending,
+            "connection limits lowered to fit the open-file limit (raise `ulimit -n` for more)"
+        );
+        config.max_connections = connections;
+        config.max_pending_connections = pending;
+    }
+}
+
 async fn serve_http(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
+    // Counted from the moment it is accepted: a connection that never sends a request holds
+    // a file descriptor and memory like any other.
+    let (slot, evicted) = shared.pending.admit(peer.ip());
+    if evicted > 0 {
+        debug!(remote = %peer, evicted, "pending connection limit reached: closed the oldest");
+    }
     let mut shutdown = shared.shutdown.clone();
     let drained = shared.drained.clone();
     let service = {
@@ -154,9 +198,16 @@ async fn serve_http(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         }
         _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
             conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = slot.evicted.notified() => {}
+            }
+        }
+        _ = slot.evicted.notified() => {
+            debug!(remote = %peer, "closed to make room for a newer connection");
         }
     }
+    drop(slot);
     drop(drained);
 }
 
@@ -195,6 +246,9 @@ fn upgrade(
     peer: SocketAddr,
     endpoint: Endpoint,
 ) -> Response<Body> {
+    if req.method() != Method::GET {
+        return method_not_allowed("GET");
+    }
     let up = match handshake::validate_request(
         req.method().as_str(),
         req.version() >= Version::HTTP_11,
@@ -369,22 +423,26 @@ async fn websocket(
     );
 }
 
+/// `GET /healthz`: the status for load balancers and probes; the version and live counts
+/// only with `health_details`, since they tell anyone what to attack and how busy we are.
 fn health(shared: &Shared, method: &Method) -> Response<Body> {
     if method != Method::GET && method != Method::HEAD {
-        return json_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "use GET",
-        );
+        return method_not_allowed("GET, HEAD");
     }
     let shutting_down = *shared.shutdown.borrow();
-    let body = serde_json::json!({
-        "status": if shutting_down { "shutting_down" } else { "ok" },
-        "version": env!("CARGO_PKG_VERSION"),
-        "broker": shared.hub.broker_name(),
-        "connections": shared.hub.connection_count(),
-        "rooms": shared.hub.room_count(),
-    });
+    let status = if shutting_down { "shutting_down" } else { "ok" };
+    let body = if shared.config.health_details {
+        serde_json::json!({
+            "status": status,
+            "version": env!("CARGO_PKG_VERSION"),
+            "broker": shared.hub.broker_name(),
+            "connections": shared.hub.connection_count(),
+            "rooms": shared.hub.room_count(),
+            "pending_connections": shared.pending.count(),
+        })
+    } else {
+        serde_json::json!({ "status": status })
+    };
     let status = if shutting_down {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -395,25 +453,30 @@ fn health(shared: &Shared, method: &Method) -> Response<Body> {
 
 fn static_file(method: &Method, path: &str) -> Response<Body> {
     if method != Method::GET && method != Method::HEAD {
-        return json_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "use GET",
-        );
+        return method_not_allowed("GET, HEAD");
     }
     match web::asset(path) {
         Some((bytes, content_type)) => {
-            let mut res = Response::new(if method == Method::HEAD {
-                Body::default()
-            } else {
-                Body::new(Bytes::from_static(bytes))
-            });
+            // HEAD gets the same body: hyper sends only its headers, Content-Length included.
+            let mut res = Response::new(Body::new(Bytes::from_static(bytes)));
             let h = res.headers_mut();
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             h.insert(
-                "x-content-type-options",
+                header::X_CONTENT_TYPE_OPTIONS,
                 HeaderValue::from_static("nosniff"),
+            );
+            if let Ok(csp) = HeaderValue::from_str(&web::content_security_policy(path)) {
+                h.insert(header::CONTENT_SECURITY_POLICY, csp);
+            }
+            // For browsers that predate `frame-ancestors`.
+            h.insert(
+                header::X_FRAME_OPTIONS,
+                HeaderValue::from_static("SAMEORIGIN"),
+            );
+            h.insert(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("same-origin"),
             );
             res
         }
@@ -427,6 +490,18 @@ fn static_file(method: &Method, path: &str) -> Response<Body> {
         }
         None => json_error(StatusCode::NOT_FOUND, "not_found", "no such page"),
     }
+}
+
+/// 405 for a method the resource does not take, saying which it does (RFC 9110 §15.5.6).
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut res = json_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        &format!("this resource takes {allow}"),
+    );
+    res.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    res
 }
 
 fn json(status: StatusCode, body: String) -> Response<Body> {

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use serde_json::value::RawValue;
 use switchboard_ws::CloseCode;
 
 use crate::connection::{Data, Flow, Handler};
@@ -24,6 +25,10 @@ pub struct Limits {
     pub rate_limit_strikes: u32,
     pub max_rooms: usize,
     pub reconnect_hint_ms: u64,
+    /// Most bytes of one member's presence JSON.
+    pub max_presence_size: usize,
+    /// Deepest nesting relayed in `data` and `presence`.
+    pub max_json_depth: usize,
 }
 
 pub struct Session {
@@ -70,6 +75,22 @@ impl Session {
         }
     }
 
+    /// A presence state must be small enough for every member list it appears in, and
+    /// parseable by every member's client.
+    fn check_presence(&self, presence: &RawValue) -> Result<(), Failure> {
+        let max = self.limits.max_presence_size;
+        if presence.get().len() > max {
+            return Err(Failure::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "\"presence\" is {} bytes; at most {max} are allowed",
+                    presence.get().len()
+                ),
+            ));
+        }
+        protocol::check_relayed(presence, "presence", self.limits.max_json_depth)
+    }
+
     fn fail(&self, id: Option<i64>, failure: Failure) {
         self.conn.send(&error_frame(id, &failure));
     }
@@ -86,6 +107,9 @@ impl Session {
             Kind::Join => {
                 let room = protocol::room_name(env.room).map_err(with_id)?;
                 let presence = protocol::presence_object(env.presence, false).map_err(with_id)?;
+                if let Some(p) = presence {
+                    self.check_presence(p).map_err(with_id)?;
+                }
                 let since = match env.since.0 {
                     None => false,
                     Some(raw) if raw.get().starts_with('{') => true,
@@ -129,6 +153,8 @@ impl Session {
                 let data = env.data.0.ok_or_else(|| {
                     with_id(Failure::new(ErrorCode::BadRequest, "missing \"data\""))
                 })?;
+                protocol::check_relayed(data, "data", self.limits.max_json_depth)
+                    .map_err(with_id)?;
                 let echo = protocol::optional_bool(env.echo, "echo")
                     .map_err(with_id)?
                     .unwrap_or(true);
@@ -145,6 +171,7 @@ impl Session {
                 let presence = protocol::presence_object(env.presence, true)
                     .map_err(with_id)?
                     .expect("required");
+                self.check_presence(presence).map_err(with_id)?;
                 let room = self
                     .rooms
                     .get(&*name)
@@ -159,7 +186,11 @@ impl Session {
                     .rooms
                     .get(&*name)
                     .ok_or_else(|| with_id(not_joined(&name)))?;
-                self.hub.members(&self.conn, room, id);
+                let cursor = protocol::members_cursor(env.cursor).map_err(with_id)?;
+                let limit =
+                    protocol::optional_count(env.limit, "limit", self.hub.members_page_size())
+                        .map_err(with_id)?;
+                self.hub.members(&self.conn, room, cursor, limit, id);
             }
             Kind::History => {
                 protocol::room_name(env.room).map_err(with_id)?;

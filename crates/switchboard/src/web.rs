@@ -14,6 +14,32 @@ pub fn asset(path: &str) -> Option<(&'static [u8], &'static str)> {
     Some((bytes, content_type(&path)))
 }
 
+/// The Content-Security-Policy of the page at `path` (after mapping `/` to `index.html`).
+///
+/// Scripts only from this origin (plus each page's own inline scripts, by hash: the editor's
+/// import map), connections only to it (`'self'` covers `ws:`/`wss:` to the same host), no
+/// plugins, no `<base>` rewriting, and no framing by other sites (clickjacking): a page of
+/// another origin cannot put the chat in an invisible frame. Inline styles are allowed:
+/// the editor's collaboration cursors set their colours in `style` attributes, and CSS
+/// cannot run script.
+pub fn content_security_policy(path: &str) -> String {
+    let page = if path.ends_with('/') {
+        format!("{path}index.html")
+    } else {
+        path.to_owned()
+    };
+    let inline = INLINE_SCRIPTS
+        .iter()
+        .find(|(p, _)| *p == page)
+        .map_or("", |(_, hashes)| *hashes);
+    let sep = if inline.is_empty() { "" } else { " " };
+    format!(
+        "default-src 'self'; script-src 'self'{sep}{inline}; style-src 'self' 'unsafe-inline'; \
+         img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+         form-action 'self'; frame-ancestors 'self'"
+    )
+}
+
 /// Whether `path` names a directory with an index page (so `/chat` can redirect to `/chat/`).
 pub fn is_directory(path: &str) -> bool {
     let index = format!("{path}/index.html");

@@ -517,8 +517,8 @@ pub async fn http(addr: SocketAddr, request: &str) -> HttpResponse {
             .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
             .map(|(_, v)| v.parse::<usize>().expect("content-length"));
         match len {
-            // After 101 the connection speaks WebSocket: no HTTP body.
-            _ if status == 101 => body.clear(),
+            // After 101 the connection speaks WebSocket: no HTTP body; HEAD has none either.
+            _ if status == 101 || request.starts_with("HEAD ") => body.clear(),
             Some(len) => {
                 while body.len() < len {
                     let mut chunk = [0u8; 4096];
@@ -583,4 +583,20 @@ pub fn no_subprotocol() -> Options {
         protocols: Vec::new(),
         ..Options::default()
     }
+}
+
+/// Resident memory of process `pid` in KiB (VmRSS in /proc/PID/status).
+pub fn rss_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmRSS:")
+}
+
+/// A `kB` field of /proc/PID/status, e.g. "VmRSS:" or "VmHWM:".
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
