@@ -837,3 +837,62 @@ async fn mangled_updates_never_break_the_server() {
         .await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A `kB` field of the server's /proc/PID/status ("VmRSS:", "VmHWM:").
+fn server_kib(server: &Server, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in the server's status"))
+}
+
+/// Resets the server's peak resident memory (VmHWM) to what is resident now.
+fn reset_server_peak(server: &Server) {
+    std::fs::write(format!("/proc/{}/clear_refs", server.pid()), "5")
+        .expect("cannot reset the server's VmHWM");
+}
+
+/// Finding 1 of issue 14: a few bytes claiming 2^28 entries made yrs reserve ~512 MiB (a
+/// state vector, an awareness update, an update's client table), and an update nesting
+/// values 5,000 deep (10 KB) overflows the stack. Each is refused with 1007 before yrs
+/// reserves anything, the server's peak memory stays put, and the document is unharmed.
+#[tokio::test(flavor = "multi_thread")]
+async fn counts_that_the_bytes_cannot_hold_are_refused_without_allocating() {
+    let dir = temp_dir("docs-bomb");
+    let server = start(&dir, &[]);
+    let mut writer = YPeer::synced(&server, "doc", "writer").await;
+    writer.insert(0, "intact").await;
+    let huge = [0xff, 0xff, 0xff, 0x7f];
+    let mut deep = vec![1u8, 1, 1, 0, 8, 1, 4, b't', b'e', b'x', b't', 1];
+    for _ in 0..5_000 {
+        deep.extend_from_slice(&[117, 1]);
+    }
+    deep.extend_from_slice(&[126, 0]);
+    let bombs: Vec<(&str, Vec<u8>)> = vec![
+        ("sync step 1", [&[0, 0, 4][..], &huge].concat()),
+        ("awareness", [&[1, 4][..], &huge].concat()),
+        ("update", [&[0, 2, 4][..], &huge].concat()),
+        ("step 2", [&[0, 1, 4][..], &huge].concat()),
+        ("blocks", [&[0, 2, 7, 1][..], &huge, &[1, 0]].concat()),
+        ("deep", Message::Sync(SyncMessage::Update(deep)).encode_v1()),
+    ];
+    reset_server_peak(&server);
+    let before = server_kib(&server, "VmRSS:");
+    for (what, bytes) in &bombs {
+        let mut bad = YPeer::synced(&server, "doc", what).await;
+        bad.send_raw(bytes).await;
+        let (code, reason) = bad.closed().await;
+        assert_eq!(code, 1007, "{what}: {reason}");
+    }
+    let peak = server_kib(&server, "VmHWM:");
+    assert!(
+        peak < before + 32 * 1024,
+        "peak memory grew from {before} to {peak} KiB"
+    );
+    let late = YPeer::synced(&server, "doc", "late").await;
+    assert_eq!(late.content(), "intact");
+    let _ = std::fs::remove_dir_all(dir);
+}
