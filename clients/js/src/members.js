@@ -1,10 +1,14 @@
-// A room's member list, keyed by connection id: replaced by the list in every `joined`
-// reply, then kept current by `presence` events (protocol v1: member = { conn, user, presence }).
-// Events are applied as keyed upserts and deletes, so applying one twice does no harm.
+// A room's member list, keyed by connection id: replaced by the first page in every `joined`
+// reply, completed page by page with `members` requests (a big room's `joined` carries only
+// its first page, plus `member_count` and a `members_cursor`), and kept current by `presence`
+// events (protocol v1: member = { conn, user, presence }). Pages and events are applied as
+// keyed upserts and deletes in the order they arrive, which is the order the server produced
+// them in, so the list is right once the last page is in.
 
 export class Members {
   #byConn = new Map();
   #list = [];
+  #count = 0;
 
   /**
    * The members as an array, in the order they were first seen. The same array is returned
@@ -14,15 +18,38 @@ export class Members {
     return this.#list;
   }
 
-  replace(members) {
+  /** How many members the room has, including those on pages not fetched (yet). */
+  get count() {
+    return Math.max(this.#count, this.#byConn.size);
+  }
+
+  /** Starts over from a `joined` reply's first page and count. */
+  replace(members, count = members.length) {
     this.#byConn = new Map(members.map((member) => [member.conn, member]));
-    this.#list = [...this.#byConn.values()];
+    this.#count = count;
+    this.#changed();
+  }
+
+  /** Adds one further page from a `members` reply. */
+  addPage(members, count) {
+    for (const member of members) this.#byConn.set(member.conn, member);
+    if (typeof count === "number") this.#count = count;
+    this.#changed();
   }
 
   /** Applies a presence event: `join` and `update` set the member, `leave` removes it. */
   apply(event, member) {
-    if (event === "leave") this.#byConn.delete(member.conn);
-    else this.#byConn.set(member.conn, member);
+    if (event === "leave") {
+      this.#byConn.delete(member.conn);
+      this.#count = Math.max(0, this.#count - 1);
+    } else {
+      if (event === "join" && !this.#byConn.has(member.conn)) this.#count++;
+      this.#byConn.set(member.conn, member);
+    }
+    this.#changed();
+  }
+
+  #changed() {
     this.#list = [...this.#byConn.values()];
   }
 }

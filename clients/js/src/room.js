@@ -47,6 +47,11 @@ export class Room {
     return this.#members.list;
   }
 
+  /** How many members the room has: in a big room, more than `members` holds until every page is in. */
+  get memberCount() {
+    return this.#members.count;
+  }
+
   on(event, listener) {
     return this.#events.on(event, listener);
   }
@@ -159,7 +164,7 @@ export class Room {
     // Offsets count within an epoch; after a change they start again and are not comparable.
     if (reply.epoch !== this.#epoch) this.#offset = null;
     this.#epoch = reply.epoch;
-    this.#members.replace(reply.members ?? []);
+    this.#members.replace(reply.members ?? [], reply.member_count);
     // Before any listener runs: what it publishes must go out after what waited.
     this.#flush();
     this.#setState("joined");
@@ -174,6 +179,27 @@ export class Room {
     this.#early = [];
     for (const frame of early) this._receive(frame);
     this.#settleReady.resolve(reply);
+    if (reply.members_cursor != null) this.#fetchMembers(reply.members_cursor, this.#joinAttempt);
+  }
+
+  /**
+   * Fetches the rest of a big room's member list, a page at a time. Replies come in order with
+   * the presence events, so each page is applied as of the moment the server made it.
+   */
+  #fetchMembers(cursor, attempt) {
+    const frame = { type: "members", room: this.name, cursor };
+    this.#link.request(frame, this.#link.timeoutMs).then(
+      (page) => {
+        if (attempt !== this.#joinAttempt || this.#state !== "joined") return;
+        this.#members.addPage(page.members ?? [], page.member_count);
+        this.#events.emit("members", this.members);
+        if (page.cursor != null) this.#fetchMembers(page.cursor, attempt);
+      },
+      (error) => {
+        if (attempt !== this.#joinAttempt || error.code === CLIENT_CODES.DISCONNECTED) return;
+        this.#error(error); // the list stays partial until the next join
+      },
+    );
   }
 
   #joinFailed(error) {

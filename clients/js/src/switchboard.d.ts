@@ -26,7 +26,12 @@ export interface JoinedReply {
   epoch: string;
   /** The room's current offset. */
   offset: number;
+  /** The first page of members, in join order (all of them in a room of up to a page). */
   members: Member[];
+  /** How many members the room has. */
+  member_count: number;
+  /** Present when there are more members than the first page: the SDK fetches the rest. */
+  members_cursor?: string;
   /** Present when the join sent `since`. */
   recovered?: boolean;
   messages?: Array<Message & { room?: string }>;
@@ -194,6 +199,8 @@ export interface Room {
   readonly state: RoomState;
   /** The live member list; the same array until it changes. */
   readonly members: readonly Member[];
+  /** How many members the room has (more than `members.length` while pages are being fetched). */
+  readonly memberCount: number;
   /** Resolves with the first joined reply; rejects if the room is refused, left or closed first. */
   readonly ready: Promise<JoinedReply>;
   on<E extends keyof RoomEvents>(event: E, listener: (payload: RoomEvents[E]) => void): Unsubscribe;

@@ -224,4 +224,32 @@ describe("error replies under server limits", () => {
     await waitFor(() => r.messages.length === 2, { what: "the 2 accepted messages" });
     assert.deepEqual(r.messages.map((m) => m.data), [1, 2]);
   });
+
+  // A big room's joined reply carries one page of members; the SDK fetches the rest and keeps
+  // the list right through joins and leaves that happen meanwhile.
+  test("a room bigger than a page: the SDK lists every member and the count", { ...TEST }, async (t) => {
+    const server = await startServer({ args: ["--members-page-size", "3"] });
+    t.after(() => server.stop());
+    const name = uniqueRoom("big");
+    const early = [];
+    for (let i = 0; i < 8; i++) {
+      const { sb } = await connect(t, server.url);
+      const r = join(sb, name, { presence: { name: `m${i}` } });
+      await within(r.room.ready, 5_000, `member ${i} joins`);
+      early.push(r);
+    }
+    const { sb } = await connect(t, server.url);
+    const newcomer = join(sb, name, { presence: { name: "new" } });
+    const reply = await within(newcomer.room.ready, 5_000, "newcomer joins");
+    assert.equal(reply.members.length, 3);
+    assert.equal(reply.member_count, 9);
+    assert.equal(newcomer.room.memberCount, 9);
+    await early[0].room.leave();
+    await waitFor(() => newcomer.room.members.length === 8, {
+      what: "all 8 remaining members listed",
+      describe: () => JSON.stringify(names(newcomer.room.members)),
+    });
+    assert.deepEqual(names(newcomer.room.members).sort(), ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "new"]);
+    assert.equal(newcomer.room.memberCount, 8);
+  });
 });

@@ -71,6 +71,38 @@ test("members stay live from presence events, keyed by conn", async () => {
   assert.equal(of("members").length, 4, "once for the join reply, once per event");
 });
 
+test("a big room's member list is fetched page by page, with events applied in between", async () => {
+  const cy = { conn: "c3", user: "cy", presence: { name: "cy" } };
+  const dee = { conn: "c4", user: "dee", presence: { name: "dee" } };
+  const { ws, room, of } = await joinedRoom({}, { members: [ada], member_count: 3, members_cursor: "1" });
+  assert.deepEqual(room.members, [ada]);
+  assert.equal(room.memberCount, 3, "the count covers members not fetched yet");
+  const first = ws.frames("members").at(-1);
+  assert.equal(first.room, "chat:lobby");
+  assert.equal(first.cursor, "1");
+  // Before the page arrives, cy (on that page) leaves and dee joins.
+  ws.receive({ type: "presence", room: "chat:lobby", event: "leave", member: cy });
+  ws.receive({ type: "presence", room: "chat:lobby", event: "join", member: dee });
+  assert.equal(room.memberCount, 3);
+  // The page was made after those events: it has bob (not cy), and dee.
+  ws.reply("members", { type: "members", room: "chat:lobby", members: [bob], member_count: 3, cursor: "2" });
+  await flush();
+  assert.equal(ws.frames("members").length, 2);
+  assert.equal(ws.frames("members").at(-1).cursor, "2");
+  ws.reply("members", { type: "members", room: "chat:lobby", members: [dee], member_count: 3, cursor: null });
+  await flush();
+  assert.equal(ws.frames("members").length, 2, "no request after the last page");
+  assert.deepEqual(room.members.map((m) => m.conn), ["c1", "c4", "c2"]);
+  assert.equal(room.memberCount, 3);
+  assert.ok(of("members").length >= 4);
+});
+
+test("a small room's joined reply is the whole list: no members request", async () => {
+  const { ws, room } = await joinedRoom({}, { members: [ada, bob], member_count: 2 });
+  assert.equal(ws.frames("members").length, 0);
+  assert.equal(room.memberCount, 2);
+});
+
 test("setPresence sends a presence frame; while not joined it goes with the next join", async () => {
   const t = await joinedRoom();
   t.room.setPresence({ name: "ada", typing: true });

@@ -67,6 +67,8 @@ export interface RoomView {
   messages: readonly Message[];
   /** The room's members, me included. */
   members: readonly Member[];
+  /** How many members the room has; in a big room `members` fills in page by page. */
+  memberCount: number;
   /** Publishes to the room: resolves with the `ok` reply, rejects with a SwitchboardError. */
   publish(data: unknown, options?: PublishOptions): Promise<PublishReply>;
   /** "joining" until joined (and again while reconnecting), "closed" when refused. */
@@ -82,6 +84,8 @@ export declare function useRoom(name: string, options?: UseRoomOptions): RoomVie
 
 export interface PresenceView {
   members: readonly Member[];
+  /** How many members the room has. */
+  memberCount: number;
   /** Replaces my presence state in the room. */
   setPresence(presence: object): Promise<unknown>;
 }

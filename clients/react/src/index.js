@@ -227,14 +227,16 @@ function useLease(name, presence, { collectMessages, limit }) {
  * same room under the same provider). `presence`: my public state in the room, compared by
  * value; changing it updates it. `limit`: most messages kept (oldest dropped), default 1000.
  *
- * Returns { messages, members, publish, status, room, error }: the messages received since
- * the component mounted, in order; the member list; publish(data, options) → Promise of the
+ * Returns { messages, members, memberCount, publish, status, room, error }: the messages
+ * received since the component mounted, in order; the member list and how many members the
+ * room has (in a big room the list fills in page by page); publish(data, options) → Promise of the
  * `ok` reply; the room's state ("joining" | "joined" | "closed"); the SDK Room (null before
  * the first effect); the last error the room reported (a refused join or presence update).
  */
 export function useRoom(name, { presence, limit = DEFAULT_MESSAGE_LIMIT } = {}) {
   const { client, room, messages, error } = useLease(name, presence, { collectMessages: true, limit });
   const members = useRoomSnapshot(room, "members", (r) => r.members, EMPTY);
+  const memberCount = useRoomSnapshot(room, "members", (r) => r.memberCount, 0);
   const status = useRoomSnapshot(room, "state", (r) => r.state, "joining");
   const publish = useCallback(
     (data, options) => {
@@ -243,7 +245,7 @@ export function useRoom(name, { presence, limit = DEFAULT_MESSAGE_LIMIT } = {}) 
     },
     [client, name, room],
   );
-  return { messages, members, publish, status, room, error };
+  return { messages, members, memberCount, publish, status, room, error };
 }
 
 /**
@@ -256,6 +258,7 @@ export function usePresence(room) {
   const lease = useLease(byName ? room : null, undefined, { collectMessages: false, limit: 0 });
   const target = byName ? lease.room : room ?? null;
   const members = useRoomSnapshot(target, "members", (r) => r.members, EMPTY);
+  const memberCount = useRoomSnapshot(target, "members", (r) => r.memberCount, 0);
   const { client } = lease;
   const setPresence = useCallback(
     (presence) => {
@@ -266,5 +269,5 @@ export function usePresence(room) {
     },
     [byName, client, room, target],
   );
-  return { members, setPresence };
+  return { members, memberCount, setPresence };
 }
