@@ -127,6 +127,18 @@ pub struct ServeArgs {
         value_name = "N"
     )]
     pub max_connections_per_document: Option<usize>,
+    /// Largest awareness state (cursor, user) one document client may set; bigger closes with 1009. [default: 16KiB]
+    #[arg(long, env = "SWITCHBOARD_MAX_AWARENESS_STATE_SIZE", value_name = "SIZE")]
+    pub max_awareness_state_size: Option<Size>,
+    /// Awareness states one document holds in all; an update that would go over it is not applied. [default: 1MiB]
+    #[arg(long, env = "SWITCHBOARD_MAX_AWARENESS_PER_DOCUMENT", value_name = "SIZE")]
+    pub max_awareness_per_document: Option<Size>,
+    /// Bytes of whole-document copies (sync step 2 replies) one document may have queued unsent; more wait. [default: 32MiB]
+    #[arg(long, env = "SWITCHBOARD_MAX_SYNC_QUEUED_PER_DOCUMENT", value_name = "SIZE")]
+    pub max_sync_queued_per_document: Option<Size>,
+    /// Time a document copy may stay unread while others wait for theirs; then its client is closed with 4009. [default: 5s]
+    #[arg(long, env = "SWITCHBOARD_DOCUMENT_SYNC_TIMEOUT", value_name = "DURATION")]
+    pub document_sync_timeout: Option<Millis>,
     /// Serve GET /echo, a WebSocket endpoint that echoes every message (for conformance tests).
     #[arg(long, env = "SWITCHBOARD_ECHO_ENDPOINT", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub echo_endpoint: Option<bool>,
@@ -173,6 +185,10 @@ pub struct Config {
     pub max_document_size: usize,
     pub max_update_size: usize,
     pub max_connections_per_document: usize,
+    pub max_awareness_state_size: usize,
+    pub max_awareness_per_document: usize,
+    pub max_sync_queued_per_document: usize,
+    pub document_sync_timeout: Duration,
     pub log_format: LogFormat,
     pub log: String,
     /// Whether max_outbound_queue was given, rather than following max_message_size.
@@ -207,6 +223,10 @@ impl Default for Config {
             max_document_size: 8 * 1024 * 1024,
             max_update_size: 1024 * 1024,
             max_connections_per_document: 1000,
+            max_awareness_state_size: 16 * 1024,
+            max_awareness_per_document: 1024 * 1024,
+            max_sync_queued_per_document: 32 * 1024 * 1024,
+            document_sync_timeout: Duration::from_secs(5),
             log_format: LogFormat::Text,
             log: "info".to_owned(),
             outbound_queue_set: false,
@@ -278,7 +298,10 @@ impl Config {
                 max_outbound_queue,
                 max_presence_size,
                 max_document_size,
-                max_update_size
+                max_update_size,
+                max_awareness_state_size,
+                max_awareness_per_document,
+                max_sync_queued_per_document
             ]
         );
         overlay!(
@@ -290,7 +313,8 @@ impl Config {
                 heartbeat_timeout,
                 write_timeout,
                 handshake_timeout,
-                shutdown_timeout
+                shutdown_timeout,
+                document_sync_timeout
             ]
         );
     }
@@ -301,6 +325,7 @@ impl Config {
             ("heartbeat_timeout", self.heartbeat_timeout),
             ("write_timeout", self.write_timeout),
             ("handshake_timeout", self.handshake_timeout),
+            ("document_sync_timeout", self.document_sync_timeout),
         ];
         for (name, d) in positive_durations {
             if d.is_zero() {
@@ -345,6 +370,16 @@ impl Config {
                 "config: max_document_size ({}) must be at least max_update_size ({})",
                 self.max_document_size,
                 self.max_update_size
+            );
+        }
+        if self.max_awareness_state_size < 125
+            || self.max_awareness_per_document < self.max_awareness_state_size
+        {
+            bail!(
+                "config: max_awareness_state_size ({}) must be at least 125 bytes and at most \
+                 max_awareness_per_document ({})",
+                self.max_awareness_state_size,
+                self.max_awareness_per_document
             );
         }
         if self.data_dir.as_os_str().is_empty() {

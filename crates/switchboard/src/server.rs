@@ -89,6 +89,13 @@ pub async fn serve(mut config: Config, listener: TcpListener, signal: impl Futur
             max_document_size: config.max_document_size,
             max_update_size: config.max_update_size,
             max_connections_per_document: config.max_connections_per_document,
+            max_awareness_state_size: config.max_awareness_state_size,
+            max_awareness_per_document: config.max_awareness_per_document,
+            max_sync_queued_per_document: config.max_sync_queued_per_document,
+            sync_timeout: config.document_sync_timeout,
+            message_rate: config.message_rate,
+            message_burst: config.message_burst,
+            rate_limit_strikes: config.rate_limit_strikes,
         }),
         doc_settings: Settings {
             max_message_size: config.max_update_size,
@@ -356,7 +363,7 @@ async fn websocket(
         Endpoint::Document(_) => shared
             .config
             .max_outbound_queue
-            .max(shared.config.max_document_size + 2 * shared.config.max_update_size),
+            .max(documents::first_frames_bound(&shared.config)),
     };
     let conn = Arc::new(ConnHandle {
         num,

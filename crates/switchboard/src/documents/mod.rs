@@ -30,6 +30,7 @@ use tracing::debug;
 use crate::connection::{self, Data, Ending, Flow, Handler, Settings};
 use crate::hub::ConnHandle;
 use crate::outbox::Outbox;
+use crate::rate::{RateLimiter, Verdict};
 use owner::Cmd;
 use store::Store;
 
@@ -52,6 +53,10 @@ pub mod close {
     pub const INTERNAL: CloseCode = CloseCode(1011);
     /// `max_connections_per_document` reached.
     pub const TRY_AGAIN_LATER: CloseCode = CloseCode(1013);
+    /// Over the message rate limit (`message_rate`, `message_burst`) for too long.
+    pub const RATE_LIMITED: CloseCode = CloseCode(4008);
+    /// A copy of the document (sync step 2) left unread while other connections wait.
+    pub const SLOW_CONSUMER: CloseCode = CloseCode(4009);
 }
 
 /// A close code and reason for one connection.
@@ -64,6 +69,30 @@ pub struct DocSettings {
     pub max_document_size: usize,
     pub max_update_size: usize,
     pub max_connections_per_document: usize,
+    /// Largest awareness state (its JSON) of one client.
+    pub max_awareness_state_size: usize,
+    /// Awareness states of one document in all (JSON plus [`owner::AWARENESS_ENTRY_COST`]
+    /// per client).
+    pub max_awareness_per_document: usize,
+    /// Bytes of sync step 2 replies one document may have queued and not yet written.
+    pub max_sync_queued_per_document: usize,
+    /// How long a sync step 2 reply may stay unwritten while others wait for theirs.
+    pub sync_timeout: Duration,
+    /// The message rate limit, as on `/ws`.
+    pub message_rate: u32,
+    pub message_burst: u32,
+    pub rate_limit_strikes: u32,
+}
+
+/// What a document connection may be sent at once, before it has had a chance to read:
+/// sync step 1 (a state vector, never bigger than the document), every awareness state,
+/// then its copy of the document (sync step 2), plus a couple of updates from others
+/// meanwhile. Its outbound queue is at least this, so an editor that reads can always join.
+pub fn first_frames_bound(config: &crate::config::Config) -> usize {
+    2 * config.max_document_size
+        + config.max_awareness_per_document
+        + 2 * config.max_update_size
+        + 1024
 }
 
 /// The `{doc}` of `/yjs/{doc}` if `path` is a valid document path.
@@ -86,6 +115,9 @@ pub struct Documents {
     next_generation: AtomicU64,
     /// Notified whenever a document closes (for shutdown).
     closed: Notify,
+    /// Set when the server shuts down: documents that linger after their last connection
+    /// left close at once.
+    shutdown: watch::Sender<bool>,
     /// Per document, hashes of updates that made yrs panic (the document was reset). Kept
     /// across resets, so that an editor re-sending the same update after reconnecting is
     /// refused instead of resetting the document again and again.
@@ -110,6 +142,7 @@ impl Documents {
             open: Mutex::new(HashMap::new()),
             next_generation: AtomicU64::new(1),
             closed: Notify::new(),
+            shutdown: watch::Sender::new(false),
             poison: Mutex::new(HashMap::new()),
         })
     }
@@ -124,7 +157,9 @@ impl Documents {
     }
 
     /// Waits until every document has closed (each compacts when its last connection leaves).
+    /// Called on shutdown: documents that linger with no connection close at once.
     pub async fn closed(&self) {
+        self.shutdown.send_replace(true);
         loop {
             let notified = self.closed.notified();
             if self.lock().is_empty() {
@@ -302,9 +337,12 @@ pub async fn serve(
         Ok(tx) => tx,
         Err((code, reason)) => return refuse(stream, code, &reason).await,
     };
+    let s = docs.settings();
     let mut handler = DocConn {
         tx,
         conn: conn.clone(),
+        rate: RateLimiter::new(s.message_rate, s.message_burst, s.rate_limit_strikes),
+        message_rate: s.message_rate,
     };
     let mut ending = connection::run(
         stream,
@@ -358,6 +396,8 @@ async fn refuse(mut stream: TcpStream, code: CloseCode, reason: &str) -> Ending 
 struct DocConn {
     tx: mpsc::Sender<Cmd>,
     conn: Arc<ConnHandle>,
+    rate: RateLimiter,
+    message_rate: u32,
 }
 
 impl Handler for DocConn {
@@ -371,6 +411,23 @@ impl Handler for DocConn {
                 )
             }
         };
+        // A Yjs update cannot be dropped (the editor believes it was sent), so a message over
+        // the rate is held back until the bucket refills instead: the socket is not read
+        // meanwhile. A client that keeps it up for `rate_limit_strikes` messages in a row is
+        // closed with 4008.
+        match self.rate.check(std::time::Instant::now()) {
+            Verdict::Allow => {}
+            Verdict::Limit => {
+                let wait = Duration::from_secs_f64(1.0 / f64::from(self.message_rate.max(1)));
+                tokio::time::sleep(wait).await;
+            }
+            Verdict::Close => {
+                return Flow::Close(
+                    close::RATE_LIMITED,
+                    "rate limited: too many document messages".to_owned(),
+                )
+            }
+        }
         let (reply, answer) = oneshot::channel();
         let cmd = Cmd::Message {
             conn: self.conn.num,
@@ -455,6 +512,7 @@ mod tests {
             max_message_size: 1 << 16,
             heartbeat_interval: Duration::from_secs(30),
             heartbeat_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
         };
         let driver = async {
             connection::run(

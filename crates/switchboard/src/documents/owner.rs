@@ -7,11 +7,13 @@
 //! editors only once it is on disk, and one disk sync covers every update of a batch.
 //! Each fanned-out update is encoded once; every connection's outbox gets the same bytes.
 //!
-//! When the last connection leaves, the owner compacts the document into a snapshot and
-//! ends. A document whose stored data cannot be read is never served: its connections are
+//! When the last connection leaves, the owner lingers for [`LINGER`] (an editor reloading
+//! its page finds the document open), then ends, compacting the document into a snapshot only
+//! if the updates stored since the last one are large next to it: a disconnect never rewrites
+//! a large document for a few small edits. A document whose stored data cannot be read is never served: its connections are
 //! refused with 1011 and nothing is written, so the stored data stays as it was.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +22,7 @@ use bytes::Bytes;
 use switchboard_ws::{CloseCode, Frame};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
-use yrs::sync::Awareness;
+use yrs::sync::{Awareness, AwarenessUpdate};
 use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact};
 
 use super::store::Store;
@@ -30,10 +32,18 @@ use crate::hub::ConnHandle;
 
 /// Most commands handled (and persisted) together.
 const BATCH: usize = 128;
-/// Compact once this many updates were stored since the last snapshot...
-const COMPACT_EVERY_UPDATES: u64 = 500;
-/// ...or this many bytes of them.
-const COMPACT_EVERY_BYTES: usize = 4 << 20;
+/// Compact once this many updates were stored since the last snapshot (they are replayed
+/// on load)...
+const COMPACT_EVERY_UPDATES: u64 = 5_000;
+/// ...or once their bytes reach half the snapshot's (so that rewriting the snapshot costs at
+/// most twice what was stored), and at least this many.
+const COMPACT_MIN_BYTES: usize = 256 << 10;
+/// How long a document stays open after its last connection left.
+pub const LINGER: Duration = Duration::from_secs(3);
+/// How often waiting sync requests are looked at again.
+const SYNC_RECHECK: Duration = Duration::from_millis(50);
+/// What one awareness client costs besides its JSON state: its id, clock and length prefix.
+pub const AWARENESS_ENTRY_COST: usize = 20;
 /// After a failed compaction, wait this long before trying again (the updates are safe).
 const COMPACT_RETRY: Duration = Duration::from_secs(30);
 /// Awareness client ids one connection may speak for (a y-websocket client uses one).
@@ -65,6 +75,44 @@ struct Member {
     kick: Arc<Kick>,
     /// Awareness client ids this connection sent states for: removed when it leaves.
     clients: HashSet<u64>,
+    /// Whether the log already says that an awareness update of it was not applied.
+    awareness_dropped: bool,
+}
+
+/// A copy of the document (a sync step 2 reply) queued on a connection. The frame's bytes
+/// hold a clone of `token`: once the connection has written (or dropped) them, only this one
+/// is left.
+struct Copy {
+    conn: u64,
+    token: Arc<()>,
+    len: usize,
+    since: Instant,
+}
+
+impl Copy {
+    fn unsent(&self) -> bool {
+        Arc::strong_count(&self.token) > 1
+    }
+}
+
+/// Frame bytes that tell, by being dropped, that they are no longer queued anywhere.
+struct Tracked {
+    bytes: Bytes,
+    _token: Arc<()>,
+}
+
+impl AsRef<[u8]> for Tracked {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// A sync step 1 waiting for room under `max_sync_queued_per_document`.
+struct Waiting {
+    conn: u64,
+    sv: StateVector,
+    /// Size of its reply when last tried: not encoded again until that much is free.
+    needed: usize,
 }
 
 /// Output of a batch, held back until the batch's updates are durable.
@@ -95,6 +143,19 @@ struct Owner {
     actions: Vec<Action>,
     /// yrs panicked while merging: the in-memory document is not to be trusted any more.
     poisoned: bool,
+    /// Size of the stored snapshot.
+    snapshot_len: usize,
+    /// Sync step 1 as sent to joiners, until the document changes (shared by all of them).
+    step1: Option<Frame>,
+    /// Every awareness state, as sent to joiners, until a state changes (`Some(None)`: none).
+    states: Option<Option<Frame>>,
+    /// Cost of each awareness client's state (JSON + AWARENESS_ENTRY_COST), and their sum.
+    state_costs: HashMap<u64, usize>,
+    awareness_cost: usize,
+    /// Copies of the document queued and maybe not yet written.
+    copies: Vec<Copy>,
+    /// Sync requests waiting for room, in order of arrival.
+    waiting: VecDeque<Waiting>,
 }
 
 /// The owner task of document `name`.
@@ -112,12 +173,34 @@ pub async fn run(
             return;
         }
     };
+    let mut shutdown = docs.shutdown.subscribe();
+    // Set while the document has no connection: when it closes.
+    let mut linger: Option<tokio::time::Instant> = None;
     loop {
-        let Some(first) = rx.recv().await else {
-            return; // unreachable while registered: the registry holds a sender
+        let recheck =
+            (!owner.waiting.is_empty()).then(|| tokio::time::Instant::now() + SYNC_RECHECK);
+        let wake = match (linger, recheck) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
+        let first = tokio::select! {
+            cmd = rx.recv() => match cmd {
+                Some(cmd) => Some(cmd),
+                None => return, // unreachable while registered: the registry holds a sender
+            },
+            _ = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => None,
+            _ = shutdown.wait_for(|s| *s), if linger.is_some() => {
+                linger = Some(tokio::time::Instant::now());
+                None
+            }
+        };
+        let mut batch: Vec<Cmd> = first.into_iter().collect();
+        while !batch.is_empty() && batch.len() < BATCH {
             match rx.try_recv() {
                 Ok(cmd) => batch.push(cmd),
                 Err(_) => break,
@@ -126,6 +209,7 @@ pub async fn run(
         for cmd in batch {
             owner.handle(cmd);
         }
+        owner.serve_waiting();
         if owner.poisoned {
             owner.reset("document reset after an internal error; reconnect");
             docs.forget(&name, generation);
@@ -138,15 +222,38 @@ pub async fn run(
             return;
         }
         owner.flush();
-        if owner.members.is_empty() {
-            owner.compact().await;
-            if docs.try_unregister(&name, generation, &rx) {
-                info!(doc = %name, size = owner.size, "document closed");
-                return;
+        if !owner.members.is_empty() {
+            linger = None;
+            if owner.compaction_due() {
+                owner.compact().await;
             }
-        } else if owner.compaction_due() {
+            continue;
+        }
+        let closing = *shutdown.borrow();
+        let deadline = *linger.get_or_insert_with(|| {
+            tokio::time::Instant::now() + if closing { Duration::ZERO } else { LINGER }
+        });
+        if tokio::time::Instant::now() < deadline && !closing {
+            continue;
+        }
+        // On shutdown every stored update is folded in; otherwise only when they are
+        // large next to the snapshot (they are replayed on the next load).
+        if closing || owner.compaction_due() {
             owner.compact().await;
         }
+        if docs.try_unregister(&name, generation, &rx) {
+            info!(doc = %name, size = owner.size, updates = owner.uncompacted, "document closed");
+            return;
+        }
+    }
+}
+
+/// What one awareness state costs the document's budget.
+fn state_cost(json: &str) -> usize {
+    if json == "null" {
+        0
+    } else {
+        json.len() + AWARENESS_ENTRY_COST
     }
 }
 
@@ -225,6 +332,13 @@ impl Owner {
             deltas: Vec::new(),
             actions: Vec::new(),
             poisoned: false,
+            snapshot_len: stored.snapshot.as_ref().map_or(0, Vec::len),
+            step1: None,
+            states: None,
+            state_costs: HashMap::new(),
+            awareness_cost: 0,
+            copies: Vec::new(),
+            waiting: VecDeque::new(),
             docs,
             name,
         })
@@ -263,18 +377,38 @@ impl Owner {
                 conn,
                 kick,
                 clients: HashSet::new(),
+                awareness_dropped: false,
             },
         );
-        let sv = self.awareness.doc().transact().state_vector();
-        self.actions
-            .push(Action::To(num, Frame::binary(&wire::sync_step1(sv))));
-        if let Ok(states) = self.awareness.update() {
-            if !states.clients.is_empty() {
-                self.actions
-                    .push(Action::To(num, Frame::binary(&wire::awareness(states))));
+        let step1 = match &self.step1 {
+            Some(frame) => frame.clone(),
+            None => {
+                let sv = self.awareness.doc().transact().state_vector();
+                let frame = Frame::binary(&wire::sync_step1(sv));
+                self.step1 = Some(frame.clone());
+                frame
             }
+        };
+        self.actions.push(Action::To(num, step1));
+        if let Some(states) = self.states_frame() {
+            self.actions.push(Action::To(num, states));
         }
         Ok(())
+    }
+
+    /// Every current awareness state in one frame (`None` if there is none), encoded once
+    /// until a state changes.
+    fn states_frame(&mut self) -> Option<Frame> {
+        if self.states.is_none() {
+            let frame = match self.awareness.update() {
+                Ok(states) if !states.clients.is_empty() => {
+                    Some(Frame::binary(&wire::awareness(states)))
+                }
+                _ => None,
+            };
+            self.states = Some(frame);
+        }
+        self.states.clone().flatten()
     }
 
     fn message(&mut self, conn: u64, data: &Bytes) -> Result<(), Refusal> {
@@ -287,48 +421,208 @@ impl Owner {
         })?;
         match message {
             Incoming::SyncStep1(sv) => {
-                let update = self
-                    .awareness
-                    .doc()
-                    .transact()
-                    .encode_state_as_update_v1(&sv);
-                self.actions
-                    .push(Action::To(conn, Frame::binary(&wire::sync_step2(update))));
+                self.sync_request(conn, sv);
                 Ok(())
             }
             Incoming::Update(update) => self.merge(conn, &update),
-            Incoming::Awareness(update) => {
-                if let Some(member) = self.members.get_mut(&conn) {
-                    member
-                        .clients
-                        .extend(update.clients.keys().map(ClientID::get));
-                    if member.clients.len() > MAX_CLIENTS_PER_CONNECTION {
-                        return Err((
-                            POLICY,
-                            "too many awareness clients on one connection".to_owned(),
-                        ));
-                    }
-                }
-                self.awareness
-                    .apply_update(update)
-                    .map_err(|e| (close::MALFORMED, format!("bad awareness update: {e}")))?;
-                // Relayed as it came, to every connection: the sender too, as y-websocket
-                // does (its client counts any message as a sign of life).
-                self.actions.push(Action::All {
-                    except: None,
-                    frame: Frame::binary(data),
-                });
-                Ok(())
-            }
+            Incoming::Awareness(update) => self.awareness_update(conn, data, update),
             Incoming::QueryAwareness => {
-                if let Ok(states) = self.awareness.update() {
-                    self.actions
-                        .push(Action::To(conn, Frame::binary(&wire::awareness(states))));
-                }
+                let frame = self.states_frame().unwrap_or_else(|| {
+                    Frame::binary(&wire::awareness(AwarenessUpdate {
+                        clients: Default::default(),
+                    }))
+                });
+                self.actions.push(Action::To(conn, frame));
                 Ok(())
             }
             Incoming::Auth => Ok(()),
         }
+    }
+
+    /// Answers a sync step 1 with a copy of what the client lacks, unless the document's
+    /// unsent copies are at `max_sync_queued_per_document`: then it waits its turn.
+    fn sync_request(&mut self, conn: u64, sv: StateVector) {
+        if let Some(w) = self.waiting.iter_mut().find(|w| w.conn == conn) {
+            w.sv = sv; // asked again while waiting: the newer state vector counts
+            return;
+        }
+        self.waiting.push_back(Waiting {
+            conn,
+            sv,
+            needed: 0,
+        });
+    }
+
+    /// Bytes of copies queued and not yet written.
+    fn unsent(&mut self) -> usize {
+        self.copies.retain(Copy::unsent);
+        self.copies.iter().map(|c| c.len).sum()
+    }
+
+    /// Sends the waiting sync replies that fit, in order. While one does not fit, the
+    /// connections whose copies have stayed unread for `sync_timeout` are closed with 4009
+    /// (their copies are dropped with them), so silent clients cannot hold the document's
+    /// copy budget and lock out editors who read.
+    fn serve_waiting(&mut self) {
+        let budget = self.docs.settings().max_sync_queued_per_document;
+        let timeout = self.docs.settings().sync_timeout;
+        while let Some(needed) = self.waiting.front().map(|w| w.needed) {
+            let unsent = self.unsent();
+            if unsent > 0 && unsent + needed > budget {
+                let now = Instant::now();
+                let mut evicted = false;
+                for copy in self.copies.iter() {
+                    if now.duration_since(copy.since) < timeout {
+                        continue;
+                    }
+                    if let Some(m) = self.members.get(&copy.conn) {
+                        warn!(doc = %self.name, conn = %m.conn.id, bytes = copy.len, "document copy not read; closing the connection");
+                        m.kick.fire(
+                            &m.conn.outbox,
+                            close::SLOW_CONSUMER,
+                            "slow consumer: document not read",
+                        );
+                        evicted = true;
+                    }
+                }
+                if evicted {
+                    self.copies
+                        .retain(|c| now.duration_since(c.since) < timeout);
+                    continue;
+                }
+                return;
+            }
+            let Some(head) = self.waiting.pop_front() else {
+                return;
+            };
+            let update = self
+                .awareness
+                .doc()
+                .transact()
+                .encode_state_as_update_v1(&head.sv);
+            let frame = Frame::binary(&wire::sync_step2(update));
+            let len = frame.len();
+            if unsent > 0 && unsent + len > budget {
+                // Does not fit after all: wait, without encoding it again until it could.
+                self.waiting.push_front(Waiting {
+                    needed: len,
+                    ..head
+                });
+                continue;
+            }
+            let token = Arc::new(());
+            let tracked = Bytes::from_owner(Tracked {
+                bytes: frame.into_bytes(),
+                _token: token.clone(),
+            });
+            self.copies.push(Copy {
+                conn: head.conn,
+                token,
+                len,
+                since: Instant::now(),
+            });
+            self.actions
+                .push(Action::To(head.conn, Frame::from_raw(tracked)));
+        }
+    }
+
+    /// Applies and relays an awareness update, after checking it against the limits. A
+    /// refused update changes nothing (not even which clients the connection speaks for).
+    fn awareness_update(
+        &mut self,
+        conn: u64,
+        data: &Bytes,
+        update: AwarenessUpdate,
+    ) -> Result<(), Refusal> {
+        let settings = self.docs.settings();
+        let (max_state, max_total) = (
+            settings.max_awareness_state_size,
+            settings.max_awareness_per_document,
+        );
+        let Some(member) = self.members.get(&conn) else {
+            return Ok(());
+        };
+        let new_clients = update
+            .clients
+            .keys()
+            .filter(|c| !member.clients.contains(&c.get()))
+            .count();
+        if member.clients.len() + new_clients > MAX_CLIENTS_PER_CONNECTION {
+            return Err((
+                POLICY,
+                "too many awareness clients on one connection".to_owned(),
+            ));
+        }
+        if let Some(big) = update.clients.values().map(|e| e.json.len()).max() {
+            if big > max_state {
+                return Err((
+                    close::TOO_BIG,
+                    format!(
+                        "awareness state too big (max_awareness_state_size is {max_state} bytes)"
+                    ),
+                ));
+            }
+        }
+        // What the document's states will cost once this is applied (entries that yrs will
+        // ignore as stale do not count).
+        let mut cost = self.awareness_cost;
+        for (id, entry) in &update.clients {
+            let applies = match self.awareness.meta(*id) {
+                None => true,
+                Some((clock, _)) => {
+                    clock < entry.clock
+                        || (clock == entry.clock
+                            && &*entry.json == "null"
+                            && self.state_costs.contains_key(&id.get()))
+                }
+            };
+            if applies {
+                cost -= self.state_costs.get(&id.get()).copied().unwrap_or(0);
+                cost += state_cost(&entry.json);
+            }
+        }
+        if cost > max_total && cost > self.awareness_cost {
+            // Not applied, not relayed, and the connection stays: the document's editors
+            // keep editing; this state shows once others have left (y-websocket renews its
+            // state every 15 s).
+            if let Some(m) = self.members.get_mut(&conn) {
+                if !m.awareness_dropped {
+                    m.awareness_dropped = true;
+                    warn!(doc = %self.name, conn = %m.conn.id, "awareness update not applied: the document's awareness states are at max_awareness_per_document");
+                }
+            }
+            return Ok(());
+        }
+        let ids: Vec<ClientID> = update.clients.keys().copied().collect();
+        if let Some(member) = self.members.get_mut(&conn) {
+            member.clients.extend(ids.iter().map(|c| c.get()));
+        }
+        let applied = self.awareness.apply_update(update);
+        // Whatever yrs kept, counted as it is now.
+        self.states = None;
+        if let Ok(now) = self.awareness.update_with_clients(ids.iter().copied()) {
+            for (id, entry) in now.clients {
+                let cost = if &*entry.json == "null" {
+                    0
+                } else {
+                    state_cost(&entry.json)
+                };
+                let old = if cost == 0 {
+                    self.state_costs.remove(&id.get())
+                } else {
+                    self.state_costs.insert(id.get(), cost)
+                };
+                self.awareness_cost = self.awareness_cost + cost - old.unwrap_or(0);
+            }
+        }
+        applied.map_err(|e| (close::MALFORMED, format!("bad awareness update: {e}")))?;
+        // Relayed as it came, to every connection: the sender too, as y-websocket does (its
+        // client counts any message as a sign of life).
+        self.actions.push(Action::All {
+            except: None,
+            frame: Frame::binary(data),
+        });
+        Ok(())
     }
 
     /// Merges an update (sync step 2 or update) and queues what it changed.
@@ -378,6 +672,7 @@ impl Owner {
         if let Some(delta) = delta {
             self.size += delta.len();
             self.size_exact = false;
+            self.step1 = None;
             self.actions.push(Action::All {
                 except: Some(conn),
                 frame: Frame::binary(&wire::sync_update(delta.clone())),
@@ -411,6 +706,9 @@ impl Owner {
         let Some(member) = self.members.remove(&conn) else {
             return;
         };
+        // Its queued copy goes with its connection; its request no longer waits.
+        self.copies.retain(|c| c.conn != conn);
+        self.waiting.retain(|w| w.conn != conn);
         // Forget the awareness states only this connection spoke for, and tell the others.
         let gone: Vec<ClientID> = member
             .clients
@@ -423,7 +721,11 @@ impl Owner {
         }
         for client in &gone {
             self.awareness.remove_state(*client);
+            if let Some(cost) = self.state_costs.remove(&client.get()) {
+                self.awareness_cost -= cost;
+            }
         }
+        self.states = None;
         if let Ok(update) = self.awareness.update_with_clients(gone) {
             self.actions.push(Action::All {
                 except: None,
@@ -474,8 +776,11 @@ impl Owner {
         }
     }
 
+    /// Whether the updates stored since the snapshot are many, or large next to it.
     fn compaction_due(&self) -> bool {
-        (self.uncompacted >= COMPACT_EVERY_UPDATES || self.uncompacted_bytes >= COMPACT_EVERY_BYTES)
+        let bytes_due = self.uncompacted_bytes >= (self.snapshot_len / 2).max(COMPACT_MIN_BYTES);
+        self.uncompacted > 0
+            && (self.uncompacted >= COMPACT_EVERY_UPDATES || bytes_due)
             && Instant::now() >= self.next_compaction
     }
 
@@ -501,6 +806,7 @@ impl Owner {
                 debug!(doc = %self.name, updates = self.uncompacted, size = len, "document compacted");
                 self.size = len;
                 self.size_exact = true;
+                self.snapshot_len = len;
                 self.uncompacted = 0;
                 self.uncompacted_bytes = 0;
             }
