@@ -221,16 +221,65 @@ async fn json_other_clients_cannot_parse_is_not_relayed() {
 }
 
 /// Finding: a frame sent in the same packet as the handshake was not processed until more
-/// bytes arrived. Here nothing else arrives: the `pong` must come anyway.
+/// bytes arrived (on `/ws`, `/echo` and `/yjs`). Here nothing else arrives: the answer must
+/// come anyway.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_frame_in_the_handshake_packet_is_answered() {
-    let server = Server::start(&[]);
-    let mut s = TcpStream::connect(server.addr).await.expect("connect");
-    let mut packet =
-        upgrade_request("GET", &[], "Sec-WebSocket-Protocol: switchboard.v1\r\n").into_bytes();
-    packet.extend_from_slice(
-        Frame::masked(OpCode::Text, br#"{"type":"ping","id":77}"#, [1, 2, 3, 4]).as_bytes(),
+    let dir = common::temp_dir("leftover");
+    let server = Server::start(&[
+        "--echo-endpoint",
+        "--data-dir",
+        dir.to_str().expect("utf-8"),
+    ]);
+    // /ws: a ping comes back as a pong (after welcome).
+    let ping = Frame::masked(OpCode::Text, br#"{"type":"ping","id":77}"#, [1, 2, 3, 4]);
+    let got = first_answers(&server, "/ws", "Sec-WebSocket-Protocol: switchboard.v1\r\n", &ping, |m| {
+        matches!(m, Message::Text(t) if serde_json::from_slice::<Value>(t).is_ok_and(|v| v["type"] == "pong"))
+    })
+    .await;
+    let Message::Text(first) = &got[0] else {
+        panic!("{got:?}")
+    };
+    assert_eq!(
+        serde_json::from_slice::<Value>(first).expect("json")["type"],
+        "welcome"
     );
+    // /echo: the text comes back.
+    let hello = Frame::masked(OpCode::Text, b"hello", [5, 6, 7, 8]);
+    first_answers(
+        &server,
+        "/echo",
+        "",
+        &hello,
+        |m| matches!(m, Message::Text(t) if &t[..] == b"hello"),
+    )
+    .await;
+    // /yjs: a sync step 1 with an empty state vector is answered with sync step 2.
+    let step1 = Frame::masked(OpCode::Binary, &[0, 0, 1, 0], [9, 9, 9, 9]);
+    first_answers(
+        &server,
+        "/yjs/leftover",
+        "",
+        &step1,
+        |m| matches!(m, Message::Binary(b) if b.starts_with(&[0, 1])),
+    )
+    .await;
+}
+
+/// Sends an upgrade request for `path` and `frame` in one write, then reads frames until
+/// `done` matches one (within 3 s, sending nothing more); returns every frame read.
+async fn first_answers(
+    server: &Server,
+    path: &str,
+    extra: &str,
+    frame: &Frame,
+    done: impl Fn(&Message) -> bool,
+) -> Vec<Message> {
+    let mut s = TcpStream::connect(server.addr).await.expect("connect");
+    let mut packet = upgrade_request("GET", &[], extra)
+        .replacen("GET /ws ", &format!("GET {path} "), 1)
+        .into_bytes();
+    packet.extend_from_slice(frame.as_bytes());
     s.write_all(&packet).await.expect("write");
     let mut buf = BytesMut::new();
     let head_end = loop {
@@ -243,29 +292,33 @@ async fn a_frame_in_the_handshake_packet_is_answered() {
             .expect("read");
         assert!(n > 0, "closed before the response");
     };
-    assert!(buf.starts_with(b"HTTP/1.1 101"), "{:?}", &buf[..head_end]);
+    assert!(
+        buf.starts_with(b"HTTP/1.1 101"),
+        "{path}: {:?}",
+        &buf[..head_end]
+    );
     let _ = buf.split_to(head_end);
-    let mut decoder = Decoder::new(Role::Client, 1 << 20);
-    let mut types = Vec::new();
-    let pong = tokio::time::timeout(Duration::from_secs(3), async {
+    let mut decoder = Decoder::new(Role::Client, 1 << 24);
+    let mut got = Vec::new();
+    let answered = tokio::time::timeout(Duration::from_secs(3), async {
         loop {
             while let Some(m) = decoder.decode(&mut buf).expect("server framing") {
-                if let Message::Text(t) = m {
-                    let v: Value = serde_json::from_slice(&t).expect("json");
-                    types.push(v["type"].clone());
-                    if v["type"] == "pong" {
-                        return v;
-                    }
+                let finished = done(&m);
+                got.push(m);
+                if finished {
+                    return;
                 }
             }
             let n = s.read_buf(&mut buf).await.expect("read");
-            assert!(n > 0, "closed");
+            assert!(n > 0, "{path}: closed");
         }
     })
-    .await
-    .unwrap_or_else(|_| panic!("no pong for the frame sent with the handshake (got {types:?})"));
-    assert_eq!(pong, json!({"type": "pong", "id": 77}));
-    assert_eq!(types[0], "welcome");
+    .await;
+    assert!(
+        answered.is_ok(),
+        "{path}: no answer to the frame sent with the handshake (got {got:?})"
+    );
+    got
 }
 
 /// A client that keeps sending (so the heartbeat counts it alive) but never reads would
