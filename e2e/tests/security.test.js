@@ -2,7 +2,10 @@
 // violation reported, and a page of another origin cannot frame them (clickjacking).
 
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
 import http from "node:http";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { launchBrowser, openChat, waitForMembers, within } from "../lib/browser.js";
 import { openEditor } from "../lib/editor.js";
@@ -23,10 +26,11 @@ describe("web app security headers", { timeout: 120_000 }, () => {
   let browser;
   let other; // a server on another origin: another site's page
   const contexts = [];
+  const dataDir = mkdtempSync(path.join(tmpdir(), "switchboard-security-e2e-"));
 
   before(async () => {
     browser = await launchBrowser();
-    server = await startServer();
+    server = await startServer({ args: ["--data-dir", dataDir] });
   });
 
   after(async () => {
@@ -34,6 +38,7 @@ describe("web app security headers", { timeout: 120_000 }, () => {
     if (browser) await within(20_000, "closing the browser", browser.close());
     if (server) await server.stop();
     if (other) await new Promise((resolve) => other.close(resolve));
+    rmSync(dataDir, { recursive: true, force: true });
   });
 
   test("chat and editor work under the policy with no violation", async () => {
