@@ -896,3 +896,310 @@ async fn counts_that_the_bytes_cannot_hold_are_refused_without_allocating() {
     assert_eq!(late.content(), "intact");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A `name: value` field of the server's /proc/PID/io ("wchar:", "write_bytes:").
+fn server_io(server: &Server, field: &str) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{}/io", server.pid())).unwrap();
+    io.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in the server's io"))
+}
+
+/// Fills document `doc` with `mib` MiB of text (in updates under max_update_size) and
+/// returns a peer holding all of it, synced.
+async fn big_document(server: &Server, doc: &str, mib: usize) -> YPeer {
+    let mut writer = YPeer::synced(server, doc, "filler").await;
+    let chunk = "z".repeat(900 * 1024);
+    for _ in 0..mib * 1024 / 900 {
+        writer.insert(0, &chunk).await;
+    }
+    let total = writer.len();
+    let mut reader = YPeer::synced(server, doc, "reader").await;
+    reader
+        .pump_until("the whole document", |p| p.len() == total)
+        .await;
+    reader
+}
+
+/// An awareness update of `count` clients from `first` on, each with `state`.
+fn awareness_of(first: u64, count: u64, state: &str) -> Vec<u8> {
+    let clients = (first..first + count)
+        .map(|id| {
+            let entry = AwarenessUpdateEntry {
+                clock: 1,
+                json: state.into(),
+            };
+            (yrs::block::ClientID::new(id), entry)
+        })
+        .collect();
+    Message::Awareness(AwarenessUpdate { clients }).encode_v1()
+}
+
+/// Finding 8 of issue 14: an awareness update speaking for 140,000 clients is refused with
+/// 1008 and changes nothing: when its connection leaves, nobody is sent a removal of 140,000
+/// states (it was 1.26 MB to every editor), and the server keeps none of them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_awareness_update_changes_nothing() {
+    let dir = temp_dir("docs-refused-awareness");
+    let server = start(&dir, &[]);
+    let mut witness = YPeer::synced(&server, "room", "witness").await;
+    let own = witness.set_awareness(1, r#"{"user":"w"}"#).await;
+    witness
+        .pump_until("its own state", |p| p.state_of(own).is_some())
+        .await;
+    let before = server_kib(&server, "VmRSS:");
+    let mut flood = YPeer::synced(&server, "room", "flood").await;
+    let bytes = awareness_of(1_000_000, 140_000, "{}");
+    assert!(bytes.len() < 1 << 20, "{} bytes", bytes.len());
+    flood.send_raw(&bytes).await;
+    let (code, reason) = flood.closed().await;
+    assert_eq!(code, 1008, "{reason}");
+    drop(flood);
+    // Nothing about those clients reaches the witness, not even their removal.
+    let until = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < until {
+        witness.read(Duration::from_millis(50)).await.unwrap();
+    }
+    assert_eq!(witness.awareness.len(), 1, "only its own state");
+    witness.awareness.clear();
+    witness.send_raw(&[3]).await;
+    witness
+        .pump_until("the answer to its query", |p| p.state_of(own).is_some())
+        .await;
+    assert_eq!(witness.awareness.len(), 1);
+    let after = server_kib(&server, "VmRSS:");
+    assert!(
+        after < before + 16 * 1024,
+        "resident memory grew from {before} to {after} KiB"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Finding 3 of issue 14: awareness states of ~1 MB each made every joiner's first frames
+/// exceed its outbound queue (4009 at once), locking the document. A state over
+/// max_awareness_state_size is refused with 1009; states past max_awareness_per_document
+/// are not applied (their sender stays connected); and an editor who joins then is sent
+/// every state and the document, and syncs.
+#[tokio::test(flavor = "multi_thread")]
+async fn awareness_cannot_lock_a_document() {
+    let dir = temp_dir("docs-awareness-lock");
+    let server = start(&dir, &[]);
+    let mut writer = YPeer::synced(&server, "doc", "writer").await;
+    writer.insert(0, "still editable").await;
+    let mut big = YPeer::synced(&server, "doc", "big").await;
+    let state = format!(r#"{{"pad":"{}"}}"#, "x".repeat(1_000_000));
+    big.set_awareness(1, &state).await;
+    let (code, reason) = big.closed().await;
+    assert_eq!(code, 1009, "{reason}");
+
+    // 16 states of ~16 KB per connection: four connections fill the 1 MiB budget.
+    let state = format!(r#"{{"pad":"{}"}}"#, "y".repeat(16_000));
+    let mut fillers = Vec::new();
+    for i in 0..5u64 {
+        let mut filler = YPeer::synced(&server, "doc", &format!("filler{i}")).await;
+        filler
+            .send_raw(&awareness_of(1000 + 100 * i, 16, &state))
+            .await;
+        fillers.push(filler);
+    }
+    // The fifth was not applied (nobody sees it), and its sender is still connected.
+    let mut joiner = YPeer::synced(&server, "doc", "joiner").await;
+    joiner
+        .pump_until("the writer's text", |p| p.content() == "still editable")
+        .await;
+    joiner
+        .pump_until("the first four fillers' states", |p| {
+            (0..4).all(|i| p.state_of(1000 + 100 * i).is_some())
+        })
+        .await;
+    joiner.drain().await;
+    assert!(
+        joiner.state_of(1400).is_none(),
+        "over the budget: not applied"
+    );
+    for filler in fillers.iter_mut() {
+        filler
+            .read(Duration::from_millis(10))
+            .await
+            .expect("still connected");
+    }
+    // A small state still fits, and is relayed.
+    let id = joiner.set_awareness(1, r#"{"user":"j"}"#).await;
+    writer
+        .pump_until("the joiner's state", |p| p.state_of(id).is_some())
+        .await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Finding 4 of issue 14: connections that send a sync step 1 and never read each pinned a
+/// whole copy of the document (30 on a 7 MB document: +187 MiB). Now copies queued unsent
+/// count against max_sync_queued_per_document: further requests wait, and copies left
+/// unread for document_sync_timeout while others wait close their connection with 4009.
+/// Server memory stays bounded and an editor who reads joins.
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_sync_requests_cannot_pin_copies_of_a_document() {
+    let dir = temp_dir("docs-silent-sync");
+    let server = start(
+        &dir,
+        &[
+            "--max-sync-queued-per-document",
+            "16MiB",
+            "--document-sync-timeout",
+            "1s",
+        ],
+    );
+    let reader = big_document(&server, "big", 7).await;
+    reset_server_peak(&server);
+    let before = server_kib(&server, "VmRSS:");
+    let mut silent = Vec::new();
+    for _ in 0..10 {
+        let mut client = timeout(
+            STEP,
+            Client::connect_with(&doc_url(&server, "big"), no_subprotocol()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        client.send_binary(&[0, 0, 1, 0]).await.unwrap();
+        silent.push(client);
+    }
+    // Before any copy has been unread for the timeout: two copies (16 MiB) are queued,
+    // the other requests wait. Ten copies would be 65 MB.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let peak = server_kib(&server, "VmHWM:");
+    assert!(
+        peak < before + 40 * 1024,
+        "peak memory grew from {before} to {peak} KiB"
+    );
+    // An editor who reads gets its copy once those ahead of it had theirs (two at a time,
+    // each held 1 s at most).
+    let started = Instant::now();
+    let honest = YPeer::synced(&server, "big", "honest").await;
+    assert_eq!(honest.len(), reader.len());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the honest editor waited {:?}",
+        started.elapsed()
+    );
+    // The silent ones that held copies were closed as slow consumers.
+    let mut slow = 0;
+    for mut client in silent {
+        loop {
+            match timeout(Duration::from_millis(100), client.recv()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    if e.close_code() == Some(4009) {
+                        slow += 1;
+                    }
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    assert!(slow >= 1, "no silent client was closed with 4009");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Finding 7 of issue 14, part one: /yjs messages are rate limited like /ws messages. Over
+/// the rate they are held back (a Yjs update cannot be dropped); a client that keeps it up
+/// for rate_limit_strikes messages is closed with 4008. What it sent before is kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn document_messages_are_rate_limited() {
+    let dir = temp_dir("docs-rate");
+    let server = start(
+        &dir,
+        &[
+            "--message-rate",
+            "20",
+            "--message-burst",
+            "5",
+            "--rate-limit-strikes",
+            "5",
+        ],
+    );
+    let mut witness = YPeer::synced(&server, "doc", "witness").await;
+    let mut flood = YPeer::synced(&server, "doc", "flood").await;
+    let started = Instant::now();
+    let code = loop {
+        flood.insert(0, "f").await;
+        if let Err(code) = flood.read(Duration::ZERO).await {
+            break code;
+        }
+        assert!(flood.len() < 1000, "never rate limited");
+    };
+    let code = match code {
+        Some(code) => code,
+        None => flood.closed().await.0,
+    };
+    assert_eq!(code, 4008);
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "held back first"
+    );
+    witness
+        .pump_until("the flood's first edits", |p| p.len() >= 5)
+        .await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Finding 7 of issue 14, part two: 20 connect → one small update → disconnect cycles on a
+/// 7 MB document rewrote it every time (169 MB written). A document now lingers after its
+/// last connection and compacts only when the updates since its snapshot are large next
+/// to it, so the cycles write little more than the updates.
+#[tokio::test(flavor = "multi_thread")]
+async fn reconnect_cycles_do_not_rewrite_a_large_document() {
+    let dir = temp_dir("docs-cycles");
+    let mut server = start(&dir, &[]);
+    let reader = big_document(&server, "big", 7).await;
+    let full = reader.doc.transact().state_vector();
+    let mut local = reader.doc;
+    let text = reader.text;
+    drop(reader.client);
+    let written = server_io(&server, "wchar:");
+    for i in 0..20 {
+        let mut client = timeout(
+            STEP,
+            Client::connect_with(&doc_url(&server, "big"), no_subprotocol()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let sv = local.transact().state_vector();
+        client
+            .send_binary(&Message::Sync(SyncMessage::SyncStep1(sv)).encode_v1())
+            .await
+            .unwrap();
+        let update = {
+            let mut txn = local.transact_mut();
+            text.insert(&mut txn, 0, &format!("{i} "));
+            txn.encode_update_v1()
+        };
+        client
+            .send_binary(&Message::Sync(SyncMessage::Update(update)).encode_v1())
+            .await
+            .unwrap();
+        // The server's step 1 and our (tiny) step 2 reply.
+        let _ = timeout(STEP, client.recv()).await;
+        client.close(1000, "").await.unwrap();
+        let _ = timeout(STEP, client.closed()).await;
+    }
+    let cycles = server_io(&server, "wchar:") - written;
+    assert!(
+        cycles < 8 << 20,
+        "20 cycles wrote {cycles} bytes (the document is 7 MB)"
+    );
+    // The small updates are stored, not lost: they are there after a restart.
+    server.sigterm();
+    server.wait_exit(STEP).await.expect("server exits");
+    let server = start(&dir, &[]);
+    let late = YPeer::synced(&server, "big", "late").await;
+    assert!(
+        late.content().starts_with("19 18 17"),
+        "{:?}",
+        &late.content()[..20]
+    );
+    drop((full, &mut local));
+    let _ = std::fs::remove_dir_all(dir);
+}
