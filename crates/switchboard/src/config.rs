@@ -2,6 +2,7 @@
 //! variables, then command-line flags. A bad value stops start-up with an error that names
 //! the setting.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -108,6 +109,49 @@ pub struct ServeArgs {
     /// Whether GET /healthz shows the version and live counts to anyone (otherwise only the status). [default: false]
     #[arg(long, env = "SWITCHBOARD_HEALTH_DETAILS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub health_details: Option<bool>,
+    /// Secret of HS256/384/512 connection and room tokens (the environment or the file is better: flags show in `ps`).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_TOKEN_HMAC_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub token_hmac_secret: Option<String>,
+    /// PEM file with the public key tokens are signed with: RSA (RS*, PS*), EC (ES256, ES384) or Ed25519 (EdDSA).
+    #[arg(long, env = "SWITCHBOARD_TOKEN_PUBLIC_KEY", value_name = "FILE")]
+    pub token_public_key: Option<PathBuf>,
+    /// JWKS file of token keys, chosen by each token's `kid` (read again on an unknown kid, at most once a minute).
+    #[arg(long, env = "SWITCHBOARD_TOKEN_JWKS", value_name = "FILE")]
+    pub token_jwks: Option<PathBuf>,
+    /// Required `aud` of tokens. [default: not checked]
+    #[arg(long, env = "SWITCHBOARD_TOKEN_AUDIENCE", value_name = "AUD")]
+    pub token_audience: Option<String>,
+    /// Required `iss` of tokens. [default: not checked]
+    #[arg(long, env = "SWITCHBOARD_TOKEN_ISSUER", value_name = "ISS")]
+    pub token_issuer: Option<String>,
+    /// Time a connection may stay after its token expired without a refresh; then it is closed with 4010. [default: 5s]
+    #[arg(long, env = "SWITCHBOARD_TOKEN_EXPIRY_GRACE", value_name = "DURATION")]
+    pub token_expiry_grace: Option<Millis>,
+    /// Origins whose pages may open WebSockets, comma-separated: exact (https://app.example.com), patterns (https://*.example.com), or *. [default: the request's own Host]
+    #[arg(
+        long,
+        env = "SWITCHBOARD_ALLOWED_ORIGINS",
+        value_name = "ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Option<Vec<String>>,
+    /// Keys of the server HTTP API under /api/, comma-separated (the environment or the file is better). [default: none: /api/ answers 404]
+    #[arg(
+        long,
+        env = "SWITCHBOARD_API_KEYS",
+        value_name = "KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Option<Vec<String>>,
+    /// Namespaces and their options: a table in the config file only (`[namespaces.chat]`).
+    #[arg(skip)]
+    pub namespaces: Option<BTreeMap<String, NamespaceOptions>>,
     /// On SIGINT/SIGTERM, time given to clients to receive what is queued and close. [default: 10s]
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
     pub shutdown_timeout: Option<Millis>,
@@ -128,16 +172,32 @@ pub struct ServeArgs {
     )]
     pub max_connections_per_document: Option<usize>,
     /// Largest awareness state (cursor, user) one document client may set; bigger closes with 1009. [default: 16KiB]
-    #[arg(long, env = "SWITCHBOARD_MAX_AWARENESS_STATE_SIZE", value_name = "SIZE")]
+    #[arg(
+        long,
+        env = "SWITCHBOARD_MAX_AWARENESS_STATE_SIZE",
+        value_name = "SIZE"
+    )]
     pub max_awareness_state_size: Option<Size>,
     /// Awareness states one document holds in all; an update that would go over it is not applied. [default: 1MiB]
-    #[arg(long, env = "SWITCHBOARD_MAX_AWARENESS_PER_DOCUMENT", value_name = "SIZE")]
+    #[arg(
+        long,
+        env = "SWITCHBOARD_MAX_AWARENESS_PER_DOCUMENT",
+        value_name = "SIZE"
+    )]
     pub max_awareness_per_document: Option<Size>,
     /// Bytes of whole-document copies (sync step 2 replies) one document may have queued unsent; more wait. [default: 32MiB]
-    #[arg(long, env = "SWITCHBOARD_MAX_SYNC_QUEUED_PER_DOCUMENT", value_name = "SIZE")]
+    #[arg(
+        long,
+        env = "SWITCHBOARD_MAX_SYNC_QUEUED_PER_DOCUMENT",
+        value_name = "SIZE"
+    )]
     pub max_sync_queued_per_document: Option<Size>,
     /// Time a document copy may stay unread while others wait for theirs; then its client is closed with 4009. [default: 5s]
-    #[arg(long, env = "SWITCHBOARD_DOCUMENT_SYNC_TIMEOUT", value_name = "DURATION")]
+    #[arg(
+        long,
+        env = "SWITCHBOARD_DOCUMENT_SYNC_TIMEOUT",
+        value_name = "DURATION"
+    )]
     pub document_sync_timeout: Option<Millis>,
     /// Serve GET /echo, a WebSocket endpoint that echoes every message (for conformance tests).
     #[arg(long, env = "SWITCHBOARD_ECHO_ENDPOINT", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
@@ -148,6 +208,19 @@ pub struct ServeArgs {
     /// Log level or per-module levels, e.g. info, or warn,switchboard=debug. [default: info]
     #[arg(long, env = "SWITCHBOARD_LOG", value_name = "FILTER")]
     pub log: Option<String>,
+}
+
+/// The options of one namespace (`[namespaces.NAME]` in the file; `default` is the namespace
+/// of rooms without a `prefix:`). Absent options keep their defaults.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceOptions {
+    /// Anyone may join, publish, set presence and read history, token or not. [default: false]
+    pub anonymous: Option<bool>,
+    /// Clients may publish (with permission); false: only the backend, through the HTTP API. [default: true]
+    pub client_publish: Option<bool>,
+    /// Member lists and presence events. [default: true]
+    pub presence: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -179,6 +252,17 @@ pub struct Config {
     pub max_pending_connections: usize,
     pub max_pending_connections_per_ip: usize,
     pub health_details: bool,
+    pub token_hmac_secret: Option<String>,
+    pub token_public_key: Option<PathBuf>,
+    pub token_jwks: Option<PathBuf>,
+    pub token_audience: Option<String>,
+    pub token_issuer: Option<String>,
+    pub token_expiry_grace: Duration,
+    /// `None`: same origin only.
+    pub allowed_origins: Option<Vec<String>>,
+    pub api_keys: Vec<String>,
+    /// `None`: no `[namespaces]` table, every namespace exists with default options.
+    pub namespaces: Option<BTreeMap<String, NamespaceOptions>>,
     pub shutdown_timeout: Duration,
     pub echo_endpoint: bool,
     pub data_dir: PathBuf,
@@ -217,6 +301,15 @@ impl Default for Config {
             max_pending_connections: 1024,
             max_pending_connections_per_ip: 64,
             health_details: false,
+            token_hmac_secret: None,
+            token_public_key: None,
+            token_jwks: None,
+            token_audience: None,
+            token_issuer: None,
+            token_expiry_grace: Duration::from_secs(5),
+            allowed_origins: None,
+            api_keys: Vec::new(),
+            namespaces: None,
             shutdown_timeout: Duration::from_secs(10),
             echo_endpoint: false,
             data_dir: PathBuf::from("./data"),
@@ -268,6 +361,20 @@ impl Config {
         overlay!(
             cfg,
             a,
+            Some,
+            [
+                token_hmac_secret,
+                token_public_key,
+                token_jwks,
+                token_audience,
+                token_issuer,
+                allowed_origins,
+                namespaces
+            ]
+        );
+        overlay!(
+            cfg,
+            a,
             |v| v,
             [
                 listen,
@@ -280,6 +387,7 @@ impl Config {
                 max_pending_connections,
                 max_pending_connections_per_ip,
                 health_details,
+                api_keys,
                 max_json_depth,
                 members_page_size,
                 echo_endpoint,
@@ -312,6 +420,7 @@ impl Config {
                 heartbeat_interval,
                 heartbeat_timeout,
                 write_timeout,
+                token_expiry_grace,
                 handshake_timeout,
                 shutdown_timeout,
                 document_sync_timeout
@@ -320,6 +429,36 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        let keys = [
+            self.token_hmac_secret.is_some(),
+            self.token_public_key.is_some(),
+            self.token_jwks.is_some(),
+        ];
+        if keys.iter().filter(|k| **k).count() > 1 {
+            bail!("config: set one of token_hmac_secret, token_public_key and token_jwks, not several");
+        }
+        if self
+            .token_hmac_secret
+            .as_ref()
+            .is_some_and(|s| s.len() < 32)
+        {
+            bail!("config: token_hmac_secret must be at least 32 bytes (256 bits), or it can be guessed");
+        }
+        if self.api_keys.iter().any(|k| k.len() < 16) {
+            bail!("config: every api_keys entry must be at least 16 characters");
+        }
+        if let Some(names) = &self.namespaces {
+            for name in names.keys() {
+                let valid = !name.is_empty()
+                    && name.len() <= 64
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+                if !valid {
+                    bail!("config: namespace name {name:?} must be 1-64 characters of A-Z a-z 0-9 _ - .");
+                }
+            }
+        }
         let positive_durations = [
             ("heartbeat_interval", self.heartbeat_interval),
             ("heartbeat_timeout", self.heartbeat_timeout),

@@ -47,6 +47,15 @@ pub enum Data {
 /// The application side of a connection (protocol v1, or the echo endpoint).
 pub trait Handler: Send {
     fn on_message(&mut self, data: Data) -> impl Future<Output = Flow> + Send;
+    /// When the handler wants [`on_deadline`](Handler::on_deadline) called (its token
+    /// expires, say). Asked again after every message.
+    fn deadline(&self) -> Option<Instant> {
+        None
+    }
+    /// The deadline passed.
+    fn on_deadline(&mut self) -> Flow {
+        Flow::Continue
+    }
     /// The server is shutting down; queue any last words (the close follows).
     fn on_shutdown(&mut self) {}
     /// The connection is gone; release what it held (rooms, presence).
@@ -154,14 +163,15 @@ pub async fn run<H: Handler>(
     }
     // One timer per connection, re-armed only when its deadline moves (about once per
     // heartbeat), not on every frame: the timer wheel is shared by all connections.
-    let sleep = tokio::time::sleep_until(d.timer(settings));
+    let sleep = tokio::time::sleep_until(d.timer(settings, handler.deadline()));
     tokio::pin!(sleep);
     // Created once: it stays registered with the watch channel instead of registering
     // and unregistering on every wake-up.
     let shutdown_changed = shutdown.changed();
     tokio::pin!(shutdown_changed);
     while !d.finished() {
-        let deadline = d.timer(settings);
+        let handler_deadline = handler.deadline();
+        let deadline = d.timer(settings, handler_deadline);
         if sleep.deadline() != deadline {
             sleep.as_mut().reset(deadline);
         }
@@ -213,7 +223,15 @@ pub async fn run<H: Handler>(
             Event::Overflow => {
                 d.take_from_outbox();
             }
-            Event::Timer => d.on_timer(settings),
+            Event::Timer => {
+                if !d.close_sent && handler_deadline.is_some_and(|t| Instant::now() >= t) {
+                    let flow = handler.on_deadline();
+                    d.on_flow(flow);
+                    d.flush().await;
+                } else {
+                    d.on_timer(settings);
+                }
+            }
         }
     }
     handler.on_close().await;
@@ -237,10 +255,18 @@ impl Driver<'_> {
         self.write_shut && (self.close_received || !self.reading)
     }
 
-    fn timer(&self, s: &Settings) -> Instant {
+    fn timer(&self, s: &Settings, handler: Option<Instant>) -> Instant {
         if let Some(deadline) = self.closing_deadline {
             return deadline;
         }
+        let s_deadline = self.own_timer(s);
+        match handler {
+            Some(h) => h.min(s_deadline),
+            None => s_deadline,
+        }
+    }
+
+    fn own_timer(&self, s: &Settings) -> Instant {
         let heartbeat = if self.awaiting_pong {
             self.last_ping + s.heartbeat_timeout
         } else {
@@ -413,6 +439,23 @@ impl Driver<'_> {
     /// queued.
     fn take_from_outbox(&mut self) -> bool {
         let taken = self.outbox.take(&mut self.writing);
+        if taken.closed && !self.close_sent {
+            // Closed from outside the task (`Outbox::close_with`): the close frame is queued;
+            // run the rest of the handshake as for our own close.
+            self.close_sent = true;
+            let (code, reason) = self
+                .outbox
+                .close_reason()
+                .unwrap_or((CloseCode::NORMAL, String::new()));
+            if self.ending.is_none() {
+                self.ending = Some(Ending {
+                    code,
+                    reason,
+                    by_peer: false,
+                });
+            }
+            self.closing_deadline = Some(Instant::now() + CLOSE_TIMEOUT);
+        }
         if taken.overflowed && !self.close_sent {
             // Keep only a frame already partly on the wire, so the stream stays well-formed.
             let keep = usize::from(self.head_partial);

@@ -23,12 +23,29 @@ pub struct ConnHandle {
     pub num: u64,
     /// The id clients see (`welcome.conn`, `member.conn`).
     pub id: Arc<str>,
-    /// The authenticated user, if any.
-    pub user: Option<Arc<str>>,
     pub outbox: Outbox,
+    /// The authenticated user (the token's `sub`), once known: for disconnecting a user.
+    user: Mutex<Option<Arc<str>>>,
 }
 
 impl ConnHandle {
+    pub fn new(num: u64, id: Arc<str>, outbox: Outbox) -> ConnHandle {
+        ConnHandle {
+            num,
+            id,
+            outbox,
+            user: Mutex::new(None),
+        }
+    }
+
+    pub fn set_user(&self, user: Option<Arc<str>>) {
+        *self.user.lock().unwrap_or_else(|e| e.into_inner()) = user;
+    }
+
+    pub fn user(&self) -> Option<Arc<str>> {
+        self.user.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Queues a reply; a full queue closes the connection (its task sees the overflow).
     pub fn send(&self, frame: &Frame) {
         let _ = self.outbox.push(frame);
@@ -44,6 +61,8 @@ struct RoomState {
     epoch: Arc<str>,
     offset: u64,
     members: HashMap<u64, Member>,
+    /// Whether members are listed and presence events sent (the namespace's `presence`).
+    presence: bool,
     /// Join order (member `seq` → connection number): member lists are read from here a
     /// page at a time, so a join costs the same in a room of ten or ten thousand.
     order: BTreeMap<u64, u64>,
@@ -55,8 +74,10 @@ struct RoomState {
 
 struct Member {
     conn: Arc<ConnHandle>,
-    /// `{"conn":..,"user":..,"presence":..}`, serialised once per change.
+    /// `{"conn":..,"user":..,"info":..,"presence":..}`, serialised once per change.
     json: Arc<str>,
+    user: Option<Arc<str>>,
+    info: Option<Arc<str>>,
     /// Join order, so member lists read in the order people arrived.
     seq: u64,
 }
@@ -119,6 +140,11 @@ impl RoomState {
 /// What a join may carry besides the room.
 pub struct JoinRequest<'a> {
     pub id: Option<i64>,
+    /// Who the member is: the token's `sub` and `info` (`None` for anonymous connections).
+    pub user: Option<Arc<str>>,
+    pub info: Option<Arc<str>>,
+    /// Whether the room lists members and sends presence events (its namespace's option).
+    pub announce: bool,
     pub presence: Option<&'a RawValue>,
     /// Whether the client sent `since` (asking for recovery).
     pub since: bool,
@@ -193,6 +219,7 @@ impl Hub {
                         epoch: self.broker.open_room(&name),
                         offset: 0,
                         members: HashMap::new(),
+                        presence: req.announce,
                         order: BTreeMap::new(),
                         next_seq: 0,
                         closed: false,
@@ -204,18 +231,29 @@ impl Hub {
             if st.closed {
                 continue; // emptied and removed between our lookup and our lock
             }
-            let existing = st.members.get(&conn.num).map(|m| (m.seq, m.json.clone()));
+            let existing = st.members.get(&conn.num).map(|m| {
+                (
+                    m.seq,
+                    m.json.clone(),
+                    m.user == req.user && m.info == req.info,
+                )
+            });
+            let user = req.user.as_deref();
+            let info = req.info.as_deref();
             let (seq, json) = match (existing, req.presence) {
-                // A rejoin without presence keeps the presence the member has.
-                (Some((seq, json)), None) => (seq, json),
-                (Some((seq, _)), Some(p)) => (
-                    seq,
-                    member_json(&conn.id, conn.user.as_deref(), Some(p)).into(),
-                ),
+                // A rejoin without presence (and as the same user) keeps what the member has.
+                (Some((seq, json, true)), None) => (seq, json),
+                (Some((seq, json, _)), None) => {
+                    let presence = presence_of(&json);
+                    (seq, member_json(&conn.id, user, info, presence).into())
+                }
+                (Some((seq, _, _)), Some(p)) => {
+                    (seq, member_json(&conn.id, user, info, Some(p.get())).into())
+                }
                 (None, presence) => {
                     st.next_seq += 1;
                     let json: Arc<str> =
-                        member_json(&conn.id, conn.user.as_deref(), presence).into();
+                        member_json(&conn.id, user, info, presence.map(RawValue::get)).into();
                     (st.next_seq, json)
                 }
             };
@@ -224,24 +262,31 @@ impl Hub {
                 Member {
                     conn: conn.clone(),
                     json: json.clone(),
+                    user: req.user.clone(),
+                    info: req.info.clone(),
                     seq,
                 },
             );
             st.order.insert(seq, conn.num);
-            let page = st.page(
-                0,
-                self.replies.members_page_size,
-                self.replies.members_page_bytes,
-            );
             let mut reply = Out::new("joined")
                 .opt_id(req.id)
                 .str("room", name)
                 .str("epoch", &st.epoch)
-                .uint("offset", st.offset)
-                .raw_list("members", page.members.iter().map(|m| &**m))
-                .uint("member_count", st.members.len() as u64);
-            if let Some(next) = page.next {
-                reply = reply.str("members_cursor", &next.to_string());
+                .uint("offset", st.offset);
+            if st.presence {
+                let page = st.page(
+                    0,
+                    self.replies.members_page_size,
+                    self.replies.members_page_bytes,
+                );
+                reply = reply
+                    .raw_list("members", page.members.iter().map(|m| &**m))
+                    .uint("member_count", st.members.len() as u64);
+                if let Some(next) = page.next {
+                    reply = reply.str("members_cursor", &next.to_string());
+                }
+            } else {
+                reply = reply.raw_list("members", []);
             }
             if req.since {
                 // Recovery needs history, which this server does not keep yet: say so
@@ -249,38 +294,54 @@ impl Hub {
                 reply = reply.bool("recovered", false);
             }
             conn.send(&reply.raw_list("messages", []).finish());
-            let event = if previous.is_some() { "update" } else { "join" };
-            let frame = presence_frame(name, event, &json);
-            st.send_to_all(&frame, Some(conn.num));
-            self.broker.forward_presence(name, &frame);
+            if st.presence {
+                let event = if previous.is_some() { "update" } else { "join" };
+                let frame = presence_frame(name, event, &json);
+                st.send_to_all(&frame, Some(conn.num));
+                self.broker.forward_presence(name, &frame);
+            }
             drop(st);
             return room;
         }
     }
 
-    /// Takes `conn` out of `room`, answering `left` when `id` is given. Others see a
-    /// presence `leave`.
-    pub fn leave(&self, conn: &ConnHandle, room: &Arc<Room>, id: Option<i64>) {
-        self.remove_member(conn, room, Some(id));
+    /// Takes `conn` out of `room`, answering `left` when `id` is given (a request) or
+    /// `reason` is (the server made it leave). Others see a presence `leave`.
+    pub fn leave(
+        &self,
+        conn: &ConnHandle,
+        room: &Arc<Room>,
+        id: Option<i64>,
+        reason: Option<&str>,
+    ) {
+        self.remove_member(conn, room, Some((id, reason)));
     }
 
-    fn remove_member(&self, conn: &ConnHandle, room: &Arc<Room>, reply: Option<Option<i64>>) {
+    fn remove_member(
+        &self,
+        conn: &ConnHandle,
+        room: &Arc<Room>,
+        reply: Option<(Option<i64>, Option<&str>)>,
+    ) {
         let mut st = room.lock();
         let Some(member) = st.members.remove(&conn.num) else {
             return;
         };
         st.order.remove(&member.seq);
-        if let Some(Some(id)) = reply {
-            conn.send(
-                &Out::new("left")
-                    .opt_id(Some(id))
-                    .str("room", &room.name)
-                    .finish(),
-            );
+        if let Some((id, reason)) = reply {
+            if id.is_some() || reason.is_some() {
+                let mut left = Out::new("left").opt_id(id).str("room", &room.name);
+                if let Some(reason) = reason {
+                    left = left.str("reason", reason);
+                }
+                conn.send(&left.finish());
+            }
         }
-        let frame = presence_frame(&room.name, "leave", &member.json);
-        st.send_to_all(&frame, None);
-        self.broker.forward_presence(&room.name, &frame);
+        if st.presence {
+            let frame = presence_frame(&room.name, "leave", &member.json);
+            st.send_to_all(&frame, None);
+            self.broker.forward_presence(&room.name, &frame);
+        }
         if st.members.is_empty() {
             st.closed = true;
             self.rooms.remove_if(&*room.name, |r| Arc::ptr_eq(r, room));
@@ -330,10 +391,16 @@ impl Hub {
         id: Option<i64>,
     ) -> Result<(), Failure> {
         let mut st = room.lock();
-        let json: Arc<str> = member_json(&conn.id, conn.user.as_deref(), Some(presence)).into();
         let Some(member) = st.members.get_mut(&conn.num) else {
             return Err(not_joined(&room.name));
         };
+        let json: Arc<str> = member_json(
+            &conn.id,
+            member.user.as_deref(),
+            member.info.as_deref(),
+            Some(presence.get()),
+        )
+        .into();
         member.json = json.clone();
         if id.is_some() {
             conn.send(&Out::new("ok").opt_id(id).finish());
@@ -377,6 +444,14 @@ impl Hub {
     pub fn members_page_size(&self) -> usize {
         self.replies.members_page_size
     }
+}
+
+/// The `presence` object of a member's JSON (which this module wrote).
+fn presence_of(member: &str) -> Option<&str> {
+    let at = member.rfind(",\"presence\":")?;
+    member
+        .get(at + ",\"presence\":".len()..member.len() - 1)
+        .filter(|p| p.starts_with('{'))
 }
 
 fn presence_frame(room: &str, event: &str, member: &str) -> Frame {

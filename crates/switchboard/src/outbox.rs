@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use switchboard_ws::Frame;
+use switchboard_ws::{CloseCode, Frame};
 
 pub struct Outbox {
     state: Mutex<State>,
@@ -35,6 +35,9 @@ struct State {
     overflow_taken: bool,
     /// Set once a close frame is queued: nothing may follow it on the wire.
     closed: bool,
+    /// The code and reason of a close asked for from outside the connection's task (an API
+    /// disconnect), for its log line.
+    close_reason: Option<(CloseCode, String)>,
     /// The connection task, parked until something is queued. Taken by the push that wakes
     /// it, so the other frames of a burst wake nobody: a fan-out to a member costs one
     /// wake-up per batch, not one per frame.
@@ -110,6 +113,25 @@ impl Outbox {
         drop(s);
         wake(waker);
         true
+    }
+
+    /// Closes the connection from outside its task (another connection's request, the HTTP
+    /// API): queues the close frame, and the connection's driver runs the close handshake.
+    /// Returns false if the connection was closing already.
+    pub fn close_with(&self, code: CloseCode, reason: &str) -> bool {
+        {
+            let mut s = self.lock();
+            if s.closed {
+                return false;
+            }
+            s.close_reason = Some((code, reason.to_owned()));
+        }
+        self.push_close(Frame::close(code, reason))
+    }
+
+    /// What [`close_with`](Outbox::close_with) was given, if it was called.
+    pub fn close_reason(&self) -> Option<(CloseCode, String)> {
+        self.lock().close_reason.clone()
     }
 
     /// Moves every queued frame into `out` (the queue's buffer itself when `out` is empty:

@@ -365,6 +365,22 @@ pub fn optional_count(
     }
 }
 
+/// Reads an optional string field.
+pub fn optional_str<'a>(
+    field: Field<'a>,
+    name: &'static str,
+) -> Result<Option<Cow<'a, str>>, Failure> {
+    match field.0 {
+        None => Ok(None),
+        Some(raw) => serde_json::from_str(raw.get()).map(Some).map_err(|_| {
+            Failure::new(
+                ErrorCode::BadRequest,
+                format!("\"{name}\" must be a string"),
+            )
+        }),
+    }
+}
+
 pub fn optional_bool(field: Field<'_>, name: &'static str) -> Result<Option<bool>, Failure> {
     match field.0 {
         None => Ok(None),
@@ -465,9 +481,17 @@ pub fn error_frame(id: Option<i64>, failure: &Failure) -> Frame {
         .finish()
 }
 
-/// A member as it appears in `joined`, `members` and `presence`, serialised once per change.
-pub fn member_json(conn: &str, user: Option<&str>, presence: Option<&RawValue>) -> String {
-    let mut s = String::with_capacity(48 + presence.map_or(2, |p| p.get().len()));
+/// A member as it appears in `joined`, `members` and `presence`, serialised once per change:
+/// `{"conn", "user", "info" (only when the token has one), "presence"}`. `info` and
+/// `presence` are raw JSON objects; `presence` comes last (the hub reads it back from there).
+pub fn member_json(
+    conn: &str,
+    user: Option<&str>,
+    info: Option<&str>,
+    presence: Option<&str>,
+) -> String {
+    let presence = presence.unwrap_or("{}");
+    let mut s = String::with_capacity(48 + presence.len() + info.map_or(0, str::len));
     s.push_str("{\"conn\":");
     s.push_str(&serde_json::to_string(conn).unwrap_or_default());
     s.push_str(",\"user\":");
@@ -475,8 +499,12 @@ pub fn member_json(conn: &str, user: Option<&str>, presence: Option<&RawValue>) 
         Some(u) => s.push_str(&serde_json::to_string(u).unwrap_or_default()),
         None => s.push_str("null"),
     }
+    if let Some(info) = info {
+        s.push_str(",\"info\":");
+        s.push_str(info);
+    }
     s.push_str(",\"presence\":");
-    s.push_str(presence.map_or("{}", |p| p.get()));
+    s.push_str(presence);
     s.push('}');
     s
 }
@@ -588,7 +616,7 @@ mod tests {
             v,
             serde_json::json!({"type":"error","id":4,"code":"not_joined","message":"say \"hi\""})
         );
-        let m = member_json("c\"1", None, None);
+        let m = member_json("c\"1", None, None, None);
         let v: serde_json::Value = serde_json::from_str(&m).unwrap();
         assert_eq!(
             v,

@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+use crate::auth::{Access, Identity, Perm, TokenError};
 use crate::broker::MemoryBroker;
 use crate::config::Config;
 use crate::connection::{self, Ending, Settings};
@@ -25,7 +26,7 @@ use crate::hub::{ConnHandle, Hub, ReplyLimits};
 use crate::ids;
 use crate::limits::{self, ConnectionLimits, PendingLimits, Slot};
 use crate::outbox::Outbox;
-use crate::protocol::SUBPROTOCOL;
+use crate::protocol::{ErrorCode, SUBPROTOCOL};
 use crate::session::{Echo, Limits, Session};
 use crate::web;
 
@@ -36,6 +37,7 @@ struct Shared {
     config: Config,
     hub: Arc<Hub>,
     limits: Arc<ConnectionLimits>,
+    access: Arc<Access>,
     /// HTTP connections that are not WebSockets (yet).
     pending: Arc<PendingLimits>,
     session_limits: Arc<Limits>,
@@ -51,7 +53,18 @@ struct Shared {
 /// Runs the server on `listener` until `signal` resolves, then shuts down gracefully:
 /// stop accepting, tell every client (`shutdown`, then close 1001), and wait up to the
 /// shutdown timeout for them to drain.
-pub async fn serve(mut config: Config, listener: TcpListener, signal: impl Future<Output = ()>) {
+pub async fn serve(
+    mut config: Config,
+    access: Access,
+    listener: TcpListener,
+    signal: impl Future<Output = ()>,
+) {
+    if !access.secured() {
+        warn!(
+            "no token key configured (token_hmac_secret, token_public_key or token_jwks): \
+             the server runs open, anyone who can reach it may join any room and edit any document"
+        );
+    }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (drained_tx, mut drained_rx) = mpsc::channel::<()>(1);
     fit_connection_limits(&mut config);
@@ -77,7 +90,9 @@ pub async fn serve(mut config: Config, listener: TcpListener, signal: impl Futur
             reconnect_hint_ms: 1000,
             max_presence_size: config.max_presence_size,
             max_json_depth: config.max_json_depth,
+            token_expiry_grace: config.token_expiry_grace,
         }),
+        access: Arc::new(access),
         settings: Settings {
             max_message_size: config.max_message_size,
             heartbeat_interval: config.heartbeat_interval,
@@ -226,7 +241,10 @@ fn route(shared: Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) -> Respo
         "/healthz" => health(&shared, req.method()),
         p if p == "/yjs" || p.starts_with("/yjs/") => match documents::doc_name(p) {
             Some(name) => {
-                let endpoint = Endpoint::Document(name.into());
+                let endpoint = Endpoint::Document {
+                    name: name.into(),
+                    read_only: false,
+                };
                 upgrade(shared, req, peer, endpoint)
             }
             None => json_error(
@@ -243,15 +261,19 @@ fn route(shared: Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) -> Respo
 enum Endpoint {
     Protocol,
     Echo,
-    /// `/yjs/{doc}`: the y-websocket protocol on one document.
-    Document(Arc<str>),
+    /// `/yjs/{doc}`: the y-websocket protocol on one document; `read_only` when the
+    /// client may `join` the document's room but not `publish` (edit).
+    Document {
+        name: Arc<str>,
+        read_only: bool,
+    },
 }
 
 fn upgrade(
     shared: Arc<Shared>,
     req: Request<Incoming>,
     peer: SocketAddr,
-    endpoint: Endpoint,
+    mut endpoint: Endpoint,
 ) -> Response<Body> {
     if req.method() != Method::GET {
         return method_not_allowed("GET");
@@ -279,8 +301,48 @@ fn upgrade(
             return res;
         }
     };
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok());
+        let origin = origin.to_str().unwrap_or("");
+        if !origin_allowed(shared.config.allowed_origins.as_deref(), origin, host) {
+            warn!(remote = %peer, origin = %origin, path = %req.uri().path(), "WebSocket refused: origin not allowed");
+            return json_error(
+                StatusCode::FORBIDDEN,
+                "forbidden_origin",
+                "pages of this origin may not open WebSockets here (see allowed_origins)",
+            );
+        }
+    }
+    let identity = match handshake_identity(&shared, &req) {
+        Ok(identity) => identity,
+        Err(e) => {
+            debug!(remote = %peer, error = %e.message(), "WebSocket refused: bad token");
+            return json_error(StatusCode::UNAUTHORIZED, e.code(), &e.message());
+        }
+    };
+    if let Endpoint::Document { name, read_only } = &mut endpoint {
+        // A document is a room for permissions: `join` reads it, `publish` edits it.
+        if let Err(f) = shared
+            .access
+            .check(identity.as_ref(), None, name, Perm::Join)
+        {
+            let status = match f.code {
+                ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+                ErrorCode::InvalidRoom => StatusCode::NOT_FOUND,
+                _ => StatusCode::FORBIDDEN,
+            };
+            return json_error(status, f.code.as_str(), &f.message);
+        }
+        *read_only = shared
+            .access
+            .check(identity.as_ref(), None, name, Perm::Publish)
+            .is_err();
+    }
     let protocol = match endpoint {
-        Endpoint::Echo | Endpoint::Document(_) => None,
+        Endpoint::Echo | Endpoint::Document { .. } => None,
         Endpoint::Protocol => match up.pick_protocol(&[SUBPROTOCOL]) {
             Some(p) => Some(p),
             None if up.protocols.is_empty() => None,
@@ -318,7 +380,7 @@ fn upgrade(
                         stream,
                         parts.read_buf,
                         peer,
-                        endpoint,
+                        (endpoint, identity),
                         slot,
                     ));
                 }
@@ -347,7 +409,7 @@ async fn websocket(
     stream: TcpStream,
     leftover: Bytes,
     peer: SocketAddr,
-    endpoint: Endpoint,
+    (endpoint, identity): (Endpoint, Option<Identity>),
     _slot: Slot,
 ) {
     let _drained = shared.drained.clone();
@@ -360,27 +422,23 @@ async fn websocket(
             .max_outbound_queue
             .max(2 * shared.config.max_message_size + 64),
         // A joining editor is sent the whole document at once.
-        Endpoint::Document(_) => shared
+        Endpoint::Document { .. } => shared
             .config
             .max_outbound_queue
             .max(documents::first_frames_bound(&shared.config)),
     };
-    let conn = Arc::new(ConnHandle {
-        num,
-        id: id.into(),
-        user: None,
-        outbox: Outbox::new(cap),
-    });
+    let conn = Arc::new(ConnHandle::new(num, id.into(), Outbox::new(cap)));
+    conn.set_user(identity.as_ref().map(|i| i.user.clone()));
     info!(conn = %conn.id, remote = %peer, "connected");
     let shutdown = shared.shutdown.clone();
     let ending: Ending = match endpoint {
-        Endpoint::Document(name) => {
-            info!(conn = %conn.id, doc = %name, "document connection");
+        Endpoint::Document { name, read_only } => {
+            info!(conn = %conn.id, doc = %name, read_only, "document connection");
             // Boxed: document connections are rare next to protocol ones, and their larger
             // state should not widen every connection's task.
             Box::pin(documents::serve(
                 shared.documents.clone(),
-                name,
+                documents::Opening { name, read_only },
                 conn.clone(),
                 stream,
                 leftover,
@@ -395,6 +453,8 @@ async fn websocket(
                 shared.hub.clone(),
                 conn.clone(),
                 shared.session_limits.clone(),
+                shared.access.clone(),
+                identity,
                 heartbeat_ms,
             );
             connection::run(
@@ -428,6 +488,101 @@ async fn websocket(
         by = if ending.by_peer { "client" } else { "server" },
         "disconnected"
     );
+}
+
+/// The connection token of a handshake, from `Authorization: Bearer` or `?token=`, verified.
+/// `Ok(None)` without one, and always when no key is configured (the server runs open).
+fn handshake_identity(
+    shared: &Shared,
+    req: &Request<Incoming>,
+) -> Result<Option<Identity>, TokenError> {
+    let Some(verifier) = shared.access.verifier.as_ref() else {
+        return Ok(None);
+    };
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_owned());
+    let token = bearer.or_else(|| query_param(req.uri().query().unwrap_or(""), "token"));
+    match token {
+        None => Ok(None),
+        Some(t) => verifier.connection(&t).map(Some),
+    }
+}
+
+/// The percent-decoded value of `name` in a query string.
+fn query_param(query: &str, name: &str) -> Option<String> {
+    let raw = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))?;
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Whether a page of `origin` may open a WebSocket. Without `allowed_origins`, only a page
+/// served by this very host (its `Host` header): cross-site WebSocket hijacking needs a page
+/// of another site, which a browser marks with its own `Origin`. Non-browser clients send no
+/// `Origin` and are not asked.
+fn origin_allowed(allowed: Option<&[String]>, origin: &str, host: Option<&str>) -> bool {
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return allowed.is_some_and(|a| a.iter().any(|p| p == "*" || p == origin));
+    };
+    let authority = normal_authority(scheme, authority);
+    match allowed {
+        None => host.is_some_and(|h| normal_authority(scheme, h) == authority),
+        Some(patterns) => patterns.iter().any(|p| {
+            if p == "*" {
+                return true;
+            }
+            let Some((p_scheme, p_auth)) = p.split_once("://") else {
+                return false;
+            };
+            if !p_scheme.eq_ignore_ascii_case(scheme) {
+                return false;
+            }
+            let p_auth = normal_authority(p_scheme, p_auth);
+            match p_auth.strip_prefix("*.") {
+                Some(suffix) => authority
+                    .strip_suffix(suffix)
+                    .is_some_and(|sub| sub.ends_with('.') && sub.len() > 1),
+                None => p_auth == authority,
+            }
+        }),
+    }
+}
+
+/// `host[:port]` in lower case, without the scheme's default port.
+fn normal_authority(scheme: &str, authority: &str) -> String {
+    let a = authority.trim_end_matches('/').to_ascii_lowercase();
+    let default = match scheme.to_ascii_lowercase().as_str() {
+        "https" | "wss" => ":443",
+        _ => ":80",
+    };
+    match a.strip_suffix(default) {
+        Some(stripped) => stripped.to_owned(),
+        None => a,
+    }
 }
 
 /// `GET /healthz`: the status for load balancers and probes; the version and live counts

@@ -9,6 +9,7 @@ use std::time::Instant;
 use serde_json::value::RawValue;
 use switchboard_ws::CloseCode;
 
+use crate::auth::{Access, Identity, Perm, RoomGrant, TokenError};
 use crate::connection::{Data, Flow, Handler};
 use crate::hub::{not_joined, ConnHandle, Hub, JoinRequest, Room};
 use crate::protocol::{self, error_frame, ErrorCode, Failure, Kind, Out};
@@ -29,28 +30,53 @@ pub struct Limits {
     pub max_presence_size: usize,
     /// Deepest nesting relayed in `data` and `presence`.
     pub max_json_depth: usize,
+    /// How long a connection may stay after its token's `exp` without a refresh.
+    pub token_expiry_grace: std::time::Duration,
 }
 
 pub struct Session {
     hub: Arc<Hub>,
     conn: Arc<ConnHandle>,
-    rooms: HashMap<Arc<str>, Arc<Room>>,
+    rooms: HashMap<Arc<str>, Joined>,
     rate: RateLimiter,
     limits: Arc<Limits>,
+    access: Arc<Access>,
+    /// The verified connection token, once the client presented one.
+    identity: Option<Arc<Identity>>,
+    /// When the connection must be closed with 4010 for want of a fresh token.
+    expires: Option<tokio::time::Instant>,
 }
 
+/// A room this connection is in.
+struct Joined {
+    room: Arc<Room>,
+    /// What the room token it joined with granted, if it used one.
+    grant: Option<RoomGrant>,
+}
+
+/// Close code for a bad token in an `auth` frame.
+pub const UNAUTHORIZED_CLOSE: CloseCode = CloseCode(4001);
+/// Close code for a token that expired (in an `auth` frame, or without a refresh).
+pub const TOKEN_EXPIRED_CLOSE: CloseCode = CloseCode(4010);
+
 impl Session {
-    /// Registers the connection and queues `welcome`.
+    /// Registers the connection and queues `welcome`. `identity` comes from a token on the
+    /// URL or in the `Authorization` header, already verified at the handshake.
     pub fn start(
         hub: Arc<Hub>,
         conn: Arc<ConnHandle>,
         limits: Arc<Limits>,
+        access: Arc<Access>,
+        identity: Option<Identity>,
         heartbeat_ms: u64,
     ) -> Session {
         hub.register(conn.clone());
-        let welcome = Out::new("welcome")
-            .str("conn", &conn.id)
-            .raw("user", "null")
+        let mut welcome = Out::new("welcome").str("conn", &conn.id);
+        welcome = match &identity {
+            Some(id) => welcome.str("user", &id.user),
+            None => welcome.raw("user", "null"),
+        };
+        let welcome = welcome
             .uint("heartbeat_ms", heartbeat_ms)
             .raw(
                 "server",
@@ -62,7 +88,7 @@ impl Session {
             )
             .finish();
         conn.send(&welcome);
-        Session {
+        let mut session = Session {
             rate: RateLimiter::new(
                 limits.message_rate,
                 limits.message_burst,
@@ -72,7 +98,21 @@ impl Session {
             conn,
             rooms: HashMap::new(),
             limits,
+            access,
+            identity: None,
+            expires: None,
+        };
+        if let Some(id) = identity {
+            session.set_identity(id);
         }
+        session
+    }
+
+    fn set_identity(&mut self, id: Identity) {
+        let grace = self.limits.token_expiry_grace;
+        self.expires = Some(tokio::time::Instant::from_std(id.expiry_instant() + grace));
+        self.conn.set_user(Some(id.user.clone()));
+        self.identity = Some(Arc::new(id));
     }
 
     /// A presence state must be small enough for every member list it appears in, and
@@ -95,7 +135,17 @@ impl Session {
         self.conn.send(&error_frame(id, &failure));
     }
 
-    fn handle(&mut self, text: &[u8]) -> Result<(), (Option<i64>, Failure)> {
+    /// The joined room `field` names, checked for `perm`: the one place a request on a room
+    /// this connection is in finds it and asks whether it may.
+    fn joined(&self, field: protocol::Field<'_>, perm: Perm) -> Result<&Joined, Failure> {
+        let name = protocol::room_name(field)?;
+        let joined = self.rooms.get(&*name).ok_or_else(|| not_joined(&name))?;
+        self.access
+            .check(self.identity.as_deref(), joined.grant.as_ref(), &name, perm)?;
+        Ok(joined)
+    }
+
+    fn handle(&mut self, text: &[u8]) -> Result<Flow, (Option<i64>, Failure)> {
         let (env, id, kind) = protocol::parse(text)?;
         let with_id = |f: Failure| (id, f);
         match kind {
@@ -120,6 +170,14 @@ impl Session {
                         )))
                     }
                 };
+                let grant = match protocol::optional_str(env.token, "token").map_err(with_id)? {
+                    None => None,
+                    Some(token) => Some(self.room_grant(&token, &room).map_err(with_id)?),
+                };
+                let ns = self
+                    .access
+                    .check(self.identity.as_deref(), grant.as_ref(), &room, Perm::Join)
+                    .map_err(with_id)?;
                 if !self.rooms.contains_key(&*room) && self.rooms.len() >= self.limits.max_rooms {
                     return Err(with_id(Failure::new(
                         ErrorCode::TooManyRooms,
@@ -129,27 +187,40 @@ impl Session {
                         ),
                     )));
                 }
+                let identity = self.identity.as_deref();
+                let info = grant
+                    .as_ref()
+                    .and_then(|g| g.info.clone())
+                    .or_else(|| identity.and_then(|i| i.info.clone()));
                 let joined = self.hub.join(
                     &self.conn,
                     &room,
                     JoinRequest {
                         id,
+                        user: identity.map(|i| i.user.clone()),
+                        info,
+                        announce: ns.presence,
                         presence,
                         since,
                     },
                 );
-                self.rooms.insert(room.into_owned().into(), joined);
+                self.rooms.insert(
+                    room.into_owned().into(),
+                    Joined {
+                        room: joined,
+                        grant,
+                    },
+                );
             }
             Kind::Leave => {
                 let name = protocol::room_name(env.room).map_err(with_id)?;
-                let room = self
+                let joined = self
                     .rooms
                     .remove(&*name)
                     .ok_or_else(|| with_id(not_joined(&name)))?;
-                self.hub.leave(&self.conn, &room, id);
+                self.hub.leave(&self.conn, &joined.room, id, None);
             }
             Kind::Publish => {
-                let name = protocol::room_name(env.room).map_err(with_id)?;
                 let data = env.data.0.ok_or_else(|| {
                     with_id(Failure::new(ErrorCode::BadRequest, "missing \"data\""))
                 })?;
@@ -158,34 +229,36 @@ impl Session {
                 let echo = protocol::optional_bool(env.echo, "echo")
                     .map_err(with_id)?
                     .unwrap_or(true);
-                let room = self
-                    .rooms
-                    .get(&*name)
-                    .ok_or_else(|| with_id(not_joined(&name)))?;
+                let joined = self.joined(env.room, Perm::Publish).map_err(with_id)?;
                 self.hub
-                    .publish(&self.conn, room, data, echo, id)
+                    .publish(&self.conn, &joined.room, data, echo, id)
                     .map_err(with_id)?;
             }
             Kind::Presence => {
-                let name = protocol::room_name(env.room).map_err(with_id)?;
                 let presence = protocol::presence_object(env.presence, true)
                     .map_err(with_id)?
                     .expect("required");
                 self.check_presence(presence).map_err(with_id)?;
-                let room = self
-                    .rooms
-                    .get(&*name)
-                    .ok_or_else(|| with_id(not_joined(&name)))?;
+                let joined = self.joined(env.room, Perm::Presence).map_err(with_id)?;
                 self.hub
-                    .set_presence(&self.conn, room, presence, id)
+                    .set_presence(&self.conn, &joined.room, presence, id)
                     .map_err(with_id)?;
             }
             Kind::Members => {
-                let name = protocol::room_name(env.room).map_err(with_id)?;
-                let room = self
-                    .rooms
-                    .get(&*name)
-                    .ok_or_else(|| with_id(not_joined(&name)))?;
+                // Who is here is part of joining; a namespace without presence has no list.
+                let joined = self.joined(env.room, Perm::Join).map_err(with_id)?;
+                let room = &joined.room;
+                if !self
+                    .access
+                    .namespace(room.name())
+                    .map_err(with_id)?
+                    .presence
+                {
+                    return Err(with_id(Failure::new(
+                        ErrorCode::Forbidden,
+                        "presence is off in this room's namespace: it has no member list",
+                    )));
+                }
                 let cursor = protocol::members_cursor(env.cursor).map_err(with_id)?;
                 let limit =
                     protocol::optional_count(env.limit, "limit", self.hub.members_page_size())
@@ -193,20 +266,119 @@ impl Session {
                 self.hub.members(&self.conn, room, cursor, limit, id);
             }
             Kind::History => {
-                protocol::room_name(env.room).map_err(with_id)?;
+                self.joined(env.room, Perm::History).map_err(with_id)?;
                 return Err(with_id(Failure::new(
                     ErrorCode::Unavailable,
                     "this server keeps no history yet",
                 )));
             }
-            Kind::Auth => {
-                return Err(with_id(Failure::new(
+            Kind::Auth => return Ok(self.auth(env.token, id)),
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn room_grant(&self, token: &str, room: &str) -> Result<RoomGrant, Failure> {
+        let verifier = self.access.verifier.as_ref().ok_or_else(|| {
+            Failure::new(
+                ErrorCode::BadRequest,
+                "this server checks no tokens (none is configured): join without one",
+            )
+        })?;
+        let user = self
+            .identity
+            .as_ref()
+            .map(|i| i.user.clone())
+            .ok_or_else(|| {
+                Failure::new(
+                    ErrorCode::Unauthorized,
+                    "a room token needs an authenticated connection (its `sub` must be yours)",
+                )
+            })?;
+        verifier
+            .room(token, &user, room)
+            .map_err(|e| Failure::new(ErrorCode::Forbidden, e.message()))
+    }
+
+    /// `auth`: the first token of a connection, or a refresh before the current one expires.
+    fn auth(&mut self, token: protocol::Field<'_>, id: Option<i64>) -> Flow {
+        let Some(verifier) = self.access.verifier.as_ref() else {
+            self.fail(
+                id,
+                Failure::new(
                     ErrorCode::Unavailable,
-                    "this server has no authentication configured; connections are anonymous",
-                )));
+                    "this server has no token key configured; connections are anonymous",
+                ),
+            );
+            return Flow::Continue;
+        };
+        let token = match protocol::optional_str(token, "token") {
+            Ok(Some(t)) => t,
+            Ok(None) => {
+                self.fail(id, Failure::new(ErrorCode::BadRequest, "missing \"token\""));
+                return Flow::Continue;
+            }
+            Err(f) => {
+                self.fail(id, f);
+                return Flow::Continue;
+            }
+        };
+        let identity = match verifier.connection(&token) {
+            Ok(identity) => identity,
+            Err(e) => {
+                self.fail(id, Failure::new(ErrorCode::Unauthorized, e.message()));
+                let code = match e {
+                    TokenError::Expired => TOKEN_EXPIRED_CLOSE,
+                    TokenError::Invalid(_) => UNAUTHORIZED_CLOSE,
+                };
+                return Flow::Close(code, e.code().to_owned());
+            }
+        };
+        if let Some(current) = &self.identity {
+            if current.user != identity.user {
+                self.fail(
+                    id,
+                    Failure::new(
+                        ErrorCode::Forbidden,
+                        "a refreshed token must be for the same user (`sub`); reconnect to change users",
+                    ),
+                );
+                return Flow::Continue;
             }
         }
-        Ok(())
+        let reply = Out::new("ok")
+            .opt_id(id)
+            .str("user", &identity.user)
+            .uint("expires_at", identity.expires_at);
+        let reply = match &identity.info {
+            Some(info) => reply.raw("info", info),
+            None => reply.raw("info", "null"),
+        };
+        self.set_identity(identity);
+        if id.is_some() {
+            self.conn.send(&reply.finish());
+        }
+        // Rooms the new token no longer allows are left, with the reason.
+        let lost: Vec<Arc<str>> = self
+            .rooms
+            .iter()
+            .filter(|(name, j)| {
+                self.access
+                    .check(self.identity.as_deref(), j.grant.as_ref(), name, Perm::Join)
+                    .is_err()
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in lost {
+            if let Some(joined) = self.rooms.remove(&name) {
+                self.hub.leave(
+                    &self.conn,
+                    &joined.room,
+                    None,
+                    Some("the refreshed token does not allow this room"),
+                );
+            }
+        }
+        Flow::Continue
     }
 }
 
@@ -236,11 +408,10 @@ impl Handler for Session {
             }
         }
         match data {
-            Data::Text(text) => {
-                if let Err((id, failure)) = self.handle(&text) {
-                    self.fail(id, failure);
-                }
-            }
+            Data::Text(text) => match self.handle(&text) {
+                Ok(flow) => return flow,
+                Err((id, failure)) => self.fail(id, failure),
+            },
             Data::Binary(_) => self.fail(
                 None,
                 Failure::new(
@@ -250,6 +421,21 @@ impl Handler for Session {
             ),
         }
         Flow::Continue
+    }
+
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.expires
+    }
+
+    fn on_deadline(&mut self) -> Flow {
+        self.fail(
+            None,
+            Failure::new(
+                ErrorCode::Unauthorized,
+                "token expired: refresh it with an `auth` frame before `exp`",
+            ),
+        );
+        Flow::Close(TOKEN_EXPIRED_CLOSE, "token expired".into())
     }
 
     fn on_shutdown(&mut self) {
@@ -262,7 +448,7 @@ impl Handler for Session {
     }
 
     async fn on_close(&mut self) {
-        let rooms: Vec<Arc<Room>> = self.rooms.drain().map(|(_, r)| r).collect();
+        let rooms: Vec<Arc<Room>> = self.rooms.drain().map(|(_, j)| j.room).collect();
         self.hub.unregister(&self.conn, rooms);
     }
 }

@@ -96,7 +96,7 @@ async fn connections_per_ip_over_the_limit_get_429() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn connections_over_the_server_limit_get_429() {
-    let server = Server::start(&["--max-connections", "2"]);
+    let server = Server::start(&["--max-connections", "2", "--health-details"]);
     let _a = Peer::connect(&server).await;
     let mut b = Peer::connect(&server).await;
     let (status, body) = refused(&server).await;

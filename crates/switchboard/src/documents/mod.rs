@@ -55,6 +55,8 @@ pub mod close {
     pub const TRY_AGAIN_LATER: CloseCode = CloseCode(1013);
     /// Over the message rate limit (`message_rate`, `message_burst`) for too long.
     pub const RATE_LIMITED: CloseCode = CloseCode(4008);
+    /// An edit from a connection whose token allows reading the document only.
+    pub const FORBIDDEN: CloseCode = CloseCode(4003);
     /// A copy of the document (sync step 2) left unread while other connections wait.
     pub const SLOW_CONSUMER: CloseCode = CloseCode(4009);
 }
@@ -308,10 +310,17 @@ impl Kick {
     }
 }
 
+/// Which document a connection opens, and how.
+pub struct Opening {
+    pub name: Arc<str>,
+    /// The token allows reading (`join`) but not editing (`publish`).
+    pub read_only: bool,
+}
+
 /// Serves one upgraded connection on document `name` until it ends.
 pub async fn serve(
     docs: Arc<Documents>,
-    name: Arc<str>,
+    Opening { name, read_only }: Opening,
     conn: Arc<ConnHandle>,
     stream: TcpStream,
     leftover: Bytes,
@@ -343,6 +352,7 @@ pub async fn serve(
         conn: conn.clone(),
         rate: RateLimiter::new(s.message_rate, s.message_burst, s.rate_limit_strikes),
         message_rate: s.message_rate,
+        read_only,
     };
     let mut ending = connection::run(
         stream,
@@ -398,6 +408,17 @@ struct DocConn {
     conn: Arc<ConnHandle>,
     rate: RateLimiter,
     message_rate: u32,
+    /// The token allows `join` (read) but not `publish` (edit).
+    read_only: bool,
+}
+
+/// Whether a y-websocket message is a sync step 2 or update that changes something (an
+/// empty Yjs update, which a read-only editor sends when it syncs, changes nothing).
+fn is_edit(data: &Bytes) -> bool {
+    match wire::decode(data) {
+        Ok(wire::Incoming::Update(update)) => update.iter().any(|b| *b != 0),
+        _ => false,
+    }
 }
 
 impl Handler for DocConn {
@@ -427,6 +448,13 @@ impl Handler for DocConn {
                     "rate limited: too many document messages".to_owned(),
                 )
             }
+        }
+        if self.read_only && is_edit(&data) {
+            // Refused before the owner sees it: the document is untouched.
+            return Flow::Close(
+                close::FORBIDDEN,
+                "read-only: your token does not allow editing this document".to_owned(),
+            );
         }
         let (reply, answer) = oneshot::channel();
         let cmd = Cmd::Message {
