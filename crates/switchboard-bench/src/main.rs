@@ -2,10 +2,12 @@
 //!
 //! Scenarios: `fanout` (R rooms × M members, P publishers at a rate), `saturation` (a
 //! ladder of rates until p99 or loss crosses a limit), `idle` (N idle connections, server
-//! memory per connection), `churn` (connections opened and closed while a room publishes).
+//! memory per connection), `churn` (connections opened and closed while a room publishes),
+//! `after-load` (server memory once a load has ended: what the allocator gave back).
 //! Each prints a table and one JSON line per run; `--json FILE` appends the lines to a file.
 //! It speaks Switchboard's protocol and those of the peer servers in bench/peers/.
 
+mod afterload;
 mod churn;
 mod conn;
 mod fanout;
@@ -80,6 +82,9 @@ enum Scenario {
     Idle(IdleArgs),
     /// Opens and closes connections as fast as W workers can while a room publishes.
     Churn(ChurnArgs),
+    /// A fan-out with a burst of idle connections during it, then no client at all: the
+    /// server's memory after the load (needs --server-pid).
+    AfterLoad(AfterLoadArgs),
     /// (internal) One process of the idle scenario.
     #[command(hide = true)]
     IdleShard(ShardArgs),
@@ -203,6 +208,29 @@ struct ChurnArgs {
 }
 
 #[derive(Debug, Args)]
+struct AfterLoadArgs {
+    #[command(flatten)]
+    shape: ShapeArgs,
+    #[command(flatten)]
+    timing: TimingArgs,
+    /// Messages published per second during the fan-out phase (0: no fan-out).
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Idle connections opened (held, then closed) during the fan-out (0: no burst).
+    #[arg(long, default_value_t = 10_000)]
+    connections: usize,
+    /// Load-generator processes for the burst (default: one per 15,000 connections).
+    #[arg(long)]
+    shards: Option<usize>,
+    /// Seconds the burst's connections are held open.
+    #[arg(long, default_value_t = 2.0)]
+    hold: f64,
+    /// Seconds to watch the server's memory after the last client closed.
+    #[arg(long, default_value_t = 10.0)]
+    wait: f64,
+}
+
+#[derive(Debug, Args)]
 struct ShardArgs {
     #[arg(long)]
     connections: usize,
@@ -217,6 +245,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         // The idle parent only starts shards and reads /proc: no runtime needed.
         Scenario::Idle(a) => run_idle(&cli, a),
+        Scenario::AfterLoad(a) => run_after_load(&cli, a),
         _ => match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -355,7 +384,7 @@ async fn run_async(cli: &Cli) -> anyhow::Result<bool> {
             .await?;
             Ok(true)
         }
-        Scenario::Idle(_) => unreachable!("handled without a runtime"),
+        Scenario::Idle(_) | Scenario::AfterLoad(_) => unreachable!("handled without a runtime"),
     }
 }
 
@@ -498,4 +527,28 @@ fn run_idle(cli: &Cli, a: &IdleArgs) -> anyhow::Result<bool> {
     let pass = record.get("pass") == Some(&json!(true));
     emit(cli, "idle", record)?;
     Ok(pass)
+}
+
+fn run_after_load(cli: &Cli, a: &AfterLoadArgs) -> anyhow::Result<bool> {
+    let Some(server_pid) = cli.server_pid else {
+        anyhow::bail!("after-load reads the server's memory: give --server-pid");
+    };
+    let opts = afterload::AfterLoadOpts {
+        shape: shape(cli, &a.shape, "after"),
+        rate: a.rate,
+        timing: a.timing.timing(),
+        limits: a.timing.limits(),
+        connections: a.connections,
+        shards: a.shards,
+        sources: cli.sources,
+        hold: Duration::from_secs_f64(a.hold),
+        wait: Duration::from_secs_f64(a.wait),
+        server_pid,
+    };
+    let (record, ok) = afterload::run(cli.server, cli.addr, &opts)?;
+    let mut t = Table::new(afterload::COLUMNS);
+    t.row(afterload::table_row(&record));
+    t.print();
+    emit(cli, "after-load", record)?;
+    Ok(ok)
 }

@@ -48,8 +48,17 @@ pub fn latency_fields(h: &Histogram<u64>, prefix: &str, out: &mut Map<String, Va
 
 /// Resident memory of a process, in bytes (VmRSS from /proc/PID/status).
 pub fn rss_bytes(pid: u32) -> Option<u64> {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// The peak of a process's resident memory so far, in bytes (VmHWM from /proc/PID/status).
+pub fn hwm_bytes(pid: u32) -> Option<u64> {
+    status_bytes(pid, "VmHWM:")
+}
+
+fn status_bytes(pid: u32, field: &str) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = text.lines().find(|l| l.starts_with(field))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
