@@ -149,6 +149,9 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub api_keys: Option<Vec<String>>,
+    /// Requests per second one address may make to the HTTP API (a burst of twice that). [default: 1000]
+    #[arg(long, env = "SWITCHBOARD_API_RATE", value_name = "N")]
+    pub api_rate: Option<u32>,
     /// Namespaces and their options: a table in the config file only (`[namespaces.chat]`).
     #[arg(skip)]
     pub namespaces: Option<BTreeMap<String, NamespaceOptions>>,
@@ -261,6 +264,7 @@ pub struct Config {
     /// `None`: same origin only.
     pub allowed_origins: Option<Vec<String>>,
     pub api_keys: Vec<String>,
+    pub api_rate: u32,
     /// `None`: no `[namespaces]` table, every namespace exists with default options.
     pub namespaces: Option<BTreeMap<String, NamespaceOptions>>,
     pub shutdown_timeout: Duration,
@@ -309,6 +313,7 @@ impl Default for Config {
             token_expiry_grace: Duration::from_secs(5),
             allowed_origins: None,
             api_keys: Vec::new(),
+            api_rate: 1000,
             namespaces: None,
             shutdown_timeout: Duration::from_secs(10),
             echo_endpoint: false,
@@ -388,6 +393,7 @@ impl Config {
                 max_pending_connections_per_ip,
                 health_details,
                 api_keys,
+                api_rate,
                 max_json_depth,
                 members_page_size,
                 echo_endpoint,
@@ -485,6 +491,7 @@ impl Config {
             ),
             ("max_json_depth", self.max_json_depth),
             ("members_page_size", self.members_page_size),
+            ("api_rate", self.api_rate as usize),
             (
                 "max_connections_per_document",
                 self.max_connections_per_document,

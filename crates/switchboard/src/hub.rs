@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::value::RawValue;
-use switchboard_ws::Frame;
+use switchboard_ws::{CloseCode, Frame};
 
 use crate::broker::Broker;
 use crate::outbox::Outbox;
@@ -160,9 +160,21 @@ pub struct ReplyLimits {
     pub members_page_bytes: usize,
 }
 
+/// Whom [`Hub::disconnect`] closes.
+#[derive(Debug, Clone, Copy)]
+pub enum Who<'a> {
+    User(&'a str),
+    Conn(&'a str),
+}
+
+/// `from` of a message the server published (the HTTP API): not a member.
+pub const SERVER_MEMBER: &str = r#"{"conn":null,"user":null,"presence":{},"server":true}"#;
+
 pub struct Hub {
     rooms: Shards<Arc<str>, Arc<Room>>,
     connections: Shards<u64, Arc<ConnHandle>>,
+    /// Document connections (`/yjs`), known here only to be disconnected by the API.
+    documents: Shards<u64, Arc<ConnHandle>>,
     broker: Arc<dyn Broker>,
     replies: ReplyLimits,
 }
@@ -173,6 +185,7 @@ impl Hub {
         Hub {
             rooms: Shards::new(shards),
             connections: Shards::new(shards),
+            documents: Shards::new(shards),
             broker,
             replies,
         }
@@ -379,6 +392,94 @@ impl Hub {
         }
         self.broker.forward_message(&room.name, offset, &frame);
         Ok(offset)
+    }
+
+    /// Publishes `data` to room `name` on behalf of the server (the HTTP API): every member
+    /// gets it, with `from` naming the server. `None` when the room has no members (it does
+    /// not exist: there is no one to deliver to, and no history to keep it in yet).
+    pub fn publish_as_server(&self, name: &str, data: &RawValue) -> Option<u64> {
+        let room = self.rooms.get(name)?;
+        let mut st = room.lock();
+        if st.closed {
+            return None;
+        }
+        st.offset += 1;
+        let offset = st.offset;
+        let data = data.get();
+        let frame = Out::with_capacity("message", data.len() + name.len() + 128)
+            .str("room", &room.name)
+            .raw("data", data)
+            .raw("from", SERVER_MEMBER)
+            .uint("offset", offset)
+            .uint("ts", now_ms())
+            .finish();
+        st.send_to_all(&frame, None);
+        self.broker.forward_message(&room.name, offset, &frame);
+        Some(offset)
+    }
+
+    /// Rooms whose names start with `prefix`, with their member counts, sorted by name.
+    pub fn room_list(&self, prefix: &str) -> Vec<(Arc<str>, usize)> {
+        let mut rooms: Vec<(Arc<str>, usize)> = self
+            .rooms
+            .values()
+            .into_iter()
+            .filter(|r| r.name.starts_with(prefix))
+            .map(|r| {
+                let n = r.lock().members.len();
+                (r.name.clone(), n)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        rooms.sort_unstable();
+        rooms
+    }
+
+    /// One page of room `name`'s members for the HTTP API: (members, count, next cursor), or
+    /// `None` when the room has no members.
+    pub fn member_page(
+        &self,
+        name: &str,
+        cursor: Option<u64>,
+        limit: usize,
+    ) -> Option<(Vec<Arc<str>>, usize, Option<u64>)> {
+        let room = self.rooms.get(name)?;
+        let st = room.lock();
+        if st.closed {
+            return None;
+        }
+        let page = st.page(cursor.unwrap_or(0), limit, self.replies.members_page_bytes);
+        Some((page.members, st.members.len(), page.next))
+    }
+
+    /// Closes every connection of `user` (or the one connection `conn`) with `code`:
+    /// protocol and document connections alike. Returns how many were closed.
+    pub fn disconnect(&self, who: Who<'_>, code: CloseCode, reason: &str) -> usize {
+        let mut n = 0;
+        for conn in self
+            .connections
+            .values()
+            .into_iter()
+            .chain(self.documents.values())
+        {
+            let matches = match who {
+                Who::User(u) => conn.user().as_deref() == Some(u),
+                Who::Conn(c) => &*conn.id == c,
+            };
+            if matches && conn.outbox.close_with(code, reason) {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Registers a document connection, so that [`disconnect`](Hub::disconnect) reaches it.
+    pub fn register_document(&self, conn: Arc<ConnHandle>) {
+        self.documents.insert(conn.num, conn);
+    }
+
+    pub fn unregister_document(&self, conn: &ConnHandle) {
+        self.documents.remove_if(&conn.num, |_| true);
     }
 
     /// Replaces `conn`'s presence state in `room`; every member (the sender too) sees a

@@ -1,6 +1,7 @@
 //! Switchboard: a real-time messaging server. Clients connect over WebSocket, join rooms,
 //! publish messages and see who is there; see docs/architecture.md for how the parts fit.
 
+pub mod api;
 pub mod auth;
 pub mod broker;
 pub mod config;

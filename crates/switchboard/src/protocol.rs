@@ -204,6 +204,12 @@ pub fn room_name(field: Field<'_>) -> Result<Cow<'_, str>, Failure> {
         .ok_or_else(|| Failure::new(ErrorCode::BadRequest, "missing \"room\""))?;
     let name: Cow<str> = serde_json::from_str(raw.get())
         .map_err(|_| Failure::new(ErrorCode::BadRequest, "\"room\" must be a string"))?;
+    check_room_name(&name)?;
+    Ok(name)
+}
+
+/// Checks a room name: 1–128 of `A–Z a–z 0–9 _ - . :`.
+pub fn check_room_name(name: &str) -> Result<(), Failure> {
     if name.is_empty()
         || name.len() > MAX_ROOM_LEN
         || !name
@@ -215,7 +221,7 @@ pub fn room_name(field: Field<'_>) -> Result<Cow<'_, str>, Failure> {
             "room names are 1-128 characters of A-Z a-z 0-9 _ - . :",
         ));
     }
-    Ok(name)
+    Ok(())
 }
 
 /// Reads a presence state: a JSON object, kept as its raw text.

@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+use crate::api::{self, Api};
 use crate::auth::{Access, Identity, Perm, TokenError};
 use crate::broker::MemoryBroker;
 use crate::config::Config;
@@ -38,6 +39,7 @@ struct Shared {
     hub: Arc<Hub>,
     limits: Arc<ConnectionLimits>,
     access: Arc<Access>,
+    api: Api,
     /// HTTP connections that are not WebSockets (yet).
     pending: Arc<PendingLimits>,
     session_limits: Arc<Limits>,
@@ -68,6 +70,7 @@ pub async fn serve(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (drained_tx, mut drained_rx) = mpsc::channel::<()>(1);
     fit_connection_limits(&mut config);
+    let access = Arc::new(access);
     let hub = Arc::new(Hub::new(
         Arc::new(MemoryBroker),
         ReplyLimits {
@@ -92,7 +95,15 @@ pub async fn serve(
             max_json_depth: config.max_json_depth,
             token_expiry_grace: config.token_expiry_grace,
         }),
-        access: Arc::new(access),
+        api: Api::new(
+            hub.clone(),
+            access.clone(),
+            config.api_keys.clone(),
+            config.max_message_size,
+            config.max_json_depth,
+            config.api_rate,
+        ),
+        access,
         settings: Settings {
             max_message_size: config.max_message_size,
             heartbeat_interval: config.heartbeat_interval,
@@ -203,7 +214,7 @@ async fn serve_http(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         let shared = shared.clone();
         hyper::service::service_fn(move |req| {
             let shared = shared.clone();
-            async move { Ok::<_, Infallible>(route(shared, req, peer)) }
+            async move { Ok::<_, Infallible>(route(shared, req, peer).await) }
         })
     };
     let conn = hyper::server::conn::http1::Builder::new()
@@ -233,8 +244,15 @@ async fn serve_http(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     drop(drained);
 }
 
-fn route(shared: Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+async fn route(shared: Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let path = req.uri().path();
+    if path == "/api" || path.starts_with("/api/") {
+        let counts = || api::Counts {
+            pending_connections: shared.pending.count(),
+            documents: shared.documents.open_count(),
+        };
+        return shared.api.handle(req, peer.ip(), counts).await;
+    }
     match path {
         "/ws" => upgrade(shared, req, peer, Endpoint::Protocol),
         "/echo" if shared.config.echo_endpoint => upgrade(shared, req, peer, Endpoint::Echo),
@@ -434,9 +452,10 @@ async fn websocket(
     let ending: Ending = match endpoint {
         Endpoint::Document { name, read_only } => {
             info!(conn = %conn.id, doc = %name, read_only, "document connection");
+            shared.hub.register_document(conn.clone());
             // Boxed: document connections are rare next to protocol ones, and their larger
             // state should not widen every connection's task.
-            Box::pin(documents::serve(
+            let ending = Box::pin(documents::serve(
                 shared.documents.clone(),
                 documents::Opening { name, read_only },
                 conn.clone(),
@@ -445,7 +464,9 @@ async fn websocket(
                 &shared.doc_settings,
                 shutdown,
             ))
-            .await
+            .await;
+            shared.hub.unregister_document(&conn);
+            ending
         }
         Endpoint::Protocol => {
             let heartbeat_ms = shared.config.heartbeat_interval.as_millis() as u64;
@@ -505,39 +526,11 @@ fn handshake_identity(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|t| t.trim().to_owned());
-    let token = bearer.or_else(|| query_param(req.uri().query().unwrap_or(""), "token"));
+    let token = bearer.or_else(|| api::query_param(req.uri().query().unwrap_or(""), "token"));
     match token {
         None => Ok(None),
         Some(t) => verifier.connection(&t).map(Some),
     }
-}
-
-/// The percent-decoded value of `name` in a query string.
-fn query_param(query: &str, name: &str) -> Option<String> {
-    let raw = query
-        .split('&')
-        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))?;
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// Whether a page of `origin` may open a WebSocket. Without `allowed_origins`, only a page

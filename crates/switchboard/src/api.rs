@@ -1,0 +1,543 @@
+//! The server HTTP API for backends, under `/api/`: publish and broadcast as the server,
+//! list rooms and members, disconnect users, and read the server's state. JSON in and out;
+//! every error is a status with `{"error", "message"}`. Authenticated with `api_keys`
+//! (`Authorization: Bearer <key>`, compared in constant time); without keys configured the
+//! API does not exist (404), so an open development server exposes nothing extra.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use switchboard_ws::CloseCode;
+
+use crate::auth::Access;
+use crate::hub::{Hub, Who};
+use crate::protocol::{self, ErrorCode, Field};
+use crate::rate::{RateLimiter, Verdict};
+
+type Body = Full<Bytes>;
+/// A refused request's whole answer (boxed: it is large next to the `Ok` values).
+type Refusal = Box<Response<Body>>;
+
+/// Failed key checks one address may make per second (a burst of twice that): guessing keys
+/// is slow, and a flood of bad keys is answered 429 without comparing anything.
+const AUTH_FAILURES_PER_SEC: u32 = 5;
+/// Rooms one broadcast may name.
+const MAX_BROADCAST_ROOMS: usize = 1000;
+/// Rooms one `GET /api/rooms` lists.
+const MAX_ROOM_LIST: usize = 1000;
+/// Addresses whose rate limiters are remembered before the idle ones are forgotten.
+const MAX_TRACKED_ADDRESSES: usize = 10_000;
+
+pub struct Api {
+    hub: Arc<Hub>,
+    access: Arc<Access>,
+    keys: Vec<String>,
+    max_body: usize,
+    max_json_depth: usize,
+    request_rate: u32,
+    started: Instant,
+    limiters: Mutex<HashMap<IpAddr, Limiters>>,
+}
+
+struct Limiters {
+    requests: RateLimiter,
+    failures: RateLimiter,
+}
+
+/// Server counts `GET /api/info` reports beside the hub's.
+pub struct Counts {
+    pub pending_connections: usize,
+    pub documents: usize,
+}
+
+impl Api {
+    pub fn new(
+        hub: Arc<Hub>,
+        access: Arc<Access>,
+        keys: Vec<String>,
+        max_message_size: usize,
+        max_json_depth: usize,
+        request_rate: u32,
+    ) -> Api {
+        Api {
+            hub,
+            access,
+            keys,
+            // The data of one message plus room names and the envelope.
+            max_body: max_message_size + 64 * 1024,
+            max_json_depth,
+            request_rate,
+            started: Instant::now(),
+            limiters: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Answers one request under `/api/`.
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: IpAddr,
+        counts: impl FnOnce() -> Counts,
+    ) -> Response<Body> {
+        if self.keys.is_empty() {
+            return error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "the HTTP API is off: no api_keys are configured",
+            );
+        }
+        if let Err(res) = self.authenticate(&req, peer) {
+            return *res;
+        }
+        let path = req.uri().path().to_owned();
+        let method = req.method().clone();
+        let query = req.uri().query().unwrap_or("").to_owned();
+        match (method, path.as_str()) {
+            (Method::POST, "/api/publish") => match self.body(req).await {
+                Ok(body) => self.publish(&body),
+                Err(res) => *res,
+            },
+            (Method::POST, "/api/broadcast") => match self.body(req).await {
+                Ok(body) => self.broadcast(&body),
+                Err(res) => *res,
+            },
+            (Method::POST, "/api/disconnect") => match self.body(req).await {
+                Ok(body) => self.disconnect(&body),
+                Err(res) => *res,
+            },
+            (Method::GET | Method::HEAD, "/api/rooms") => self.rooms(&query),
+            (Method::GET | Method::HEAD, "/api/info") => self.info(counts()),
+            (Method::GET | Method::HEAD, p) if members_path(p).is_some() => {
+                self.members(members_path(p).unwrap_or_default(), &query)
+            }
+            (_, "/api/publish" | "/api/broadcast" | "/api/disconnect") => {
+                method_not_allowed("POST")
+            }
+            (_, "/api/rooms" | "/api/info") => method_not_allowed("GET, HEAD"),
+            (_, p) if members_path(p).is_some() => method_not_allowed("GET, HEAD"),
+            _ => error(StatusCode::NOT_FOUND, "not_found", "no such API endpoint"),
+        }
+    }
+
+    /// Checks the rate limits and the key. Wrong keys are counted per address; once an
+    /// address is over its allowance it gets 429 without its key being looked at.
+    fn authenticate(&self, req: &Request<Incoming>, peer: IpAddr) -> Result<(), Refusal> {
+        let now = Instant::now();
+        let mut limiters = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
+        if limiters.len() >= MAX_TRACKED_ADDRESSES && !limiters.contains_key(&peer) {
+            limiters.clear(); // forgetting only ever lets an address start afresh
+        }
+        let rate = self.request_rate;
+        let l = limiters.entry(peer).or_insert_with(|| Limiters {
+            requests: RateLimiter::new(rate, rate.saturating_mul(2), u32::MAX),
+            failures: RateLimiter::new(AUTH_FAILURES_PER_SEC, AUTH_FAILURES_PER_SEC * 2, u32::MAX),
+        });
+        if l.requests.check(now) != Verdict::Allow {
+            return Err(Box::new(rate_limited(
+                "too many API requests from this address",
+            )));
+        }
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let known = given.is_some_and(|g| {
+            // Every key is compared, each in constant time, so the time taken says nothing
+            // about which key (or how much of one) matched.
+            self.keys.iter().fold(false, |found, k| {
+                found | constant_time_eq(k.as_bytes(), g.as_bytes())
+            })
+        });
+        if known {
+            return Ok(());
+        }
+        if l.failures.check(now) != Verdict::Allow {
+            return Err(Box::new(rate_limited(
+                "too many failed API key checks from this address",
+            )));
+        }
+        drop(limiters);
+        Err(Box::new(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            if given.is_some() {
+                "unknown API key"
+            } else {
+                "missing API key: send Authorization: Bearer <key>"
+            },
+        )))
+    }
+
+    /// Reads a JSON request body of at most `max_body` bytes.
+    async fn body(&self, req: Request<Incoming>) -> Result<Bytes, Refusal> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(|v| v.starts_with("application/json"));
+        if !is_json {
+            return Err(Box::new(error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "bad_request",
+                "send the body as application/json",
+            )));
+        }
+        match Limited::new(req.into_body(), self.max_body).collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e)
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                Err(Box::new(error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    &format!("the body is over {} bytes", self.max_body),
+                )))
+            }
+            Err(_) => Err(Box::new(error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the request body could not be read",
+            ))),
+        }
+    }
+
+    /// Checks a room name for the API: valid, and in a namespace that exists.
+    fn room<'a>(&self, field: Field<'a>) -> Result<std::borrow::Cow<'a, str>, Refusal> {
+        let room = protocol::room_name(field).map_err(|f| bad(f.code, &f.message))?;
+        self.access
+            .namespace(&room)
+            .map_err(|f| error(StatusCode::NOT_FOUND, "unknown_namespace", &f.message))?;
+        Ok(room)
+    }
+
+    fn data<'a>(&self, field: Field<'a>) -> Result<&'a RawValue, Refusal> {
+        let data = field
+            .0
+            .ok_or_else(|| bad(ErrorCode::BadRequest, "missing \"data\""))?;
+        protocol::check_relayed(data, "data", self.max_json_depth)
+            .map_err(|f| bad(f.code, &f.message))?;
+        Ok(data)
+    }
+
+    fn publish(&self, body: &[u8]) -> Response<Body> {
+        #[derive(Deserialize)]
+        struct Publish<'a> {
+            #[serde(default, borrow)]
+            room: Field<'a>,
+            #[serde(default, borrow)]
+            data: Field<'a>,
+        }
+        let req: Publish = match parse(body) {
+            Ok(r) => r,
+            Err(res) => return *res,
+        };
+        let room = match self.room(req.room) {
+            Ok(r) => r,
+            Err(res) => return *res,
+        };
+        let data = match self.data(req.data) {
+            Ok(d) => d,
+            Err(res) => return *res,
+        };
+        let offset = self.hub.publish_as_server(&room, data);
+        ok(json!({ "room": room, "offset": offset }))
+    }
+
+    fn broadcast(&self, body: &[u8]) -> Response<Body> {
+        #[derive(Deserialize)]
+        struct Broadcast<'a> {
+            #[serde(default, borrow)]
+            rooms: Option<Vec<Field<'a>>>,
+            #[serde(default, borrow)]
+            data: Field<'a>,
+        }
+        let req: Broadcast = match parse(body) {
+            Ok(r) => r,
+            Err(res) => return *res,
+        };
+        let Some(fields) = req.rooms.filter(|r| !r.is_empty()) else {
+            return bad(
+                ErrorCode::BadRequest,
+                "\"rooms\" must be a non-empty array of room names",
+            );
+        };
+        if fields.len() > MAX_BROADCAST_ROOMS {
+            return bad(
+                ErrorCode::BadRequest,
+                &format!("at most {MAX_BROADCAST_ROOMS} rooms per broadcast"),
+            );
+        }
+        let mut rooms = Vec::with_capacity(fields.len());
+        for f in fields {
+            match self.room(f) {
+                Ok(r) => rooms.push(r),
+                Err(res) => return *res,
+            }
+        }
+        let data = match self.data(req.data) {
+            Ok(d) => d,
+            Err(res) => return *res,
+        };
+        let results: Vec<Value> = rooms
+            .iter()
+            .map(|room| json!({ "room": room, "offset": self.hub.publish_as_server(room, data) }))
+            .collect();
+        ok(json!({ "results": results }))
+    }
+
+    fn disconnect(&self, body: &[u8]) -> Response<Body> {
+        #[derive(Deserialize)]
+        struct Disconnect {
+            user: Option<String>,
+            conn: Option<String>,
+            code: Option<u16>,
+            reason: Option<String>,
+        }
+        let req: Disconnect = match parse(body) {
+            Ok(r) => r,
+            Err(res) => return *res,
+        };
+        let who = match (&req.user, &req.conn) {
+            (Some(u), None) => Who::User(u),
+            (None, Some(c)) => Who::Conn(c),
+            _ => {
+                return bad(
+                    ErrorCode::BadRequest,
+                    "give exactly one of \"user\" and \"conn\"",
+                )
+            }
+        };
+        let code = req.code.unwrap_or(4003);
+        if !(code == 1000 || code == 1008 || (4000..5000).contains(&code)) {
+            return bad(
+                ErrorCode::BadRequest,
+                "\"code\" must be 1000, 1008 or 4000-4999 (default 4003)",
+            );
+        }
+        let reason = req
+            .reason
+            .as_deref()
+            .unwrap_or("disconnected by the server");
+        if reason.len() > 120 {
+            return bad(ErrorCode::BadRequest, "\"reason\" is at most 120 bytes");
+        }
+        let n = self.hub.disconnect(who, CloseCode(code), reason);
+        ok(json!({ "disconnected": n }))
+    }
+
+    fn rooms(&self, query: &str) -> Response<Body> {
+        let prefix = query_param(query, "prefix").unwrap_or_default();
+        let mut rooms = self.hub.room_list(&prefix);
+        let truncated = rooms.len() > MAX_ROOM_LIST;
+        rooms.truncate(MAX_ROOM_LIST);
+        let list: Vec<Value> = rooms
+            .iter()
+            .map(|(room, members)| json!({ "room": &**room, "members": members }))
+            .collect();
+        ok(json!({ "rooms": list, "truncated": truncated }))
+    }
+
+    fn members(&self, room: &str, query: &str) -> Response<Body> {
+        let name = percent_decode(room).unwrap_or_default();
+        if let Err(f) = protocol::check_room_name(&name) {
+            return bad(f.code, &f.message);
+        }
+        if let Err(f) = self.access.namespace(&name) {
+            return error(StatusCode::NOT_FOUND, "unknown_namespace", &f.message);
+        }
+        let cursor = match query_param(query, "cursor") {
+            None => None,
+            Some(c) => match c.parse::<u64>() {
+                Ok(c) => Some(c),
+                Err(_) => return bad(ErrorCode::BadRequest, "bad \"cursor\""),
+            },
+        };
+        let max = self.hub.members_page_size();
+        let limit = match query_param(query, "limit") {
+            None => max,
+            Some(l) => match l.parse::<usize>() {
+                Ok(n) if (1..=max).contains(&n) => n,
+                _ => {
+                    return bad(
+                        ErrorCode::BadRequest,
+                        &format!("\"limit\" must be from 1 to {max}"),
+                    )
+                }
+            },
+        };
+        match self.hub.member_page(&name, cursor, limit) {
+            None => error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "the room has no members",
+            ),
+            Some((members, count, next)) => {
+                let members: Vec<Value> = members
+                    .iter()
+                    .filter_map(|m| serde_json::from_str(m).ok())
+                    .collect();
+                ok(json!({
+                    "room": name,
+                    "members": members,
+                    "member_count": count,
+                    "cursor": next.map(|n| n.to_string()),
+                }))
+            }
+        }
+    }
+
+    fn info(&self, counts: Counts) -> Response<Body> {
+        ok(json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_ms": self.started.elapsed().as_millis() as u64,
+            "broker": self.hub.broker_name(),
+            "connections": self.hub.connection_count(),
+            "rooms": self.hub.room_count(),
+            "documents": counts.documents,
+            "pending_connections": counts.pending_connections,
+        }))
+    }
+}
+
+/// `/api/rooms/{room}/members` → `{room}`.
+fn members_path(path: &str) -> Option<&str> {
+    path.strip_prefix("/api/rooms/")?
+        .strip_suffix("/members")
+        .filter(|r| !r.is_empty() && !r.contains('/'))
+}
+
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Refusal> {
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(Box::new(bad(
+            ErrorCode::BadJson,
+            "the body must be a JSON object",
+        )));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        let code = if e.is_syntax() || e.is_eof() {
+            ErrorCode::BadJson
+        } else {
+            ErrorCode::BadRequest
+        };
+        Box::new(bad(code, &e.to_string()))
+    })
+}
+
+/// The percent-decoded value of `name` in a query string.
+pub fn query_param(query: &str, name: &str) -> Option<String> {
+    let raw = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))?;
+    percent_decode(raw)
+}
+
+/// Decodes `%XX` escapes and `+` (a space, in queries).
+fn percent_decode(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn ok(body: Value) -> Response<Body> {
+    respond(StatusCode::OK, body)
+}
+
+/// 400 for the codes a request body earns (bad JSON, bad fields, bad room names).
+fn bad(code: ErrorCode, message: &str) -> Response<Body> {
+    error(StatusCode::BAD_REQUEST, code.as_str(), message)
+}
+
+fn rate_limited(message: &str) -> Response<Body> {
+    let mut res = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    res
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut res = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        &format!("this endpoint takes {allow}"),
+    );
+    res.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    res
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    respond(status, json!({ "error": code, "message": message }))
+}
+
+fn respond(status: StatusCode, body: Value) -> Response<Body> {
+    let mut res = Response::new(Body::new(Bytes::from(body.to_string())));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_queries() {
+        assert_eq!(
+            members_path("/api/rooms/chat:lobby/members"),
+            Some("chat:lobby")
+        );
+        assert_eq!(members_path("/api/rooms//members"), None);
+        assert_eq!(members_path("/api/rooms/a/b/members"), None);
+        assert_eq!(
+            query_param("prefix=chat%3A&x=1", "prefix").as_deref(),
+            Some("chat:")
+        );
+        assert_eq!(query_param("x=1", "prefix"), None);
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}
