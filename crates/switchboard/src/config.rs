@@ -23,19 +23,69 @@ pub struct Cli {
     pub serve: ServeArgs,
 }
 
+// Parsed once at start: the size of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (the default when no command is given).
     Serve(ServeArgs),
+    /// Mint a connection token (or, with --room, a room token) from the configured key, for
+    /// local use and tests: `switchboard token --sub ada --rooms 'chat:*' --ttl 1h`.
+    Token(TokenArgs),
+}
+
+/// What to run: the server, or the token command.
+#[allow(clippy::large_enum_variant)]
+pub enum Run {
+    Serve(ServeArgs),
+    Token(TokenArgs),
 }
 
 impl Cli {
-    pub fn serve_args(self) -> ServeArgs {
+    pub fn into_run(self) -> Run {
         match self.command {
-            Some(Command::Serve(args)) => args,
-            None => self.serve,
+            Some(Command::Serve(args)) => Run::Serve(args),
+            Some(Command::Token(args)) => Run::Token(args),
+            None => Run::Serve(self.serve),
         }
     }
+}
+
+/// Flags of `token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The user (`sub`).
+    #[arg(long)]
+    pub sub: String,
+    /// Room patterns the token allows, comma-separated (`chat:*`, `news:today`, `*`); each
+    /// with the permissions of --permissions.
+    #[arg(long, value_delimiter = ',')]
+    pub rooms: Vec<String>,
+    /// Permissions for --rooms (or for --room), comma-separated. [default: join,publish,presence,history]
+    #[arg(long, value_delimiter = ',')]
+    pub permissions: Option<Vec<String>>,
+    /// Make a room token for this one room instead of a connection token.
+    #[arg(long)]
+    pub room: Option<String>,
+    /// A JSON object the backend vouches for, shown as `member.info`.
+    #[arg(long)]
+    pub info: Option<String>,
+    /// How long the token is valid, e.g. 15m, 1h. [default: 1h]
+    #[arg(long, default_value = "1h")]
+    pub ttl: Millis,
+    /// PEM private key to sign with (RS256, ES256 or EdDSA, by the key's type), instead of
+    /// the configured HMAC secret.
+    #[arg(long, value_name = "FILE")]
+    pub private_key: Option<PathBuf>,
+    /// `kid` to put in the header (for servers that read keys from a JWKS).
+    #[arg(long)]
+    pub kid: Option<String>,
+    /// The server's config file, for token_hmac_secret, token_audience and token_issuer.
+    #[arg(long, env = "SWITCHBOARD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The HMAC secret (otherwise from the config file).
+    #[arg(long, env = "SWITCHBOARD_TOKEN_HMAC_SECRET", hide_env_values = true)]
+    pub token_hmac_secret: Option<String>,
 }
 
 /// Flags of `serve`. Every flag can also be set by its environment variable or in the

@@ -10,6 +10,7 @@ pub mod documents;
 pub mod hub;
 pub mod ids;
 pub mod limits;
+pub mod mint;
 pub mod outbox;
 pub mod protocol;
 pub mod rate;

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use switchboard::config::{Cli, Config, LogFormat};
+use switchboard::config::{Cli, Config, LogFormat, Run};
 use tracing::{error, info};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
@@ -91,7 +91,21 @@ fn start_malloc_trim() {
 fn start_malloc_trim() {}
 
 fn main() -> ExitCode {
-    let args = Cli::parse().serve_args();
+    let args = match Cli::parse().into_run() {
+        Run::Serve(args) => args,
+        Run::Token(args) => {
+            return match switchboard::mint::mint(args) {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("switchboard: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+    };
     let config = match Config::load(args) {
         Ok(c) => c,
         Err(e) => {

@@ -591,3 +591,65 @@ async fn documents_obey_the_same_rules() {
         .await
         .expect("writer connect");
 }
+
+/// `switchboard token` mints what the server accepts: a connection token with its rooms and
+/// permissions, and a room token.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_token_command_mints_tokens_the_server_accepts() {
+    let (server, _dir) = secured("", &[]);
+    let mint = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("token")
+            .args(args)
+            .env("SWITCHBOARD_TOKEN_HMAC_SECRET", SECRET)
+            .output()
+            .expect("run switchboard token");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_owned()
+    };
+    let token = mint(&[
+        "--sub",
+        "ada",
+        "--rooms",
+        "chat:*",
+        "--permissions",
+        "join",
+        "--ttl",
+        "10m",
+        "--info",
+        r#"{"name":"Ada"}"#,
+    ]);
+    let mut ada = connect_token(&server, &token).await;
+    assert_eq!(ada.welcome["user"], "ada");
+    let joined = ada.join("chat:x", None).await;
+    assert_eq!(joined["members"][0]["info"], json!({"name": "Ada"}));
+    let err = request(
+        &mut ada,
+        json!({"type": "publish", "room": "chat:x", "data": 1}),
+    )
+    .await;
+    assert_eq!(err["code"], "forbidden", "join only: {err}");
+    let room_token = mint(&["--sub", "ada", "--room", "vip:1"]);
+    let joined = request(
+        &mut ada,
+        json!({"type": "join", "room": "vip:1", "token": room_token}),
+    )
+    .await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+    // No key: a clear error, exit status 2.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["token", "--sub", "x"])
+        .env_remove("SWITCHBOARD_TOKEN_HMAC_SECRET")
+        .env_remove("SWITCHBOARD_CONFIG")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("token_hmac_secret"));
+}
