@@ -302,7 +302,13 @@ async fn rooms_and_members_are_listed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn disconnect_closes_every_connection_of_a_user() {
-    let server = api_server(&["--token-hmac-secret", SECRET]);
+    let dir = common::temp_dir("api-disconnect");
+    let server = api_server(&[
+        "--token-hmac-secret",
+        SECRET,
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ]);
     let exp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
