@@ -335,6 +335,11 @@ async fn disconnect_closes_every_connection_of_a_user() {
     let mut ada_doc = Client::connect_with(&doc_url, common::no_subprotocol())
         .await
         .expect("doc");
+    // Its first frame (sync step 1) says the server has it open.
+    tokio::time::timeout(STEP, ada_doc.recv())
+        .await
+        .expect("sync step 1")
+        .expect("sync step 1");
 
     let res = call(
         server.addr,
