@@ -129,6 +129,12 @@ impl Api {
         }
     }
 
+    /// Whether `req` carries a valid API key (within the rate limits; a wrong key counts as
+    /// a failed check like any other).
+    pub fn authorized(&self, req: &Request<Incoming>, peer: IpAddr) -> bool {
+        !self.keys.is_empty() && self.authenticate(req, peer).is_ok()
+    }
+
     /// Checks the rate limits and the key. Wrong keys are counted per address; once an
     /// address is over its allowance it gets 429 without its key being looked at.
     fn authenticate(&self, req: &Request<Incoming>, peer: IpAddr) -> Result<(), Refusal> {

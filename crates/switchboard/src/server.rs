@@ -256,7 +256,13 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) ->
     match path {
         "/ws" => upgrade(shared, req, peer, Endpoint::Protocol),
         "/echo" if shared.config.echo_endpoint => upgrade(shared, req, peer, Endpoint::Echo),
-        "/healthz" => health(&shared, req.method()),
+        "/healthz" => {
+            // The details for anyone with `health_details`, or for a request with an API key.
+            let details = shared.config.health_details
+                || (req.headers().contains_key(header::AUTHORIZATION)
+                    && shared.api.authorized(&req, peer.ip()));
+            health(&shared, req.method(), details)
+        }
         p if p == "/yjs" || p.starts_with("/yjs/") => match documents::doc_name(p) {
             Some(name) => {
                 let endpoint = Endpoint::Document {
@@ -579,14 +585,15 @@ fn normal_authority(scheme: &str, authority: &str) -> String {
 }
 
 /// `GET /healthz`: the status for load balancers and probes; the version and live counts
-/// only with `health_details`, since they tell anyone what to attack and how busy we are.
-fn health(shared: &Shared, method: &Method) -> Response<Body> {
+/// only with `health_details` or an API key, since they tell anyone what to attack and how
+/// busy we are.
+fn health(shared: &Shared, method: &Method, details: bool) -> Response<Body> {
     if method != Method::GET && method != Method::HEAD {
         return method_not_allowed("GET, HEAD");
     }
     let shutting_down = *shared.shutdown.borrow();
     let status = if shutting_down { "shutting_down" } else { "ok" };
-    let body = if shared.config.health_details {
+    let body = if details {
         serde_json::json!({
             "status": status,
             "version": env!("CARGO_PKG_VERSION"),

@@ -94,6 +94,14 @@ async fn keys_are_required_and_guessing_is_rate_limited() {
     assert_eq!(res.status, 200, "{}", res.text());
     let info = res.json();
     assert_eq!(info["version"], "0.1.0");
+    // /healthz shows its details to a request with the key, and only the status otherwise.
+    let health = call(server.addr, "GET", "/healthz", Some(KEY), "")
+        .await
+        .json();
+    assert_eq!(health["connections"], 0, "{health}");
+    assert_eq!(health["version"], "0.1.0");
+    let health = call(server.addr, "GET", "/healthz", None, "").await.json();
+    assert_eq!(health, json!({"status": "ok"}));
     assert_eq!(info["connections"], 0);
     assert!(info["uptime_ms"].is_u64());
 }
