@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -23,8 +23,8 @@ use crate::auth::Access;
 use crate::hub::{Hub, Who};
 use crate::protocol::{self, ErrorCode, Field};
 use crate::rate::{RateLimiter, Verdict};
+use crate::responses::{json, json_error, method_not_allowed, Body};
 
-type Body = Full<Bytes>;
 /// A refused request's whole answer (boxed: it is large next to the `Ok` values).
 type Refusal = Box<Response<Body>>;
 
@@ -498,28 +498,15 @@ fn rate_limited(message: &str) -> Response<Body> {
     res
 }
 
-fn method_not_allowed(allow: &'static str) -> Response<Body> {
-    let mut res = error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        &format!("this endpoint takes {allow}"),
-    );
+fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    let mut res = json_error(status, code, message);
     res.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    respond(status, json!({ "error": code, "message": message }))
-}
-
 fn respond(status: StatusCode, body: Value) -> Response<Body> {
-    let mut res = Response::new(Body::new(Bytes::from(body.to_string())));
-    *res.status_mut() = status;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    let mut res = json(status, body.to_string());
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res

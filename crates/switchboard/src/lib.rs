@@ -14,6 +14,7 @@ pub mod mint;
 pub mod outbox;
 pub mod protocol;
 pub mod rate;
+pub mod responses;
 pub mod server;
 pub mod session;
 pub mod shards;

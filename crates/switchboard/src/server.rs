@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Version};
@@ -28,10 +27,9 @@ use crate::ids;
 use crate::limits::{self, ConnectionLimits, PendingLimits, Slot};
 use crate::outbox::Outbox;
 use crate::protocol::{ErrorCode, SUBPROTOCOL};
+use crate::responses::{json, json_error, method_not_allowed, Body};
 use crate::session::{Echo, Limits, Session};
 use crate::web;
-
-type Body = Full<Bytes>;
 
 /// Everything a connection task needs, shared.
 struct Shared {
@@ -652,34 +650,4 @@ fn static_file(method: &Method, path: &str) -> Response<Body> {
         }
         None => json_error(StatusCode::NOT_FOUND, "not_found", "no such page"),
     }
-}
-
-/// 405 for a method the resource does not take, saying which it does (RFC 9110 §15.5.6).
-fn method_not_allowed(allow: &'static str) -> Response<Body> {
-    let mut res = json_error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        &format!("this resource takes {allow}"),
-    );
-    res.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
-    res
-}
-
-fn json(status: StatusCode, body: String) -> Response<Body> {
-    let mut res = Response::new(Body::new(Bytes::from(body)));
-    *res.status_mut() = status;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    res
-}
-
-/// An HTTP error with a JSON body: `{"error": code, "message": ...}`.
-fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    json(
-        status,
-        serde_json::json!({ "error": code, "message": message }).to_string(),
-    )
 }
