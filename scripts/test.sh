@@ -30,6 +30,9 @@ step "JS SDK: npm ci, unit tests, type check"
 # The suites below start the debug server binary themselves.
 cargo build -p switchboard --locked
 
+step "Fuzzing: every harness, 30 s each, 2 at a time (docs/fuzzing.md; a failure prints its input in hex)"
+scripts/fuzz.sh 30 ws_decoder ws_handshake protocol yjs_wire
+
 step "Benchmark smoke run: every scenario, tiny, against Switchboard (correctness only)"
 bench/smoke.sh
 

@@ -24,7 +24,7 @@ impl Rng {
         Rng(seed.max(1))
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -35,7 +35,7 @@ impl Rng {
 
     /// A number in `0..n` (`n` > 0).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.next_u64() % n as u64) as usize
     }
 
     pub fn chance(&mut self, one_in: usize) -> bool {
@@ -59,7 +59,7 @@ pub fn hex(data: &[u8]) -> String {
 
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
     let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -418,7 +418,7 @@ fn mutate(input: &mut Vec<u8>, other: &[u8], target: &Target, rng: &mut Rng) {
         }
         1 if len > 0 => {
             let i = rng.below(len);
-            input[i] = rng.next() as u8;
+            input[i] = rng.next_u64() as u8;
         }
         2 if len > 0 => {
             let i = rng.below(len);
@@ -446,7 +446,7 @@ fn mutate(input: &mut Vec<u8>, other: &[u8], target: &Target, rng: &mut Rng) {
             let v = if rng.chance(2) {
                 INTERESTING_64[rng.below(INTERESTING_64.len())]
             } else {
-                rng.next() >> rng.below(64)
+                rng.next_u64() >> rng.below(64)
             };
             varint(v, &mut bytes);
             let i = pos(rng);
@@ -470,7 +470,7 @@ fn mutate(input: &mut Vec<u8>, other: &[u8], target: &Target, rng: &mut Rng) {
         }
         8 => {
             let n = 1 + rng.below(16);
-            let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+            let bytes: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
             let at = pos(rng);
             insert(input, at, &bytes);
         }
@@ -501,7 +501,7 @@ fn mutate(input: &mut Vec<u8>, other: &[u8], target: &Target, rng: &mut Rng) {
             let b = if len > 0 {
                 input[rng.below(len)]
             } else {
-                rng.next() as u8
+                rng.next_u64() as u8
             };
             let most = if rng.chance(8) { 1024 } else { 16 };
             let n = 1 + rng.below(most);

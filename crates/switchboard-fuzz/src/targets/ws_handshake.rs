@@ -186,7 +186,7 @@ fn check_request(method: &str, http11: bool, headers: &[(String, Vec<u8>)]) -> R
 /// Length of standard, padded base64 (as the key must be), or None.
 fn decoded_len(key: &str) -> Option<usize> {
     let b = key.as_bytes();
-    if b.len() % 4 != 0 {
+    if !b.len().is_multiple_of(4) {
         return None;
     }
     let pad = b.iter().rev().take_while(|&&c| c == b'=').count();
