@@ -14,6 +14,8 @@ export const CLIENT_CODES = Object.freeze({
   TOKEN: "token_error",
   // The server sent a frame that is not a JSON object.
   BAD_FRAME: "bad_frame",
+  // The server took this connection out of a room (a `left` frame with a reason).
+  LEFT: "left",
 });
 
 export class SwitchboardError extends Error {

@@ -1,7 +1,9 @@
 // A room joined over the client's connection. It joins, and joins again after every
 // reconnect with the position of the last message it saw, so the server can send exactly what
 // was missed (or say plainly that it cannot). It keeps the member list, and holds publishes
-// made while it is not joined, to send them in order once it is.
+// made while it is not joined, to send them in order once it is. A room that needs a room
+// token (minted by the app's backend for this one room) sends it with every join: a fixed
+// `token`, or one fetched with `getToken()` before each (re-)join.
 
 import { Emitter } from "./emitter.js";
 import { CLIENT_CODES, SwitchboardError, quiet } from "./errors.js";
@@ -9,7 +11,7 @@ import { Members } from "./members.js";
 import { RetryTimer } from "./timer.js";
 
 // Join refusals that may well go away if the same join is tried again a little later.
-const RETRYABLE = new Set(["unavailable", "rate_limited", "internal", CLIENT_CODES.TIMEOUT]);
+const RETRYABLE = new Set(["unavailable", "rate_limited", "internal", CLIENT_CODES.TIMEOUT, CLIENT_CODES.TOKEN]);
 
 export class Room {
   #link; // what the room needs of the client: see Switchboard#link
@@ -17,6 +19,8 @@ export class Room {
   #members = new Members();
   #state = "joining";
   #presence;
+  #token; // a fixed room token, or null
+  #getToken; // fetches a room token before each join, or null
   #epoch = null;
   #offset = null; // offset of the last message seen, within #epoch
   #queue = []; // publishes waiting for the join: { frame, timeoutMs, resolve, reject }
@@ -26,9 +30,11 @@ export class Room {
   #rejoinTimer;
   #settleReady;
 
-  constructor(name, { presence } = {}, link) {
+  constructor(name, { presence, token = null, getToken = null } = {}, link) {
     this.name = name;
     this.#presence = presence;
+    this.#token = token ?? null;
+    this.#getToken = typeof getToken === "function" ? getToken : null;
     this.#link = link;
     this.#rejoinTimer = new RetryTimer(() => link.isOpen() && this._connected(), link.retry);
     this.ready = quiet(
@@ -114,9 +120,31 @@ export class Room {
     if (this.#state === "closed") return;
     this.#rejoinTimer.cancel();
     const attempt = ++this.#joinAttempt;
+    this.#joining = true;
+    if (!this.#getToken) {
+      this.#sendJoin(attempt, this.#token);
+      return;
+    }
+    Promise.resolve()
+      .then(() => this.#getToken(this.name))
+      .then(
+        (token) => {
+          if (attempt !== this.#joinAttempt) return; // disconnected, left, or joined again meanwhile
+          if (token != null && typeof token !== "string") throw new TypeError(`a ${typeof token}, not a string`);
+          this.#sendJoin(attempt, token ?? null);
+        },
+      )
+      .catch((error) => {
+        if (attempt !== this.#joinAttempt) return;
+        const message = `getToken of room "${this.name}" failed: ${error?.message ?? error}`;
+        this.#joinFailed(new SwitchboardError(CLIENT_CODES.TOKEN, message));
+      });
+  }
+
+  #sendJoin(attempt, token) {
     const since = this.#offset === null ? undefined : { epoch: this.#epoch, offset: this.#offset };
     const frame = { type: "join", room: this.name, presence: this.#presence, since };
-    this.#joining = true;
+    if (token != null) frame.token = token;
     this.#link.request(frame, this.#link.timeoutMs).then(
       (reply) => attempt === this.#joinAttempt && this.#joined(reply, since),
       (error) => attempt === this.#joinAttempt && this.#joinFailed(error),
@@ -144,6 +172,17 @@ export class Room {
       this.#events.emit("presence", { event: frame.event, member: frame.member });
       this.#events.emit("members", this.members);
     }
+  }
+
+  /**
+   * A `left` frame without id: the server took this connection out of the room (its refreshed
+   * token does not allow the room any more). The room is over, with an error saying why.
+   */
+  _removed(reason) {
+    if (this.#state === "closed") return;
+    const error = new SwitchboardError(CLIENT_CODES.LEFT, reason || `the server removed this connection from room "${this.name}"`);
+    this.#error(error);
+    this.#end(error);
   }
 
   /** The client stopped and will not reconnect by itself: nothing queued can go out. */

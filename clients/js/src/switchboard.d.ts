@@ -4,14 +4,26 @@
 export interface Member {
   conn: string;
   user: string | null;
+  /** What the member's own client says about it (anyone can set anything here). */
   presence: Record<string, unknown>;
+  /** What the backend vouches for: the token's `info` claim (or the room token's). */
+  info?: Record<string, unknown> | null;
+}
+
+/** The sender of a message the backend published through the HTTP API (POST /api/publish). */
+export interface ServerSender {
+  conn: null;
+  user: null;
+  presence: Record<string, never>;
+  server: true;
 }
 
 /** A message published to a room, as delivered to its members. */
 export interface Message {
   /** Whatever JSON the publisher sent. */
   data: unknown;
-  from: Member;
+  /** The member who published it, or the backend (`server: true`). */
+  from: Member | ServerSender;
   /** Per room, strictly increasing within an epoch. */
   offset: number;
   /** Milliseconds since the Unix epoch. */
@@ -56,7 +68,7 @@ export type ClientState = "connecting" | "open" | "reconnecting" | "closed";
 export type RoomState = "joining" | "joined" | "closed";
 
 /** Codes of errors raised on the client's side; server errors use the protocol's codes. */
-export type ClientErrorCode = "timeout" | "disconnected" | "queue_full" | "closed" | "token_error" | "bad_frame";
+export type ClientErrorCode = "timeout" | "disconnected" | "queue_full" | "closed" | "token_error" | "bad_frame" | "left";
 export type ServerErrorCode =
   | "bad_json" | "bad_request" | "unknown_type" | "invalid_room" | "not_joined" | "forbidden"
   | "unauthorized" | "rate_limited" | "too_large" | "too_many_rooms" | "unavailable" | "internal";
@@ -74,6 +86,7 @@ export declare const CLIENT_CODES: {
   readonly CLOSED: "closed";
   readonly TOKEN: "token_error";
   readonly BAD_FRAME: "bad_frame";
+  readonly LEFT: "left";
 };
 
 export declare const PROTOCOL: "switchboard.v1";
@@ -98,9 +111,13 @@ export interface Clock {
 }
 
 export interface SwitchboardOptions {
-  /** Sent in an `auth` frame, the first frame of each connection. */
+  /** A connection token (JWT), sent in an `auth` frame, the first frame of each connection. */
   token?: string | null;
-  /** Fetches a token: when there is none, after close 4010 (expired), and once after 4001. */
+  /**
+   * Fetches a connection token: before the first connection, ahead of expiry (the refresh on
+   * the open connection), after close 4010 (expired), and once after 4001. A rejection is an
+   * `error` event with code `token_error`, retried with backoff. null: connect anonymously.
+   */
   getToken?: (() => string | null | undefined | Promise<string | null | undefined>) | null;
   /** Where there is no global WebSocket (Node 20): e.g. `WebSocket` from the `ws` package. */
   WebSocket?: WebSocketConstructor;
@@ -185,6 +202,10 @@ export type Unsubscribe = () => void;
 export interface JoinOptions {
   /** This member's public state, e.g. { name: "ada" }: a JSON object. */
   presence?: object;
+  /** A room token (a JWT the backend minted for this room and this user), sent with every join. */
+  token?: string | null;
+  /** Fetches a room token before every (re-)join; a rejection is a room `error` (`token_error`), retried. */
+  getToken?: ((room: string) => string | null | undefined | Promise<string | null | undefined>) | null;
 }
 
 export interface PublishOptions {

@@ -6,8 +6,11 @@
 //   any state ──(close(), or a close code that says stop)──▶ closed
 //
 // "open" means the server's `welcome` arrived and, when a token was sent, the `auth` frame
-// was accepted. Then every room joins again, and publishes queued meanwhile go out.
+// was answered (accepted, or, by a server that checks no tokens, `unavailable`: the client
+// then goes on anonymously). Then every room joins again, and publishes queued meanwhile go
+// out. While open, the token is refreshed ahead of its expiry (auth.js).
 
+import { Auth } from "./auth.js";
 import { closePolicy } from "./close-codes.js";
 import { Emitter } from "./emitter.js";
 import { CLIENT_CODES, SwitchboardError } from "./errors.js";
@@ -24,9 +27,7 @@ const OPEN = 1; // WebSocket.OPEN, the same in browsers and in `ws`
 export class Switchboard {
   #url;
   #WebSocket;
-  #getToken;
-  #token;
-  #tokenFetched = false; // the token of this connection came from getToken just before it
+  #auth;
   #timeoutMs;
   #resetAfterMs;
   #heartbeatGraceMs;
@@ -69,8 +70,7 @@ export class Switchboard {
     }
     this.#url = url;
     this.#WebSocket = WebSocket;
-    this.#token = token;
-    this.#getToken = getToken;
+    this.#auth = new Auth({ token, getToken }, { clock, retry: { clock, random, backoff } });
     this.#timeoutMs = timeoutMs;
     this.#resetAfterMs = { ...DEFAULT_BACKOFF, ...backoff }.resetAfterMs;
     this.#heartbeatGraceMs = heartbeatGraceMs;
@@ -142,27 +142,22 @@ export class Switchboard {
     this.#setState("closed");
   }
 
-  // One attempt: a token if one must be fetched, then the WebSocket.
+  // One attempt: a token if one must be fetched (none yet, or the one there is due for a
+  // refresh), then the WebSocket.
   #open() {
     const generation = ++this.#generation;
-    if (this.#token != null || !this.#getToken) {
-      this.#tokenFetched = false;
-      this.#dial(this.#token);
+    if (!this.#auth.mustFetch) {
+      this.#auth.reuse();
+      this.#dial(this.#auth.token);
       return;
     }
     Promise.resolve()
-      .then(() => this.#getToken())
+      .then(() => this.#auth.fetch())
       .then(
-        (token) => {
-          if (generation !== this.#generation) return;
-          this.#token = token ?? null;
-          this.#tokenFetched = true;
-          this.#dial(this.#token);
-        },
+        (token) => generation === this.#generation && this.#dial(token),
         (error) => {
           if (generation !== this.#generation) return;
-          const message = `getToken failed: ${error?.message ?? error}`;
-          this.#error(new SwitchboardError(CLIENT_CODES.TOKEN, message));
+          this.#error(error);
           this.#scheduleReconnect(0);
         },
       );
@@ -189,7 +184,7 @@ export class Switchboard {
   }
 
   // First frame: the token, when there is one (browsers cannot set an Authorization header,
-  // and a token in the URL ends up in logs).
+  // and a token in the URL ends up in logs). Rooms join once it is answered.
   #authenticate(ws, token) {
     if (token == null) return;
     this.#authPending = true;
@@ -198,11 +193,27 @@ export class Switchboard {
         if (ws !== this.#ws) return;
         this.#authPending = false;
         if (reply.user != null) this.user = reply.user;
+        // How auth.js refreshes on this connection (it stops when the connection goes).
+        this.#auth.accepted(token, reply, {
+          send: (frame) => this.#requests.send(this.#transmit, frame, this.#timeoutMs),
+          accepted: (next) => {
+            if (next.user != null) this.user = next.user;
+          },
+          error: (error) => this.#error(error),
+        });
         this.#maybeOpen();
       },
       (error) => {
-        // A refusal is followed by close 4001; a timeout by the connect timer.
-        if (ws === this.#ws) this.#error(error);
+        if (ws !== this.#ws) return;
+        if (error.code === "unavailable") {
+          // A server without a token key (open mode) checks no tokens: go on anonymously
+          // rather than wait for an answer that will never come.
+          this.#authPending = false;
+          this.#maybeOpen();
+          return;
+        }
+        // A refusal is followed by close 4001 (4010 if expired); a timeout by the connect timer.
+        this.#error(error);
       },
     );
   }
@@ -232,6 +243,9 @@ export class Switchboard {
       case "message":
       case "presence":
         this.#rooms.get(frame.room)?._receive(frame);
+        break;
+      case "left": // without id: the server took this connection out of the room (a refresh without its permission)
+        this.#rooms.get(frame.room)?._removed(frame.reason);
         break;
       case "shutdown":
         // The server will process nothing more on this connection: rooms count as not
@@ -266,8 +280,8 @@ export class Switchboard {
     // A connection that lasted shows the trouble is over: start the schedule again.
     const stable = wasOpen && this.#clock.now() - this.#openedAt >= this.#resetAfterMs;
     const policy = closePolicy(code, {
-      canRefresh: this.#getToken !== null,
-      freshTokenRefused: this.#tokenFetched && !wasOpen,
+      canRefresh: this.#auth.canRefresh,
+      freshTokenRefused: this.#auth.fetched && !wasOpen,
     });
     const floorMs = Math.max(policy.minDelayMs, this.#shutdownHint ?? 0);
     this.#teardown();
@@ -280,7 +294,7 @@ export class Switchboard {
       this.#setState("closed");
       return;
     }
-    if (policy.action === "refresh") this.#token = null;
+    if (policy.action === "refresh") this.#auth.discard();
     if (stable) this.#reconnectTimer.reset();
     this.#scheduleReconnect(floorMs);
   }
@@ -299,6 +313,7 @@ export class Switchboard {
     this.#ws = null;
     this.#clock.clearTimeout(this.#connectTimer);
     this.#heartbeat.stop();
+    this.#auth.disconnected();
     this.#welcome = null;
     this.#authPending = false;
     this.#openedAt = null;

@@ -55,3 +55,25 @@ async function main(): Promise<void> {
 }
 
 void main;
+
+// Tokens: a connection token fetched from the backend, room tokens, the server as a sender.
+async function withTokens(): Promise<void> {
+  const sb = new Switchboard("ws://localhost:8080/ws", {
+    getToken: () => fetch("/token").then((r) => r.text()),
+    WebSocket: NodeWebSocket,
+  });
+  sb.on("error", (error) => {
+    if (error.code === "token_error" || error.code === "left") show(error.message);
+  });
+  const order = sb.join("order:1234", { getToken: (room) => fetch(`/room-token?room=${room}`).then((r) => r.text()) });
+  const fixed = sb.join("order:99", { token: "jwt" });
+  order.on("message", ({ from }) => {
+    if (from.conn === null) show("from the backend", from.server);
+    else show(from.conn, from.info);
+  });
+  await fixed.ready;
+  // @ts-expect-error: a room token is a string
+  sb.join("order:1", { token: 42 });
+}
+void withTokens;
+declare function fetch(url: string): Promise<{ text(): Promise<string> }>;
