@@ -108,10 +108,14 @@ fn decode_inner(data: &Bytes) -> Result<Incoming, BadMessage> {
 /// first walked by [`check_update`], so that no count in it makes yrs reserve more than the
 /// bytes present can hold, and no value nests deep enough to exhaust the stack.
 pub fn decode_update(bytes: &[u8]) -> Result<Update, String> {
-    check_update(bytes)?;
-    match catch_unwind(AssertUnwindSafe(|| Update::decode_v1(bytes))) {
-        Ok(Ok(update)) => Ok(update),
-        Ok(Err(e)) => Err(e.to_string()),
+    // The check runs under `catch_unwind` too: it reads varints with yrs, which overflows a
+    // shift (a panic where overflow checks are on) on an over-long one.
+    let decoded = catch_unwind(AssertUnwindSafe(|| {
+        check_update(bytes)?;
+        Update::decode_v1(bytes).map_err(|e| e.to_string())
+    }));
+    match decoded {
+        Ok(result) => result,
         Err(_) => Err("undecodable update".into()),
     }
 }
