@@ -17,6 +17,16 @@ const REFRESH_BEFORE_MS = 30_000; // ...or this long before expiry, whichever is
 const REFRESH_NOT_BEFORE_SHARE = 0.5; // ...but not before this share of the lifetime is over.
 const MIN_REFRESH_MS = 1_000; // never sooner than this after a token was accepted
 
+// Codes with which a getToken() may refuse for good (the person logged out, or may not have
+// this room): no retry. Any other failure is a `token_error`, retried with backoff.
+export const REFUSALS = new Set(["unauthorized", "forbidden"]);
+
+/** A getToken() failure as a SwitchboardError: its own refusal code, or token_error. */
+export function tokenError(error, what = "getToken") {
+  if (REFUSALS.has(error?.code)) return new SwitchboardError(error.code, String(error.message ?? error.code));
+  return new SwitchboardError(CLIENT_CODES.TOKEN, `${what} failed: ${error?.message ?? error}`);
+}
+
 /** The claims of a JWT, without checking anything (that is the server's job); null if unreadable. */
 export function jwtClaims(token) {
   try {
@@ -95,7 +105,7 @@ export class Auth {
     try {
       token = await this.#getToken();
     } catch (error) {
-      throw new SwitchboardError(CLIENT_CODES.TOKEN, `getToken failed: ${error?.message ?? error}`);
+      throw tokenError(error);
     }
     if (token != null && typeof token !== "string") {
       throw new SwitchboardError(CLIENT_CODES.TOKEN, `getToken returned a ${typeof token}, not a string`);
@@ -168,7 +178,8 @@ export class Auth {
     } catch (error) {
       if (stale()) return;
       session.error(error);
-      this.#retry.schedule();
+      // Refused for good: the connection lasts until the server closes it at expiry.
+      if (!REFUSALS.has(error.code)) this.#retry.schedule();
       return;
     }
     let reply;

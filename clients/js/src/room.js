@@ -5,6 +5,7 @@
 // token (minted by the app's backend for this one room) sends it with every join: a fixed
 // `token`, or one fetched with `getToken()` before each (re-)join.
 
+import { tokenError } from "./auth.js";
 import { Emitter } from "./emitter.js";
 import { CLIENT_CODES, SwitchboardError, quiet } from "./errors.js";
 import { Members } from "./members.js";
@@ -135,9 +136,8 @@ export class Room {
         },
       )
       .catch((error) => {
-        if (attempt !== this.#joinAttempt) return;
-        const message = `getToken of room "${this.name}" failed: ${error?.message ?? error}`;
-        this.#joinFailed(new SwitchboardError(CLIENT_CODES.TOKEN, message));
+        // token_error is retried; a refusal (forbidden, unauthorized) ends the room.
+        if (attempt === this.#joinAttempt) this.#joinFailed(tokenError(error, `getToken of room "${this.name}"`));
       });
   }
 

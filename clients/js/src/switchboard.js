@@ -158,7 +158,14 @@ export class Switchboard {
         (error) => {
           if (generation !== this.#generation) return;
           this.#error(error);
-          this.#scheduleReconnect(0);
+          if (error.code === CLIENT_CODES.TOKEN) {
+            this.#scheduleReconnect(0);
+            return;
+          }
+          // getToken refused (e.g. the person is logged out): stop until connect() is called.
+          const closed = new SwitchboardError(CLIENT_CODES.CLOSED, `not connected: ${error.message}`);
+          for (const room of this.#rooms.values()) room._rejectQueue(closed);
+          this.#setState("closed");
         },
       );
   }

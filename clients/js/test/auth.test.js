@@ -293,3 +293,36 @@ test("a join refused as forbidden rejects room.ready with that code and is not r
   t.clock.advance(60_000);
   assert.equal(ws.frames("join").length, 1);
 });
+
+test("a room getToken that refuses with code forbidden ends the room, without retrying", async () => {
+  const t = setup();
+  const ws = t.connect();
+  let calls = 0;
+  const room = t.sb.join("chat:staff", {
+    getToken: async () => {
+      calls += 1;
+      throw Object.assign(new Error("#staff is for staff only"), { code: "forbidden" });
+    },
+  });
+  room.on("error", () => {});
+  await assert.rejects(room.ready, { code: "forbidden", message: "#staff is for staff only" });
+  t.clock.advance(60_000);
+  await flush();
+  assert.equal(calls, 1);
+  assert.equal(ws.frames("join").length, 0);
+});
+
+test("a connection getToken that refuses with code unauthorized stops the client (logged out)", async () => {
+  const t = setup({
+    getToken: async () => {
+      throw Object.assign(new Error("not logged in"), { code: "unauthorized" });
+    },
+  });
+  await flush();
+  assert.equal(t.sb.state, "closed");
+  assert.equal(t.named("error")[0].code, "unauthorized");
+  assert.equal(t.WebSocket.instances.length, 0);
+  t.clock.advance(60_000);
+  await flush();
+  assert.equal(t.WebSocket.instances.length, 0);
+});
