@@ -128,8 +128,18 @@ async fn publish_and_broadcast_reach_members_from_the_server() {
     assert_eq!(m["from"]["server"], true, "{m}");
     assert_eq!(m["from"]["conn"], Value::Null);
     assert_eq!(m["offset"], 1);
+    // curl's `-d` says form-urlencoded: the body is JSON all the same.
+    let res = http(
+        server.addr,
+        &format!(
+            "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 28\r\nConnection: close\r\n\r\n{{\"room\":\"news:one\",\"data\":0}}"
+        ),
+    )
+    .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(a.next_of("message").await["data"], 0);
     // A member's own publish follows in the same order.
-    assert_eq!(a.publish("news:one", json!("after")).await, 2);
+    assert_eq!(a.publish("news:one", json!("after")).await, 3);
 
     let res = call(
         server.addr,
@@ -142,7 +152,7 @@ async fn publish_and_broadcast_reach_members_from_the_server() {
     assert_eq!(res.status, 200, "{}", res.text());
     assert_eq!(
         res.json()["results"],
-        json!([{"room": "news:one", "offset": 3}, {"room": "news:two", "offset": 1}, {"room": "news:empty", "offset": null}])
+        json!([{"room": "news:one", "offset": 4}, {"room": "news:two", "offset": 1}, {"room": "news:empty", "offset": null}])
     );
     assert_eq!(
         a.next_where("broadcast", |f| f["type"] == "message"
