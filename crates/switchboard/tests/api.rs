@@ -158,7 +158,7 @@ async fn publish_and_broadcast_reach_members_from_the_server() {
         a.next_where("broadcast", |f| f["type"] == "message"
             && f["data"] == "all")
             .await["offset"],
-        3
+        4
     );
     assert_eq!(b.next_of("message").await["data"], "all");
 }
