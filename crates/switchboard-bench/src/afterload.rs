@@ -143,7 +143,9 @@ pub fn run(
         }
     }
     let last = rss();
-    let hwm = stats::hwm_bytes(pid);
+    // VmHWM is updated from the process's memory counters lazily, so a reading of VmRSS
+    // taken during the load may be a little above it: the peak is the higher of the two.
+    let hwm = stats::hwm_bytes(pid).max(rss_loaded);
     let after_1s = series.get(1).and_then(|v| v.get(1)).and_then(Value::as_u64);
     r.insert("wait_s".into(), json!(opts.wait.as_secs_f64()));
     r.insert("rss_after_1s".into(), json!(after_1s));
