@@ -3,10 +3,19 @@
 //   /chat/?name=ada&room=lobby   goes straight into room chat:lobby as "ada";
 //   without both, a form asks for what is missing.
 //
+// Auth mode: served by an app backend (examples/backend), the page carries
+//   <meta name="switchboard-auth" content="/auth">        the backend's token endpoints
+//   <meta name="switchboard-url" content="ws://…/ws">     the Switchboard server's socket
+//   <meta name="switchboard-login" content="/">           where to log in
+// Then the name is the logged-in person's (POST /auth/me), the connection uses a token from
+// POST /auth/token (refreshed by the SDK before it expires), every room is joined with a room
+// token from POST /auth/room-token, and a room the backend or server refuses says so.
+// Served by the Switchboard binary itself (scripts/start.sh), there are no such tags: open demo.
+//
 // Everything a person typed (names, messages) is put on the page with textContent, never
 // parsed as HTML.
 
-import { Switchboard } from "/sdk/switchboard.js";
+import { Switchboard, SwitchboardError } from "/sdk/switchboard.js";
 import {
   DIRECTORY_ROOM,
   MAX_MESSAGE_LENGTH,
@@ -73,8 +82,39 @@ let chat = null;
 /** This page: its display name, and a random id that tells its member apart across reconnects. */
 const me = { uid: newId(), name: null };
 
-const wsUrl = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
-const sb = new Switchboard(wsUrl, { backoff: { baseMs: 1_000, maxMs: 10_000 } });
+const meta = (name) => document.querySelector(`meta[name="${name}"]`)?.getAttribute("content") || null;
+const AUTH = meta("switchboard-auth"); // null: the open demo
+const wsUrl = meta("switchboard-url") ?? `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
+
+/**
+ * POSTs to the backend's auth endpoint `path`. Not logged in (401): off to the login page,
+ * and a refusal the SDK does not retry; not allowed (403): a refusal with the backend's reason.
+ */
+async function authRequest(path, body = {}) {
+  const response = await fetch(`${AUTH}/${path}`, {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  const reply = await response.json().catch(() => null);
+  if (response.status === 401) {
+    const login = new URL(meta("switchboard-login") ?? "/", location.href);
+    login.searchParams.set("next", location.pathname + location.search);
+    location.assign(login.href);
+    throw new SwitchboardError("unauthorized", reply?.message ?? "not logged in");
+  }
+  if (response.status === 403) throw new SwitchboardError("forbidden", reply?.message ?? "not allowed");
+  if (!response.ok || reply === null) throw new Error(reply?.message ?? `${path}: HTTP ${response.status}`);
+  return reply;
+}
+
+const sb = new Switchboard(wsUrl, {
+  backoff: { baseMs: 1_000, maxMs: 10_000 },
+  getToken: AUTH ? async () => (await authRequest("token")).token : null,
+});
+/** The room token of `room`, fetched before every (re-)join in auth mode. */
+const roomToken = AUTH ? async (room) => (await authRequest("room-token", { room })).token : null;
 
 // ---------------------------------------------------------------------------------------------
 // Connection banner: "Reconnecting in 4 s…", counting down, gone once the connection is back.
@@ -257,6 +297,10 @@ function memberKey(member) {
 }
 
 function memberName(member) {
+  if (member?.server === true) return "Announcement";
+  // The name the backend vouches for (the token's `info`) over what the member's page says.
+  const vouched = member?.info?.name;
+  if (typeof vouched === "string" && vouched.trim() !== "") return vouched.trim().slice(0, 64);
   const name = member?.presence?.name;
   if (typeof name === "string" && name.trim() !== "") return name.trim().slice(0, 64);
   return `guest-${String(member?.conn ?? "").slice(-4)}`;
@@ -267,7 +311,7 @@ function enterRoom(name) {
   if (chat) leaveRoom(chat);
   chat = newChat(name, null);
   const c = chat;
-  const room = sb.join(ROOM_PREFIX + name, { presence: myPresence() });
+  const room = sb.join(ROOM_PREFIX + name, { presence: myPresence(), getToken: roomToken });
   c.room = room;
   const current = (fn) => (payload) => chat === c && fn(payload); // events of a room left: ignored
   c.unsubscribe = [
@@ -279,18 +323,25 @@ function enterRoom(name) {
     room.on("gap", current(() => {
       if (c.joinedOnce) systemLine(c, "Reconnected. Messages sent while you were offline may be missing.", "notice");
     })),
-    room.on("error", current((error) => systemLine(c, `Problem in #${name}: ${error.message}`, "error"))),
+    room.on("error", current((error) => {
+      if (error.code === "left") refused(c, `You were removed from #${name}: ${error.message}.`);
+      else if (!REFUSED.has(error.code)) systemLine(c, `Problem in #${name}: ${error.message}`, "error");
+    })),
   ];
   room.ready.catch((error) => {
-    if (chat === c && error.code !== "closed") systemLine(c, `Could not join #${name}: ${error.message}`, "error");
+    if (chat !== c || error.code === "closed" || error.code === "left") return;
+    if (REFUSED.has(error.code)) refused(c, `You can't join #${name}: ${error.message}.`);
+    else systemLine(c, `Could not join #${name}: ${error.message}`, "error");
   });
 
   ui.messages.replaceChildren();
+  delete document.body.dataset.room;
+  ui.input.disabled = false;
   ui.roomTitle.textContent = name;
   ui.input.placeholder = `Message #${name}`;
   document.title = `#${name} · Switchboard`;
   const url = new URL(location.href);
-  url.searchParams.set("name", me.name);
+  if (!AUTH) url.searchParams.set("name", me.name); // in auth mode the name is the session's
   url.searchParams.set("room", name);
   history.replaceState(null, "", url);
   const changeUrl = new URL("./", location.href);
@@ -301,6 +352,16 @@ function enterRoom(name) {
   renderMembers(c);
   renderTyping(c);
   ui.input.focus();
+}
+
+// Join refusals: the room is closed for this person, the composer with it.
+const REFUSED = new Set(["forbidden", "unauthorized"]);
+
+function refused(c, text) {
+  systemLine(c, text, "error");
+  document.body.dataset.room = "refused";
+  ui.input.disabled = true;
+  ui.input.placeholder = "Pick another room";
 }
 
 function leaveRoom(c) {
@@ -724,6 +785,14 @@ ui.joinForm.addEventListener("submit", (event) => {
 });
 
 const params = new URLSearchParams(location.search);
+if (AUTH) {
+  // The logged-in person's name; the form asks only for a room.
+  const session = await authRequest("me");
+  params.set("name", session.name);
+  ui.joinName.readOnly = true;
+  ui.changeName.textContent = "Account";
+  ui.changeName.href = meta("switchboard-login") ?? "/";
+}
 const givenName = params.has("name") ? checkDisplayName(params.get("name")) : null;
 const givenRoom = params.has("room") ? checkRoomName(params.get("room")) : null;
 if (givenName?.name && givenRoom?.name) {
