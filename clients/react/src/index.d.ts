@@ -33,6 +33,10 @@ export type SwitchboardProviderProps =
       url: string;
       /** Client options, read when the client is created (on mount, and when `url` changes). `autoConnect` is ignored. */
       options?: SwitchboardOptions;
+      /** A connection token, read when the client is created (prefer getToken: tokens expire). */
+      token?: string | null;
+      /** Fetches a connection token (before connecting, ahead of expiry, after 4001/4010); the latest one given is called. */
+      getToken?: () => string | null | undefined | Promise<string | null | undefined>;
       client?: undefined;
       children?: ReactNode;
     }
@@ -60,6 +64,10 @@ export interface UseRoomOptions {
   presence?: object;
   /** Most messages kept; older ones are dropped. Default 1000. */
   limit?: number;
+  /** A room token for the join, read when the room is joined. */
+  token?: string | null;
+  /** Fetches a room token before every (re-)join. */
+  getToken?: (room: string) => string | null | undefined | Promise<string | null | undefined>;
 }
 
 export interface RoomView {

@@ -43,10 +43,21 @@ const pendingClose = new WeakMap(); // client -> timer
  * the end closes a client of its own, or `client`: an existing one, used as it is (the
  * provider neither connects nor closes it).
  */
-export function SwitchboardProvider({ url, options, client: given, children }) {
+export function SwitchboardProvider({ url, options, token, getToken, client: given, children }) {
+  // getToken may be a new function on every render: the client calls the latest one.
+  const latestGetToken = useRef(getToken);
+  useEffect(() => {
+    latestGetToken.current = getToken;
+  });
   // Created during render but not connected: a render React throws away leaves no socket.
   const owned = useMemo(
-    () => (given ? null : new Switchboard(url, { ...options, autoConnect: false })),
+    () => {
+      if (given) return null;
+      const auth = {};
+      if (token !== undefined) auth.token = token;
+      if (typeof getToken === "function") auth.getToken = () => latestGetToken.current();
+      return new Switchboard(url, { ...options, ...auth, autoConnect: false });
+    },
     // eslint-disable-next-line react-hooks/exhaustive-deps -- options are read at creation
     [given, url],
   );
@@ -103,7 +114,7 @@ function leasesOf(client) {
  * Takes a lease on room `name`: joins it if nobody holds one (with `presence`, when given),
  * else shares the room. Returns { room, release }.
  */
-function acquireRoom(client, name, presence) {
+function acquireRoom(client, name, presence, auth) {
   const rooms = leasesOf(client);
   let lease = rooms.get(name);
   if (lease && lease.room.state === "closed") {
@@ -113,11 +124,16 @@ function acquireRoom(client, name, presence) {
     lease = undefined;
   }
   if (!lease) {
-    const room = client.join(name, presence === undefined ? {} : { presence });
-    lease = { room, count: 0, timer: null, presence: presenceKey(presence) };
+    const options = presence === undefined ? {} : { presence };
+    if (auth.token != null) options.token = auth.token;
+    // A room getToken is called before every (re-)join: the latest one given by a hook.
+    if (auth.getToken) options.getToken = (room) => lease.auth.getToken(room);
+    lease = { room: null, count: 0, timer: null, presence: presenceKey(presence), auth };
+    lease.room = client.join(name, options);
     rooms.set(name, lease);
   } else {
     updatePresence(lease, presence);
+    if (auth.getToken && lease.auth.getToken) lease.auth = auth;
   }
   if (lease.timer !== null) {
     cancel(lease.timer); // came straight back: no leave, no join
@@ -176,17 +192,23 @@ function useRoomSnapshot(room, event, read, fallback) {
  * empty until the effect has run. `onRoom` subscriptions are made in the same effect as the
  * lease, so nothing emitted in between is missed.
  */
-function useLease(name, presence, { collectMessages, limit }) {
+function useLease(name, presence, { collectMessages, limit, token, getToken }) {
   const { client } = useSwitchboard();
   const latestPresence = useRef(presence);
+  const latestGetToken = useRef(getToken);
   useEffect(() => {
     latestPresence.current = presence;
+    latestGetToken.current = getToken;
   });
   const [store, setStore] = useState({ client: null, name: null, room: null, messages: EMPTY, error: null });
 
   useEffect(() => {
     if (typeof name !== "string") return undefined;
-    const { room, release } = acquireRoom(client, name, latestPresence.current);
+    const auth = {
+      token,
+      getToken: typeof latestGetToken.current === "function" ? (room) => latestGetToken.current(room) : null,
+    };
+    const { room, release } = acquireRoom(client, name, latestPresence.current, auth);
     setStore((s) =>
       s.client === client && s.name === name && s.room === room
         ? s
@@ -209,6 +231,7 @@ function useLease(name, presence, { collectMessages, limit }) {
       for (const off of offs) off();
       release();
     };
+    // eslint-disable-next-line react-hooks/exhaustive-deps -- the token is read when the room is joined
   }, [client, name, collectMessages, limit]);
 
   // Presence changes after the join (compared by value: an inline object is fine).
@@ -232,9 +255,12 @@ function useLease(name, presence, { collectMessages, limit }) {
  * room has (in a big room the list fills in page by page); publish(data, options) → Promise of the
  * `ok` reply; the room's state ("joining" | "joined" | "closed"); the SDK Room (null before
  * the first effect); the last error the room reported (a refused join or presence update).
+ *
+ * `token` / `getToken`: a room token for the join (getToken is called before every
+ * (re-)join), for rooms the connection token does not cover; read when the room is joined.
  */
-export function useRoom(name, { presence, limit = DEFAULT_MESSAGE_LIMIT } = {}) {
-  const { client, room, messages, error } = useLease(name, presence, { collectMessages: true, limit });
+export function useRoom(name, { presence, limit = DEFAULT_MESSAGE_LIMIT, token, getToken } = {}) {
+  const { client, room, messages, error } = useLease(name, presence, { collectMessages: true, limit, token, getToken });
   const members = useRoomSnapshot(room, "members", (r) => r.members, EMPTY);
   const memberCount = useRoomSnapshot(room, "members", (r) => r.memberCount, 0);
   const status = useRoomSnapshot(room, "state", (r) => r.state, "joining");

@@ -44,3 +44,12 @@ export function App(): ReactElement {
 export function WithClient(client: Switchboard): ReactElement {
   return createElement(SwitchboardProvider, { client }, createElement(Chat, { name: "grace" }));
 }
+
+// Tokens on the provider and room tokens on useRoom.
+export function WithTokens(): ReturnType<typeof SwitchboardProvider> {
+  return SwitchboardProvider({ url: "ws://x/ws", getToken: async () => "jwt", children: null });
+}
+export function OrderRoom(): null {
+  useRoom("order:1", { getToken: async (room: string) => `token for ${room}` });
+  return null;
+}
