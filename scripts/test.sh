@@ -45,7 +45,8 @@ step "Yjs interop: official yjs + y-websocket against the server binary"
 step "React bindings: npm ci, tests against the server binary, type check"
 (cd clients/react && npm ci --no-audit --no-fund && npm test && npm run typecheck)
 
-step "Chat and editor apps in headless Chromium (e2e)"
+step "Chat and editor apps in headless Chromium (e2e; the auth test runs the example backend)"
+(cd examples/backend && npm ci --no-audit --no-fund)
 (cd e2e && npm ci --no-audit --no-fund && npm test)
 
 if [ "${SKIP_AUTOBAHN:-0}" != 1 ]; then
