@@ -114,16 +114,20 @@ impl Pattern {
         })
     }
 
-    fn matches(&self, room: &str) -> bool {
+    /// How specifically the pattern names `room`, if it matches it: an exact name beats any
+    /// prefix, a longer prefix a shorter one, and any prefix `*`.
+    fn specificity(&self, room: &str) -> Option<usize> {
         match self {
-            Pattern::Any => true,
-            Pattern::Prefix(p) => room.starts_with(p.as_str()),
-            Pattern::Exact(r) => r == room,
+            Pattern::Any => Some(0),
+            Pattern::Prefix(p) => room.starts_with(p.as_str()).then_some(1 + p.len()),
+            Pattern::Exact(r) => (r == room).then_some(usize::MAX),
         }
     }
 }
 
-/// What a connection token lets its holder do, room by room.
+/// What a connection token lets its holder do, room by room. The most specific pattern
+/// that matches a room decides, so `{"chat:*": ["join", "publish"], "chat:staff": []}` is
+/// every chat room but the staff's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Permissions(Vec<(Pattern, Perms)>);
 
@@ -131,7 +135,9 @@ impl Permissions {
     pub fn allows(&self, room: &str, perm: Perm) -> bool {
         self.0
             .iter()
-            .any(|(pattern, perms)| perms.has(perm) && pattern.matches(room))
+            .filter_map(|(pattern, perms)| Some((pattern.specificity(room)?, *perms)))
+            .max_by_key(|(specificity, _)| *specificity)
+            .is_some_and(|(_, perms)| perms.has(perm))
     }
 }
 
@@ -612,6 +618,24 @@ mod tests {
         assert!(!p.allows("news:todays", Perm::Join));
         assert!(!p.allows("news:today", Perm::Publish));
         assert!(p.allows("anything", Perm::History));
+        // The most specific pattern decides: a longer prefix or an exact name can take away.
+        let claim: RoomsClaim = serde_json::from_str(
+            r#"{"chat:*":["join","publish"],"chat:staff":[],"chat:team-*":["join"],"*":["join"]}"#,
+        )
+        .unwrap();
+        let p = claim.permissions().unwrap();
+        assert!(p.allows("chat:lobby", Perm::Publish));
+        assert!(
+            !p.allows("chat:staff", Perm::Join),
+            "an exact name with no permissions denies"
+        );
+        assert!(p.allows("chat:team-red", Perm::Join));
+        assert!(
+            !p.allows("chat:team-red", Perm::Publish),
+            "the longer prefix decides"
+        );
+        assert!(p.allows("news:x", Perm::Join));
+        assert!(!p.allows("news:x", Perm::Publish));
         let list: RoomsClaim = serde_json::from_str(r#"["chat:a"]"#).unwrap();
         let p = list.permissions().unwrap();
         for perm in [Perm::Join, Perm::Publish, Perm::Presence, Perm::History] {

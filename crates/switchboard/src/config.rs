@@ -149,7 +149,7 @@ pub struct ServeArgs {
     /// TCP connections that have not finished their HTTP request yet; at the limit the oldest is dropped for a new one. [default: 1024]
     #[arg(long, env = "SWITCHBOARD_MAX_PENDING_CONNECTIONS", value_name = "N")]
     pub max_pending_connections: Option<usize>,
-    /// The same, per client IP address. [default: 64]
+    /// The same, per client IP address. [default: 256]
     #[arg(
         long,
         env = "SWITCHBOARD_MAX_PENDING_CONNECTIONS_PER_IP",
@@ -353,7 +353,7 @@ impl Default for Config {
             max_connections_per_ip: 10_000,
             handshake_timeout: Duration::from_secs(10),
             max_pending_connections: 1024,
-            max_pending_connections_per_ip: 64,
+            max_pending_connections_per_ip: 256,
             health_details: false,
             token_hmac_secret: None,
             token_public_key: None,

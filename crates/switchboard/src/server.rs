@@ -537,17 +537,20 @@ fn handshake_identity(
     }
 }
 
-/// Whether a page of `origin` may open a WebSocket. Without `allowed_origins`, only a page
-/// served by this very host (its `Host` header): cross-site WebSocket hijacking needs a page
-/// of another site, which a browser marks with its own `Origin`. Non-browser clients send no
-/// `Origin` and are not asked.
+/// Whether a page of `origin` may open a WebSocket: a page served by this very host (its
+/// `Host` header), always — the server's own web apps — and pages of the `allowed_origins`.
+/// Cross-site WebSocket hijacking needs a page of another site, which a browser marks with
+/// its own `Origin`. Non-browser clients send no `Origin` and are not asked.
 fn origin_allowed(allowed: Option<&[String]>, origin: &str, host: Option<&str>) -> bool {
     let Some((scheme, authority)) = origin.split_once("://") else {
         return allowed.is_some_and(|a| a.iter().any(|p| p == "*" || p == origin));
     };
     let authority = normal_authority(scheme, authority);
+    if host.is_some_and(|h| normal_authority(scheme, h) == authority) {
+        return true;
+    }
     match allowed {
-        None => host.is_some_and(|h| normal_authority(scheme, h) == authority),
+        None => false,
         Some(patterns) => patterns.iter().any(|p| {
             if p == "*" {
                 return true;

@@ -401,6 +401,11 @@ async fn pages_of_other_origins_cannot_open_websockets() {
         "--allowed-origins",
         "https://app.example.com,https://*.example.org",
     ]);
+    // The server's own pages stay allowed beside the list.
+    let own = format!("http://{}", listed.addr);
+    Client::connect_with(&listed.url(), with_origin(&own))
+        .await
+        .expect("same origin with a list");
     for ok in [
         "https://app.example.com",
         "https://a.example.org",

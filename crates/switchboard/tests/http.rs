@@ -376,7 +376,7 @@ async fn silent_connections_never_lock_out_healthz_or_clients() {
     a.join("r", None).await;
     assert_eq!(a.publish("r", json!(1)).await, 1);
     assert!(started.elapsed() < STEP);
-    // All but the newest (at most max_pending_connections_per_ip = 64) were closed by the
+    // All but the newest (at most max_pending_connections_per_ip = 256) were closed by the
     // server long before the 60 s handshake timeout.
     let mut open = 0;
     let mut buf = [0u8; 16];
@@ -386,7 +386,7 @@ async fn silent_connections_never_lock_out_healthz_or_clients() {
             _ => open += 1,
         }
     }
-    assert!(open <= 64, "{open} silent connections still open");
+    assert!(open <= 256, "{open} silent connections still open");
     let vm_rss_kib = common::rss_kib(server.pid());
     assert!(vm_rss_kib < 64 * 1024, "server holds {vm_rss_kib} KiB");
 }
