@@ -11,9 +11,11 @@
 //   POST /logout
 //   GET  /chat/…, /sdk/…   the chat app and SDK, fetched from the Switchboard server, served
 //                          from this origin with the auth configuration in the page
+//   GET  /editor/…         the collaborative editor, likewise
 //   POST /auth/me          { user, name, staff }                        (401 without a session)
 //   POST /auth/token       connection token { token, expires_at }       (401 without a session)
 //   POST /auth/room-token  { room } → room token { token }              (403 for a staff room)
+//   POST /auth/editor-token  connection token for the editor's documents { token, expires_at }
 //   POST /announce         { room, text } → POST /api/publish           (staff only)
 //
 // The chat page is served from here rather than from the Switchboard server so that its
@@ -31,6 +33,8 @@ const ROOM_PREFIX = "chat:";
 const DIRECTORY_ROOM = "chat:_rooms"; // the chat's room list (web/chat/util.js)
 const NAME = /^[\p{L}\p{N} ._'-]{1,32}$/u;
 const ROOM = /^chat:[A-Za-z0-9_.-]{1,64}$/;
+const EDITOR_DOCS = "doc:*"; // the editor's documents (web/editor/util.js)
+const EDITOR_INDEX = "editor:index"; // its list of documents
 
 /**
  * The express app. `config`:
@@ -165,6 +169,17 @@ export function createApp(config) {
     res.set("cache-control", "no-store").json({ token, expires_at: Math.floor(Date.now() / 1000) + tokenTtlS });
   });
 
+  // The editor's connection token (web/editor): its documents are `doc:<name>` and its list
+  // of documents `editor:index` (/yjs/{doc}); `join` reads a document, `publish` edits it.
+  app.post("/auth/editor-token", sameOrigin, requireSession, (req, res) => {
+    const { user, name, staff: isStaff } = req.session;
+    const perms = ["join", "publish"];
+    const claims = { sub: user, info: { name, staff: isStaff }, rooms: { [EDITOR_DOCS]: perms, [EDITOR_INDEX]: perms } };
+    const token = jwt.sign(claims, tokenSecret, { algorithm: "HS256", expiresIn: tokenTtlS });
+    onToken("editor", claims);
+    res.set("cache-control", "no-store").json({ token, expires_at: Math.floor(Date.now() / 1000) + tokenTtlS });
+  });
+
   // A room token for one chat room: join, publish and presence; staff rooms for staff only.
   app.post("/auth/room-token", sameOrigin, requireSession, (req, res) => {
     const room = String(req.body?.room ?? "");
@@ -243,7 +258,49 @@ export function createApp(config) {
     res.set("content-security-policy", chatCsp).send(html);
   });
 
+  // The editor, likewise. Its page has an inline import map whose hash is in the upstream's
+  // CSP: keep that CSP and only let it connect to the Switchboard server's socket too.
+  const wsOrigin = new URL(publicWsUrl).origin.replace(/^http/, "ws");
+  const publicYjsUrl = `${wsOrigin}/yjs`;
+
+  app.get("/editor", (req, res, next) => (req.originalUrl.split("?")[0] === "/editor" ? res.redirect(301, "/editor/") : next()));
+  app.get("/editor/{*path}", async (req, res) => {
+    const isPage = req.path === "/editor/" || req.path === "/editor/index.html";
+    if (isPage && !readSession(req)) {
+      return res.redirect(303, `/?next=${encodeURIComponent(req.originalUrl)}`);
+    }
+    let response;
+    try {
+      response = await fetch(new URL(req.path, upstream));
+    } catch (error) {
+      return res.status(502).type("text").send(`the Switchboard server at ${upstream.origin} is not reachable: ${error.message}`);
+    }
+    if (!response.ok) return res.status(response.status).type("text").send(`${req.path}: ${response.status}`);
+    res.set("content-type", response.headers.get("content-type") ?? "application/octet-stream");
+    res.set("cache-control", "no-cache");
+    res.set("x-content-type-options", "nosniff");
+    if (!isPage) return res.send(Buffer.from(await response.arrayBuffer()));
+    const html = (await response.text()).replace(
+      "<head>",
+      `<head>\n<meta name="switchboard-yjs-url" content="${escapeHtml(publicYjsUrl)}">` +
+        '\n<meta name="switchboard-auth" content="/auth">\n<meta name="switchboard-login" content="/">',
+    );
+    res.set("content-security-policy", withConnectSrc(response.headers.get("content-security-policy"), wsOrigin)).send(html);
+  });
+
   return app;
+}
+
+/** `csp` (the upstream's, or a strict default) with `origin` added to its connect-src. */
+function withConnectSrc(csp, origin) {
+  const directives = (csp ?? "default-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'")
+    .split(";")
+    .map((d) => d.trim())
+    .filter(Boolean);
+  const i = directives.findIndex((d) => d.split(/\s+/)[0].toLowerCase() === "connect-src");
+  if (i < 0) directives.push(`connect-src 'self' ${origin}`);
+  else directives[i] = `${directives[i]} ${origin}`;
+  return directives.join("; ");
 }
 
 const PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -302,6 +359,7 @@ ${announced ? `<p class="muted">Announced in ${escapeHtml(announced)}.</p>` : ""
 <h1>Hello, ${escapeHtml(session.name)}</h1>
 <p class="muted">Signed in as <code>${escapeHtml(session.user)}</code>${session.staff ? " (staff)" : ""}.</p>
 <a class="button" href="/chat/?room=lobby">Open the chat</a>
+<a class="button" href="/editor/">Open the editor</a>
 ${announce}
 <form method="post" action="/logout"><button class="secondary" type="submit">Log out</button></form>
 </body></html>`;

@@ -38,7 +38,28 @@ import {
   newId,
 } from "./util.js";
 
-const YJS_URL = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/yjs`;
+// Auth mode: a backend serves this page with meta tags (examples/backend):
+//   <meta name="switchboard-auth" content="/auth">         the backend's token endpoints
+//   <meta name="switchboard-yjs-url" content="ws://…/yjs">  the server's document endpoint (or
+//   <meta name="switchboard-url" content="ws://…/ws">       derived from the socket URL)
+//   <meta name="switchboard-login" content="/">            where to log in
+// Then the name is the logged-in person's, and every document connection carries a token
+// from POST {auth}/editor-token on its URL (?token=, y-websocket's `params`). Without the meta
+// tags: the open demo, as before.
+const meta = (name) => document.querySelector(`meta[name="${name}"]`)?.getAttribute("content") || null;
+const AUTH = meta("switchboard-auth");
+const YJS_URL = yjsUrl();
+
+function yjsUrl() {
+  const given = meta("switchboard-yjs-url");
+  if (given) return given.replace(/\/+$/, "");
+  const sb = meta("switchboard-url");
+  if (sb) {
+    const url = new URL(sb, location.href);
+    return `${url.protocol}//${url.host}/yjs`;
+  }
+  return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/yjs`;
+}
 const DEFAULT_DOC = "welcome";
 // How often a page's own edits bump the document's "updated" time in the index.
 const INDEX_TOUCH_MS = 30_000;
@@ -99,11 +120,80 @@ let session = null;
 // ---------------------------------------------------------------------------------------------
 // The list of documents: a shared index document, so "new document" shows up for everyone.
 
+// ---------------------------------------------------------------------------------------------
+// Tokens (auth mode). One token for every document connection, refreshed ahead of expiry and
+// put in each provider's `params`: y-websocket builds its URL from them on every (re)connect,
+// so a reconnection after the old token expired uses the fresh one.
+
+const auth = { token: null, expiresAt: 0, pending: null, timer: null };
+
+/** POSTs to the backend's auth endpoint `path`. Not logged in (401): off to the login page. */
+async function authRequest(path) {
+  const response = await fetch(`${AUTH}/${path}`, {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { "content-type": "application/json" },
+    body: "{}",
+  });
+  const reply = await response.json().catch(() => null);
+  if (response.status === 401) {
+    const login = new URL(meta("switchboard-login") ?? "/", location.href);
+    login.searchParams.set("next", location.pathname + location.search);
+    location.assign(login.href);
+    return new Promise(() => {}); // the page is going away
+  }
+  if (!response.ok || reply === null) throw new Error(reply?.message ?? `${path}: HTTP ${response.status}`);
+  return reply;
+}
+
+/** The providers that connect with the token: the index's and the open document's. */
+function providers() {
+  return [index.provider, session?.provider].filter(Boolean);
+}
+
+function applyToken(provider) {
+  if (AUTH && auth.token) provider.params = { ...provider.params, token: auth.token };
+}
+
+/** Fetches a new token (once at a time), gives it to every provider, schedules the next. */
+function refreshToken() {
+  if (!AUTH) return Promise.resolve();
+  auth.pending ??= (async () => {
+    clearTimeout(auth.timer);
+    try {
+      const { token, expires_at: expiresAt } = await authRequest("editor-token");
+      auth.token = token;
+      auth.expiresAt = Number(expiresAt) * 1000 || Date.now() + 60_000;
+      for (const provider of providers()) applyToken(provider);
+      const left = auth.expiresAt - Date.now();
+      // As the SDK: at 80 % of the lifetime or 30 s before expiry, whichever is earlier, but
+      // never before half of it.
+      auth.timer = setTimeout(refreshToken, Math.max(1_000, left / 2, Math.min(left * 0.8, left - 30_000)));
+    } catch (error) {
+      console.warn("editor: could not get a token", error);
+      auth.timer = setTimeout(refreshToken, 5_000);
+    } finally {
+      auth.pending = null;
+    }
+  })();
+  return auth.pending;
+}
+
+/** A closed connection in auth mode: if the token is (nearly) expired, get a fresh one first. */
+function onConnectionClose() {
+  if (AUTH && auth.expiresAt - Date.now() < 10_000) refreshToken();
+}
+
+function providerOptions(options = {}) {
+  return AUTH ? { ...options, params: { token: auth.token ?? "" } } : options;
+}
+
 const index = { ydoc: new Y.Doc(), provider: null, synced: false, waiters: [] };
 index.docs = index.ydoc.getMap("docs");
 
 function startIndex() {
-  index.provider = new WebsocketProvider(YJS_URL, INDEX_DOC, index.ydoc);
+  index.provider = new WebsocketProvider(YJS_URL, INDEX_DOC, index.ydoc, providerOptions());
+  index.provider.on("connection-close", onConnectionClose);
   index.provider.on("sync", (synced) => {
     if (!synced) return;
     index.synced = true;
@@ -261,7 +351,8 @@ function openDoc(name, { create = null } = {}) {
   };
   session = s;
   s.idb = new IndexeddbPersistence(`switchboard-editor/${DOC_PREFIX}${name}`, ydoc);
-  s.provider = new WebsocketProvider(YJS_URL, DOC_PREFIX + name, ydoc, { maxBackoffTime: 2_500 });
+  s.provider = new WebsocketProvider(YJS_URL, DOC_PREFIX + name, ydoc, providerOptions({ maxBackoffTime: 2_500 }));
+  s.provider.on("connection-close", onConnectionClose);
   s.awareness = s.provider.awareness;
   s.awareness.setLocalStateField("user", { name: me.name, color: me.color, sid: s.sid });
   index.provider?.awareness.setLocalState({ user: { name: me.name, color: me.color }, doc: name });
@@ -312,7 +403,7 @@ function openDoc(name, { create = null } = {}) {
   history.replaceState(null, "", url);
   const changeUrl = new URL("./", location.href);
   changeUrl.searchParams.set("doc", name);
-  ui.changeName.href = changeUrl.pathname + changeUrl.search;
+  if (!AUTH) ui.changeName.href = changeUrl.pathname + changeUrl.search;
   document.body.dataset.synced = "false";
   renderTitle(s);
   renderDocLists();
@@ -779,6 +870,14 @@ ui.joinName.addEventListener("input", () => {
 });
 
 const params = new URLSearchParams(location.search);
+if (AUTH) {
+  // The logged-in person's name, and a token before any connection.
+  const [account] = await Promise.all([authRequest("me"), refreshToken()]);
+  params.set("name", account.name);
+  ui.joinName.readOnly = true;
+  ui.changeName.textContent = "Account";
+  ui.changeName.href = meta("switchboard-login") ?? "/";
+}
 const givenName = params.has("name") ? checkDisplayName(params.get("name")) : null;
 const givenDoc = params.has("doc") ? checkDocName(params.get("doc")) : null;
 pendingDoc = givenDoc?.name ?? null;
@@ -795,4 +894,4 @@ if (givenName?.name && !givenDoc?.error) {
 setInterval(renderDocLists, 60_000); // "edited 5 min ago"
 
 // For tests and the curious: the live objects.
-window.__editor = { index, get session() { return session; } };
+window.__editor = { index, auth, get session() { return session; } };
