@@ -461,7 +461,15 @@ async fn websocket(
             // state should not widen every connection's task.
             let ending = Box::pin(documents::serve(
                 shared.documents.clone(),
-                documents::Opening { name, read_only },
+                documents::Opening {
+                    name,
+                    read_only,
+                    expires: identity.as_ref().map(|i| {
+                        tokio::time::Instant::from_std(
+                            i.expiry_instant() + shared.config.token_expiry_grace,
+                        )
+                    }),
+                },
                 conn.clone(),
                 stream,
                 leftover,

@@ -658,3 +658,26 @@ async fn the_token_command_mints_tokens_the_server_accepts() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("token_hmac_secret"));
 }
+
+/// A document connection cannot refresh its token in place (y-websocket has no such
+/// message), so it is closed with 4010 once the token expires; the editor reconnects with a
+/// fresh one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_document_connection_closes_with_4010_when_its_token_expires() {
+    let (server, _dir) = secured("", &["--token-expiry-grace", "200ms"]);
+    let token = hs(json!({"sub": "ada", "exp": now() + 1, "rooms": ["notes:*"]}));
+    let url = format!("ws://{}/yjs/notes:a?token={token}", server.addr);
+    let mut c = Client::connect_with(&url, common::no_subprotocol())
+        .await
+        .expect("connect");
+    let code = tokio::time::timeout(Duration::from_secs(6), async {
+        loop {
+            if let Err(e) = c.recv().await {
+                return e.close_code();
+            }
+        }
+    })
+    .await
+    .expect("closed after the token expired");
+    assert_eq!(code, Some(4010));
+}

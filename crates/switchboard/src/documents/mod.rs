@@ -57,6 +57,8 @@ pub mod close {
     pub const RATE_LIMITED: CloseCode = CloseCode(4008);
     /// An edit from a connection whose token allows reading the document only.
     pub const FORBIDDEN: CloseCode = CloseCode(4003);
+    /// The connection's token expired (a reconnect needs a fresh one on the URL).
+    pub const TOKEN_EXPIRED: CloseCode = CloseCode(4010);
     /// A copy of the document (sync step 2) left unread while other connections wait.
     pub const SLOW_CONSUMER: CloseCode = CloseCode(4009);
 }
@@ -315,12 +317,19 @@ pub struct Opening {
     pub name: Arc<str>,
     /// The token allows reading (`join`) but not editing (`publish`).
     pub read_only: bool,
+    /// When the connection's token stops being valid (its `exp` plus the grace): then the
+    /// connection is closed with 4010, and y-websocket reconnects with a fresh one.
+    pub expires: Option<tokio::time::Instant>,
 }
 
 /// Serves one upgraded connection on document `name` until it ends.
 pub async fn serve(
     docs: Arc<Documents>,
-    Opening { name, read_only }: Opening,
+    Opening {
+        name,
+        read_only,
+        expires,
+    }: Opening,
     conn: Arc<ConnHandle>,
     stream: TcpStream,
     leftover: Bytes,
@@ -353,6 +362,7 @@ pub async fn serve(
         rate: RateLimiter::new(s.message_rate, s.message_burst, s.rate_limit_strikes),
         message_rate: s.message_rate,
         read_only,
+        expires,
     };
     let mut ending = connection::run(
         stream,
@@ -410,6 +420,7 @@ struct DocConn {
     message_rate: u32,
     /// The token allows `join` (read) but not `publish` (edit).
     read_only: bool,
+    expires: Option<tokio::time::Instant>,
 }
 
 /// Whether a y-websocket message is a sync step 2 or update that changes something (an
@@ -422,6 +433,14 @@ fn is_edit(data: &Bytes) -> bool {
 }
 
 impl Handler for DocConn {
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.expires
+    }
+
+    fn on_deadline(&mut self) -> Flow {
+        Flow::Close(close::TOKEN_EXPIRED, "token expired".to_owned())
+    }
+
     async fn on_message(&mut self, data: Data) -> Flow {
         let data = match data {
             Data::Binary(b) => b,
