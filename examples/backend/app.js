@@ -225,68 +225,44 @@ export function createApp(config) {
   });
 
   // ---------------------------------------------------------------------------------------
-  // The chat app and the SDK, from the Switchboard server, served from this origin. The chat
-  // page gets its auth configuration (meta tags) and a CSP that lets it connect to the server.
+  // The chat, the editor and the SDK, from the Switchboard server, served from this origin.
+  // Their pages get the auth configuration (meta tags) and the upstream's CSP — which holds
+  // the hashes of their inline scripts (the editor's import map) — with the Switchboard
+  // server's socket added to connect-src.
 
-  const chatCsp =
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; " +
-    `connect-src 'self' ${new URL(publicWsUrl).origin.replace(/^http/, "ws")}; object-src 'none'; base-uri 'none'; ` +
-    "form-action 'self'; frame-ancestors 'self'";
-
-  app.get("/chat", (req, res, next) => (req.originalUrl.split("?")[0] === "/chat" ? res.redirect(301, "/chat/") : next()));
-  app.get(["/chat/{*path}", "/sdk/{*path}"], async (req, res) => {
-    const isPage = req.path === "/chat/" || req.path === "/chat/index.html";
-    if (isPage && !readSession(req)) {
-      return res.redirect(303, `/?next=${encodeURIComponent(req.originalUrl)}`);
-    }
-    let response;
-    try {
-      response = await fetch(new URL(req.path, upstream));
-    } catch (error) {
-      return res.status(502).type("text").send(`the Switchboard server at ${upstream.origin} is not reachable: ${error.message}`);
-    }
-    if (!response.ok) return res.status(response.status).type("text").send(`${req.path}: ${response.status}`);
-    res.set("content-type", response.headers.get("content-type") ?? "application/octet-stream");
-    res.set("cache-control", "no-cache");
-    res.set("x-content-type-options", "nosniff");
-    if (!isPage) return res.send(Buffer.from(await response.arrayBuffer()));
-    const html = (await response.text()).replace(
-      "<head>",
-      `<head>\n<meta name="switchboard-url" content="${escapeHtml(publicWsUrl)}">` +
-        '\n<meta name="switchboard-auth" content="/auth">\n<meta name="switchboard-login" content="/">',
-    );
-    res.set("content-security-policy", chatCsp).send(html);
-  });
-
-  // The editor, likewise. Its page has an inline import map whose hash is in the upstream's
-  // CSP: keep that CSP and only let it connect to the Switchboard server's socket too.
   const wsOrigin = new URL(publicWsUrl).origin.replace(/^http/, "ws");
-  const publicYjsUrl = `${wsOrigin}/yjs`;
-
-  app.get("/editor", (req, res, next) => (req.originalUrl.split("?")[0] === "/editor" ? res.redirect(301, "/editor/") : next()));
-  app.get("/editor/{*path}", async (req, res) => {
-    const isPage = req.path === "/editor/" || req.path === "/editor/index.html";
-    if (isPage && !readSession(req)) {
-      return res.redirect(303, `/?next=${encodeURIComponent(req.originalUrl)}`);
+  const authMeta = '\n<meta name="switchboard-auth" content="/auth">\n<meta name="switchboard-login" content="/">';
+  const proxied = [
+    { dir: "chat", meta: `<meta name="switchboard-url" content="${escapeHtml(publicWsUrl)}">` },
+    { dir: "editor", meta: `<meta name="switchboard-yjs-url" content="${escapeHtml(`${wsOrigin}/yjs`)}">` },
+    { dir: "sdk", meta: null },
+  ];
+  for (const { dir, meta } of proxied) {
+    if (meta !== null) {
+      app.get(`/${dir}`, (req, res, next) =>
+        req.originalUrl.split("?")[0] === `/${dir}` ? res.redirect(301, `/${dir}/`) : next(),
+      );
     }
-    let response;
-    try {
-      response = await fetch(new URL(req.path, upstream));
-    } catch (error) {
-      return res.status(502).type("text").send(`the Switchboard server at ${upstream.origin} is not reachable: ${error.message}`);
-    }
-    if (!response.ok) return res.status(response.status).type("text").send(`${req.path}: ${response.status}`);
-    res.set("content-type", response.headers.get("content-type") ?? "application/octet-stream");
-    res.set("cache-control", "no-cache");
-    res.set("x-content-type-options", "nosniff");
-    if (!isPage) return res.send(Buffer.from(await response.arrayBuffer()));
-    const html = (await response.text()).replace(
-      "<head>",
-      `<head>\n<meta name="switchboard-yjs-url" content="${escapeHtml(publicYjsUrl)}">` +
-        '\n<meta name="switchboard-auth" content="/auth">\n<meta name="switchboard-login" content="/">',
-    );
-    res.set("content-security-policy", withConnectSrc(response.headers.get("content-security-policy"), wsOrigin)).send(html);
-  });
+    app.get(`/${dir}/{*path}`, async (req, res) => {
+      const isPage = meta !== null && (req.path === `/${dir}/` || req.path === `/${dir}/index.html`);
+      if (isPage && !readSession(req)) {
+        return res.redirect(303, `/?next=${encodeURIComponent(req.originalUrl)}`);
+      }
+      let response;
+      try {
+        response = await fetch(new URL(req.path, upstream));
+      } catch (error) {
+        return res.status(502).type("text").send(`the Switchboard server at ${upstream.origin} is not reachable: ${error.message}`);
+      }
+      if (!response.ok) return res.status(response.status).type("text").send(`${req.path}: ${response.status}`);
+      res.set("content-type", response.headers.get("content-type") ?? "application/octet-stream");
+      res.set("cache-control", "no-cache");
+      res.set("x-content-type-options", "nosniff");
+      if (!isPage) return res.send(Buffer.from(await response.arrayBuffer()));
+      const html = (await response.text()).replace("<head>", `<head>\n${meta}${authMeta}`);
+      res.set("content-security-policy", withConnectSrc(response.headers.get("content-security-policy"), wsOrigin)).send(html);
+    });
+  }
 
   return app;
 }
