@@ -23,7 +23,7 @@ use crate::auth::Access;
 use crate::hub::{Hub, Who};
 use crate::protocol::{self, ErrorCode, Field};
 use crate::rate::{RateLimiter, Verdict};
-use crate::responses::{json, json_error, method_not_allowed, Body};
+use crate::responses::{bearer, json, json_error, method_not_allowed, Body};
 
 /// A refused request's whole answer (boxed: it is large next to the `Ok` values).
 type Refusal = Box<Response<Body>>;
@@ -153,12 +153,7 @@ impl Api {
                 "too many API requests from this address",
             )));
         }
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
+        let given = bearer(req.headers());
         let known = given.is_some_and(|g| {
             // Every key is compared, each in constant time, so the time taken says nothing
             // about which key (or how much of one) matched.

@@ -516,7 +516,6 @@ impl Driver<'_> {
         // Everything queued is written: give the queue's buffer back, so an idle connection
         // holds none (a burst may have grown it).
         self.writing = VecDeque::new();
-        self.last_write_progress = Instant::now();
         // Once our close frame is out, send FIN: the peer sees the end of the stream, and
         // we keep reading until its close arrives.
         if self.close_sent && !self.write_shut && closed {

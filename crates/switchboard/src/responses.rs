@@ -18,6 +18,16 @@ pub fn json(status: StatusCode, body: String) -> Response<Body> {
     res
 }
 
+/// The credential of an `Authorization: Bearer <credential>` header (a token or an API key).
+pub fn bearer(headers: &hyper::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
 /// An HTTP error with a JSON body: `{"error": code, "message": ...}`.
 pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     json(

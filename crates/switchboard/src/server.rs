@@ -27,7 +27,7 @@ use crate::ids;
 use crate::limits::{self, ConnectionLimits, PendingLimits, Slot};
 use crate::outbox::Outbox;
 use crate::protocol::{ErrorCode, SUBPROTOCOL};
-use crate::responses::{json, json_error, method_not_allowed, Body};
+use crate::responses::{bearer, json, json_error, method_not_allowed, Body};
 use crate::session::{Echo, Limits, Session};
 use crate::web;
 
@@ -532,13 +532,9 @@ fn handshake_identity(
     let Some(verifier) = shared.access.verifier.as_ref() else {
         return Ok(None);
     };
-    let bearer = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| t.trim().to_owned());
-    let token = bearer.or_else(|| api::query_param(req.uri().query().unwrap_or(""), "token"));
+    let token = bearer(req.headers())
+        .map(str::to_owned)
+        .or_else(|| api::query_param(req.uri().query().unwrap_or(""), "token"));
     match token {
         None => Ok(None),
         Some(t) => verifier.connection(&t).map(Some),
