@@ -499,6 +499,7 @@ impl Api {
             since,
             limit,
             reverse,
+            open: false,
         };
         match self.hub.broker().history(&name, query, stream).wait().await {
             Ok(page) => {

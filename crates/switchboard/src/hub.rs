@@ -84,6 +84,9 @@ struct RoomState {
     /// Set when the last member left and the room was removed from the hub: a connection
     /// that looked it up just before must look again.
     closed: bool,
+    /// Its creator subscribed the broker to it: whoever closes it unsubscribes (once per
+    /// room, so that the broker's count of members here never drops below the truth).
+    subscribed: bool,
 }
 
 struct Member {
@@ -104,6 +107,8 @@ struct Member {
 #[derive(Default)]
 struct Buffered {
     publications: Vec<Arc<Publication>>,
+    /// Their frames' bytes.
+    bytes: usize,
     /// More arrived than may be held: the member cannot be told exactly what it missed.
     overflowed: bool,
 }
@@ -236,6 +241,9 @@ pub enum Who<'a> {
     Conn(&'a str),
 }
 
+/// Close code for members of a room whose broker started it over in a new epoch.
+pub const EPOCH_CHANGED_CLOSE: CloseCode = CloseCode(4011);
+
 /// `from` of a message the server published (the HTTP API): not a member.
 pub const SERVER_MEMBER: &str = r#"{"conn":null,"user":null,"presence":{},"server":true}"#;
 
@@ -333,6 +341,7 @@ impl Hub {
                         order: BTreeMap::new(),
                         next_seq: 0,
                         closed: false,
+                        subscribed: false,
                     }),
                 });
                 (name, room)
@@ -344,10 +353,16 @@ impl Hub {
             }
             let mut st = room.lock();
             if st.closed {
+                drop(st);
                 if created {
+                    // Closed before we could mark it subscribed: its closer did not
+                    // unsubscribe; we do, outside the room lock (the broker's locks come first).
                     self.broker.unsubscribe(name);
                 }
                 continue; // emptied and removed between our lookup and our lock
+            }
+            if created {
+                st.subscribed = true;
             }
             if st.epoch.is_none() {
                 // Under the room lock: a publication the position counts has been delivered
@@ -488,6 +503,7 @@ impl Hub {
             .joined_reply(&room.name, id, &epoch, offset, &limits)
             .raw_list("messages", messages.iter().map(|p| p.v1_json(&room.name)));
         match outcome {
+            _ if !recovering => {}
             None => {}
             Some(None) => reply = reply.bool("recovered", true),
             Some(Some(reason)) => reply = reply.bool("recovered", false).str("reason", reason),
@@ -545,8 +561,11 @@ impl Hub {
         if st.members.is_empty() {
             st.closed = true;
             self.rooms.remove_if(&*room.name, |r| Arc::ptr_eq(r, room));
+            let subscribed = std::mem::take(&mut st.subscribed);
             drop(st);
-            self.broker.unsubscribe(&room.name);
+            if subscribed {
+                self.broker.unsubscribe(&room.name);
+            }
         }
     }
 
@@ -727,12 +746,19 @@ impl Inbound for Hub {
             return;
         }
         if st.epoch.as_ref() != Some(epoch) {
-            // The first publication this room sees, or the broker started the room over:
-            // offsets count from 1 again.
             if st.epoch.is_some() {
+                // The broker started the room over (its history was lost: Redis without
+                // persistence restarted, say). `message` frames carry no epoch, so members
+                // could not tell offset 1 of the new epoch from one they have seen: they are
+                // closed, reconnect, and learn it from `recovered: false`.
+                for m in st.members.values() {
+                    m.conn
+                        .outbox
+                        .close_with(EPOCH_CHANGED_CLOSE, "the room's history was lost: rejoin");
+                }
                 st.top = 0;
                 for m in st.members.values_mut() {
-                    m.floor = 0;
+                    m.floor = u64::MAX;
                 }
             }
             st.epoch = Some(epoch.clone());
@@ -741,6 +767,7 @@ impl Inbound for Hub {
         let frame = publication.v1_frame(&room.name);
         let offset = publication.offset;
         let cap = self.replies.max_recovery_messages;
+        let cap_bytes = self.replies.recovery_bytes;
         for (num, m) in st.members.iter_mut() {
             if publication.exclude == Some(*num) {
                 continue;
@@ -748,8 +775,11 @@ impl Inbound for Hub {
             match &mut m.pending {
                 None if offset > m.floor => m.conn.send(frame),
                 None => {}
-                Some(held) if held.publications.len() < cap => {
-                    held.publications.push(publication.clone())
+                Some(held)
+                    if held.publications.len() < cap && held.bytes + frame.len() <= cap_bytes =>
+                {
+                    held.publications.push(publication.clone());
+                    held.bytes += frame.len();
                 }
                 Some(held) => held.overflowed = true,
             }

@@ -221,13 +221,14 @@ impl Session {
                     let query = HistoryQuery {
                         since,
                         limit: if recovering {
-                            self.hub.replies().max_recovery_messages + 1
+                            self.hub.replies().max_recovery_messages.saturating_add(1)
                         } else {
                             0
                         },
                         reverse: false,
+                        open: true,
                     };
-                    let read = self.hub.broker().history(&name, query, stream).wait().await;
+                    let read = wait(self.hub.broker().history(&name, query, stream)).await;
                     if let Err(f) = self
                         .hub
                         .finish_join(&self.conn, &joined, id, recovering, read)
@@ -267,7 +268,7 @@ impl Session {
                     waiting => {
                         let conn = self.conn.clone();
                         tokio::spawn(async move {
-                            answer_publish(&conn, id, waiting.wait().await);
+                            answer_publish(&conn, id, wait(waiting).await);
                         });
                     }
                 }
@@ -320,6 +321,7 @@ impl Session {
                     reverse: protocol::optional_bool(env.reverse, "reverse")
                         .map_err(with_id)?
                         .unwrap_or(false),
+                    open: false,
                 };
                 if !stream.keeps() {
                     return Err(with_id(Failure::new(
@@ -330,19 +332,27 @@ impl Session {
                 if id.is_none() {
                     return Ok(Flow::Continue); // no id, no reply
                 }
-                let page = self
-                    .hub
-                    .broker()
-                    .history(&name, query, stream)
-                    .wait()
+                let page = wait(self.hub.broker().history(&name, query, stream))
                     .await
                     .map_err(|e| with_id(history_failure(e)))?;
+                // A page fits the client's queue: at most a quarter of it (at least one
+                // message); the client pages on with `since`.
+                let budget = self.hub.replies().recovery_bytes;
+                let mut bytes = 0;
+                let messages = page
+                    .messages
+                    .iter()
+                    .map(|p| p.v1_json(&name))
+                    .take_while(|m| {
+                        bytes += m.len() + 1;
+                        bytes == m.len() + 1 || bytes <= budget
+                    });
                 let reply = Out::new("history")
                     .opt_id(id)
                     .str("room", &name)
                     .str("epoch", &page.position.epoch)
                     .uint("offset", page.position.offset)
-                    .raw_list("messages", page.messages.iter().map(|p| p.v1_json(&name)))
+                    .raw_list("messages", messages)
                     .finish();
                 self.conn.send(&reply);
             }
@@ -524,6 +534,19 @@ impl Handler for Session {
     async fn on_close(&mut self) {
         let rooms: Vec<Arc<Room>> = self.rooms.drain().map(|(_, j)| j.room).collect();
         self.hub.unregister(&self.conn, rooms);
+    }
+}
+
+/// How long a request waits for the broker (a stalled disk, an unreachable Redis) before it
+/// is answered `unavailable`.
+const BROKER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn wait<T>(pending: Pending<T>) -> Result<T, BrokerError> {
+    match tokio::time::timeout(BROKER_TIMEOUT, pending.wait()).await {
+        Ok(r) => r,
+        Err(_) => Err(BrokerError::Unavailable(
+            "the history store did not answer in time".to_owned(),
+        )),
     }
 }
 

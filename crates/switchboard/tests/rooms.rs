@@ -225,10 +225,24 @@ async fn joined_reports_the_current_offset_and_an_emptied_room_starts_over() {
     assert_eq!(joined["messages"], json!([]));
     assert_eq!(b.publish("r", json!("x")).await, 4);
 
-    // Everyone leaves: the room is gone, and comes back at offset 0 with a new epoch.
+    // Everyone leaves: the room keeps its position while its recovery window lasts.
     a.request(json!({"type": "leave", "id": 1, "room": "r"}))
         .await;
     b.request(json!({"type": "leave", "id": 1, "room": "r"}))
+        .await;
+    let again = a.join("r", None).await;
+    assert_eq!(again["offset"], json!(4));
+    assert_eq!(again["epoch"], first["epoch"], "the same life of the room");
+    assert_eq!(a.publish("r", json!("y")).await, 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_room_that_keeps_nothing_starts_over_when_it_empties() {
+    let server = Server::start(&["--recovery-window-size", "0"]);
+    let mut a = Peer::connect(&server).await;
+    let first = a.join("r", None).await;
+    assert_eq!(a.publish("r", json!(1)).await, 1);
+    a.request(json!({"type": "leave", "id": 1, "room": "r"}))
         .await;
     let again = a.join("r", None).await;
     assert_eq!(again["offset"], json!(0));
@@ -237,7 +251,7 @@ async fn joined_reports_the_current_offset_and_an_emptied_room_starts_over() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn join_with_since_says_not_recovered() {
+async fn join_with_since_recovers_exactly_what_was_missed() {
     let server = Server::start(&[]);
     let mut a = Peer::connect(&server).await;
     let first = a.join("r", None).await;
@@ -248,7 +262,18 @@ async fn join_with_since_says_not_recovered() {
                         "since": {"epoch": first["epoch"], "offset": 0}}))
         .await;
     assert_eq!(reply["type"], "joined");
+    assert_eq!(reply["recovered"], json!(true), "{reply}");
+    assert_eq!(reply["messages"].as_array().unwrap().len(), 1, "{reply}");
+    assert_eq!(reply["messages"][0]["data"], json!(1));
+    assert_eq!(reply["offset"], json!(1));
+    // Another epoch: it cannot say what was missed, and says so.
+    let mut c = Peer::connect(&server).await;
+    let reply = c
+        .request(json!({"type": "join", "id": 4, "room": "r",
+                        "since": {"epoch": "elsewhere", "offset": 0}}))
+        .await;
     assert_eq!(reply["recovered"], json!(false));
+    assert_eq!(reply["reason"], "epoch_changed");
     assert_eq!(reply["messages"], json!([]));
     assert_eq!(reply["offset"], json!(1));
 }

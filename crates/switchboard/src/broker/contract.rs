@@ -141,6 +141,7 @@ async fn history(
             since,
             limit,
             reverse,
+            open: true,
         },
         o,
     )
@@ -401,6 +402,7 @@ async fn durable_history_and_keys_survive_reopening_the_store() {
                 since: Some(Position { epoch, offset: 1 }),
                 limit: 10,
                 reverse: false,
+                open: true,
             },
             o,
         )
@@ -437,6 +439,7 @@ async fn memory_windows_saved_at_shutdown_come_back_once() {
                 since: None,
                 limit: 10,
                 reverse: false,
+                open: true,
             },
             o,
         )
@@ -468,6 +471,7 @@ async fn memory_windows_saved_at_shutdown_come_back_once() {
                 since: None,
                 limit: 10,
                 reverse: false,
+                open: true,
             },
             o,
         )

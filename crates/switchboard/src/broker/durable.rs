@@ -27,13 +27,15 @@ use super::{
 };
 use crate::hub::now_ms;
 
+/// Operations that may wait for the writer.
+const QUEUE: usize = 16 * 1024;
 /// Most publishes written in one transaction.
 const MAX_BATCH: usize = 512;
 /// How often expired messages, keys and idle rooms are removed.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 pub struct DurableBroker {
-    tx: Mutex<mpsc::Sender<Op>>,
+    tx: Mutex<mpsc::SyncSender<Op>>,
     shared: Arc<Shared>,
 }
 
@@ -82,7 +84,7 @@ impl DurableBroker {
             subscribed: Mutex::new(HashMap::new()),
             inbound: OnceLock::new(),
         });
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
         let writer = shared.clone();
         let spawned = std::thread::Builder::new()
             .name("history-writer".into())
@@ -104,7 +106,9 @@ impl DurableBroker {
     /// Queues `op` for the writer; false if the writer is gone (the op is dropped, and
     /// its reply channel with it).
     fn send(&self, op: Op) -> bool {
-        lock(&self.tx).send(op).is_ok()
+        // A full queue (the disk is not keeping up) refuses the op: its caller answers
+        // `unavailable` rather than holding memory without bound.
+        lock(&self.tx).try_send(op).is_ok()
     }
 
     pub fn publish(
@@ -138,6 +142,22 @@ impl DurableBroker {
         let cached = lock(&self.shared.meta).get(&room).cloned();
         let opened = match cached {
             Some(meta) => Ok(meta),
+            None if !query.open => {
+                // Read as it is stored; a room that does not exist is answered empty and
+                // nothing is written for it.
+                let shared = self.shared.clone();
+                tokio::task::spawn_blocking(move || {
+                    let read = match shared.store.read_meta(&room) {
+                        Ok(Some(meta)) => read_page(&shared.store, &room, &meta, &query),
+                        Ok(None) => {
+                            read_page(&shared.store, &room, &new_meta(opts, now_ms()), &query)
+                        }
+                        Err(e) => Err(unavailable(&shared.store, &e)),
+                    };
+                    let _ = reply.send(read);
+                });
+                return Pending::Waiting(rx);
+            }
             None => {
                 let (open, opened) = oneshot::channel();
                 let op = Op::Open {
@@ -152,16 +172,21 @@ impl DurableBroker {
             }
         };
         let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || {
+        tokio::spawn(async move {
+            // The writer's answer is awaited here, not on a blocking thread.
             let meta = match opened {
                 Ok(meta) => meta,
-                Err(opened) => match opened.blocking_recv() {
+                Err(opened) => match opened.await {
                     Ok(Ok(meta)) => meta,
                     Ok(Err(e)) => return drop(reply.send(Err(e))),
                     Err(_) => return drop(reply.send(Err(stopped()))),
                 },
             };
-            let _ = reply.send(read_page(&shared.store, &room, &meta, &query));
+            let read =
+                tokio::task::spawn_blocking(move || read_page(&shared.store, &room, &meta, &query))
+                    .await
+                    .unwrap_or_else(|_| Err(stopped()));
+            let _ = reply.send(read);
         });
         Pending::Waiting(rx)
     }
@@ -232,10 +257,9 @@ fn read_page(
         messages = store
             .read_messages(room, lo, hi, query.limit, query.reverse)
             .map_err(|e| unavailable(store, &e))?;
-        // Trimmed since `meta` was read: what was asked for from `since` is gone.
-        if query.since.is_some()
-            && !query.reverse
-            && messages.first().is_some_and(|p| p.offset != lo)
+        // Trimmed since `meta` was read: what was asked for from `since` is gone (an empty
+        // page included: it would pass for "nothing missed").
+        if query.since.is_some() && !query.reverse && messages.first().map(|p| p.offset) != Some(lo)
         {
             return Err(BrokerError::Unrecoverable {
                 reason: Unrecoverable::TooOld,
@@ -251,15 +275,19 @@ fn unavailable(store: &Store, e: &dyn std::fmt::Display) -> BrokerError {
 }
 
 fn run(shared: &Shared, rx: &mpsc::Receiver<Op>) {
+    let mut next_sweep = std::time::Instant::now() + SWEEP_EVERY;
     loop {
-        let first = match rx.recv_timeout(SWEEP_EVERY) {
-            Ok(op) => op,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if let Err(e) = sweep(shared) {
-                    tracing::warn!(error = %e, "history sweep failed");
-                }
-                continue;
+        // Swept every SWEEP_EVERY, busy or not.
+        let now = std::time::Instant::now();
+        if now >= next_sweep {
+            if let Err(e) = sweep(shared) {
+                tracing::warn!(error = %e, "history sweep failed");
             }
+            next_sweep = now + SWEEP_EVERY;
+        }
+        let first = match rx.recv_timeout(next_sweep.saturating_duration_since(now)) {
+            Ok(op) => op,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         };
         let mut batch = vec![first];

@@ -27,6 +27,9 @@ pub struct MemoryBroker {
     /// Where windows are saved at a graceful shutdown (`None`: nothing goes to disk).
     data_dir: Option<PathBuf>,
     sweeper: OnceLock<()>,
+    /// Set when the windows are taken at shutdown: a publish after it would get an offset
+    /// the next start does not know, so it is refused.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 struct Stream {
@@ -155,6 +158,7 @@ impl MemoryBroker {
             inbound: OnceLock::new(),
             data_dir,
             sweeper: OnceLock::new(),
+            closing: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -189,6 +193,11 @@ impl MemoryBroker {
         mut publication: Publication,
         opts: StreamOptions,
     ) -> Pending<Published> {
+        if self.closing.load(Ordering::Acquire) {
+            return Pending::Ready(Err(super::BrokerError::Unavailable(
+                "the server is shutting down".to_owned(),
+            )));
+        }
         let inbound = self.inbound.get().and_then(Weak::upgrade);
         Pending::Ready(Ok(self.with_stream(room, opts, |stream, st| {
             let now = now_ms();
@@ -234,6 +243,10 @@ impl MemoryBroker {
         query: HistoryQuery,
         opts: StreamOptions,
     ) -> Pending<HistoryPage> {
+        if !query.open && self.streams.get(room).is_none() {
+            // Nothing is kept for a room nobody uses: answer it empty, make nothing.
+            return Pending::Ready(State::new(opts).page(&query));
+        }
         Pending::Ready(self.with_stream(room, opts, |_, st| {
             st.trim(now_ms());
             st.page(&query)
@@ -288,13 +301,15 @@ impl MemoryBroker {
 
     /// The recovery windows, for saving at a graceful shutdown.
     pub fn windows(&self) -> Vec<(Arc<str>, Vec<u8>)> {
+        self.closing.store(true, Ordering::Release);
         let now = now_ms();
         let mut out = Vec::new();
         for (name, stream) in self.streams.entries() {
             let mut st = lock(&stream);
             st.trim(now);
-            // A position with nothing kept still tells a returning client it missed nothing.
-            if st.dead || !st.opts.keeps() || (st.offset == 0 && st.keys.is_empty()) {
+            // A position with nothing kept still tells a returning client it missed nothing
+            // (a quiet room keeps its epoch across a restart too).
+            if st.dead || !st.opts.keeps() {
                 continue;
             }
             out.push((name, encode_window(&st)));

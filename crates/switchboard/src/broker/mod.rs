@@ -153,6 +153,9 @@ pub struct HistoryQuery {
     pub limit: usize,
     /// Latest first.
     pub reverse: bool,
+    /// A member is joining: the room's position must exist (and, on disk, be stored) from
+    /// now on. Without it a room that does not exist is read as empty and nothing is made.
+    pub open: bool,
 }
 
 /// What [`Broker::history`] found: messages and the room's current position.

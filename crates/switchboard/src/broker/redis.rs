@@ -436,6 +436,7 @@ impl Inner {
             }),
             limit: (to - from) as usize,
             reverse: false,
+            open: true,
         };
         let messages = match self.read(room, &query).await {
             Ok(page) => page.messages,
@@ -491,6 +492,7 @@ impl Inner {
                     since: Some(since),
                     limit: (offset - l - 1) as usize,
                     reverse: false,
+                    open: true,
                 };
                 match self.read(room, &query).await {
                     Ok(page) => missing = page.messages,
@@ -667,6 +669,7 @@ async fn subscribe(inner: &Weak<Inner>, sink: &mut redis::aio::PubSubSink, room:
         since: None,
         limit: 0,
         reverse: false,
+        open: true,
     };
     let read = node.read(&room, &query).await;
     let last = lock(&node.rooms).get(&room).and_then(|s| s.last.clone());
