@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { WebSocket } from "ws";
 import { connect, join, names } from "./clients.js";
+import { gatedWebSocket } from "./gate.js";
 import { freePort, restartableServer, startServer } from "./server.js";
 import { nextEvent, sleep, uniqueRoom, waitFor, within } from "./wait.js";
 
@@ -92,12 +93,7 @@ test("publishes made while the server is down are sent once, in order, after the
   const holder = await restartableServer(t);
   // Ada's connection attempts go nowhere (a 404) while the gate is shut, so that grace is
   // back in the room before ada's queued publishes go out, and must receive them.
-  const gate = { shut: false };
-  class GatedWebSocket extends WebSocket {
-    constructor(url, protocols) {
-      super(gate.shut ? url.replace(/\/ws$/, "/gate-is-shut") : url, protocols);
-    }
-  }
+  const { WebSocket: GatedWebSocket, gate } = gatedWebSocket(WebSocket);
   const ada = await connect(t, holder.server.url, { WebSocket: GatedWebSocket });
   const grace = await connect(t, holder.server.url);
   const name = uniqueRoom("chat");
@@ -160,12 +156,7 @@ test("publishes made while the server is down are sent once, in order, after the
 // away. Grace's re-join (since: the last message she saw) brings them, each once.
 test("after a restart, a client back later recovers what another published before it was back", TEST, async (t) => {
   const holder = await restartableServer(t);
-  const gate = { shut: false };
-  class GatedWebSocket extends WebSocket {
-    constructor(url, protocols) {
-      super(gate.shut ? url.replace(/\/ws$/, "/gate-is-shut") : url, protocols);
-    }
-  }
+  const { WebSocket: GatedWebSocket, gate } = gatedWebSocket(WebSocket);
   const ada = await connect(t, holder.server.url);
   const grace = await connect(t, holder.server.url, { WebSocket: GatedWebSocket });
   const name = uniqueRoom("chat");

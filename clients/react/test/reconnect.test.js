@@ -5,6 +5,7 @@
 import { createElement as h, useState } from "react";
 import { afterAll, beforeAll, expect, test } from "vitest";
 import { WebSocket } from "ws";
+import { gatedWebSocket } from "../../js/test-integration/gate.js";
 import { SwitchboardProvider, useRoom } from "../src/index.js";
 import {
   Chat,
@@ -105,12 +106,7 @@ const shown = (container, user, selector) => texts(container.querySelector(`[dat
 
 test("recovery: messages published while a user was away arrive after the restart, and history reads the room", async () => {
   const room = uniqueRoom("chat");
-  const gate = { shut: false };
-  class GatedWebSocket extends WebSocket {
-    constructor(url, protocols) {
-      super(gate.shut ? url.replace(/\/ws$/, "/gate-is-shut") : url, protocols);
-    }
-  }
+  const { WebSocket: GatedWebSocket, gate } = gatedWebSocket(WebSocket);
   const app = mount(
     h(SwitchboardProvider, { url: server.url, options: { ...FAST, WebSocket: GatedWebSocket } }, h(Recovering, { room, user: "grace" })),
   );
