@@ -1,6 +1,7 @@
 // A room's recent messages: someone who arrives sees what was said before (the room's history,
 // which scripts/demo.toml keeps for the chat's rooms), then the conversation goes on live,
-// each message once; a page opened after a server restart sees them too (history on disk).
+// each message once; a page opened after a server restart sees them too (history on disk); a
+// page back from too long away (more missed than one re-join brings) fills the gap from history.
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
@@ -44,6 +45,52 @@ test("a page that joins late sees the earlier messages, then live ones, each onc
     await waitForMessages(cy.page, all);
     assert.deepEqual((await messagesOf(cy.page)).map((m) => m.text), all);
     for (const { pageErrors } of [ada, grace, cy]) assert.deepEqual(pageErrors.map(String), []);
+  } finally {
+    try {
+      await within(20_000, "closing the browser", browser.close());
+    } finally {
+      await server.stop();
+    }
+  }
+});
+
+test("a page that missed more than a re-join brings says so and shows them from history", { timeout: 120_000 }, async () => {
+  const browser = await launchBrowser();
+  // A re-join brings at most 2 missed messages; more is a gap (too_many).
+  const server = await startServer({ args: ["--max-recovery-messages", "2"] });
+  try {
+    // Grace's socket can be dropped, and kept from coming back while the gate is shut.
+    const gate = { shut: false, socket: null };
+    const beforeOpen = (page) =>
+      page.routeWebSocket(/\/ws$/, (ws) => {
+        if (gate.shut) return ws.close({ code: 1011, reason: "gate shut" });
+        gate.socket = ws;
+        ws.connectToServer();
+      });
+    const ada = await openChat(browser, server.origin, { name: "ada", room: "e2e-gap" });
+    const grace = await openChat(browser, server.origin, { name: "grace", room: "e2e-gap", beforeOpen });
+    await say(ada.page, "before");
+    await waitForMessages(grace.page, ["before"]);
+
+    gate.shut = true;
+    await gate.socket.close({ code: 4000, reason: "dropped by the test" });
+    await grace.page.waitForFunction(() => document.body.dataset.connection === "reconnecting");
+    const missed = ["missed 1", "missed 2", "missed 3"];
+    for (const text of missed) await say(ada.page, text);
+    await waitForMessages(ada.page, missed);
+    await ada.page.waitForFunction(() => document.querySelectorAll("#messages .msg.pending").length === 0);
+    gate.shut = false;
+
+    await waitForMessages(grace.page, missed, 30_000);
+    await say(ada.page, "after");
+    await waitForMessages(grace.page, ["after"]);
+    await grace.page.waitForTimeout(500);
+    const lines = (await transcript(grace.page)).map((m) => m.text);
+    const at = lines.indexOf("Reconnected. The messages you missed are below.");
+    assert.ok(at !== -1, `the gap is reported, and filled: ${JSON.stringify(lines)}`);
+    assert.deepEqual(lines.slice(at + 1).filter((text) => !/joined|left/.test(text)), [...missed, "after"], "in order, each once");
+    assert.deepEqual((await messagesOf(grace.page)).map((m) => m.text), ["before", ...missed, "after"]);
+    for (const { pageErrors } of [ada, grace]) assert.deepEqual(pageErrors.map(String), []);
   } finally {
     try {
       await within(20_000, "closing the browser", browser.close());

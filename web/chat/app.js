@@ -324,8 +324,8 @@ function enterRoom(name) {
     room.on("message", current((message) => onMessage(c, message))),
     room.on("presence", current((event) => onPresence(c, event))),
     room.on("members", current(() => renderMembers(c))),
-    room.on("gap", current(() => {
-      if (c.joinedOnce) systemLine(c, "Reconnected. Messages sent while you were offline may be missing.", "notice");
+    room.on("gap", current((gap) => {
+      if (c.joinedOnce) fillGap(c, gap);
     })),
     room.on("recovered", current(({ count }) => {
       if (count > 0) console.info(`#${name}: ${count} missed ${count === 1 ? "message" : "messages"} recovered`);
@@ -438,19 +438,56 @@ function showRecent(c, offset) {
     (page) => {
       if (chat !== c) return;
       const earlier = page.messages.filter((m) => m.offset <= offset).reverse();
-      const stick = isNearBottom();
-      let prev = null;
-      for (const { data, from, ts } of earlier) {
-        const key = memberKey(from);
-        const li = messageElement(c, { key, name: memberName(from), text: messageText(data), ts, mine: key === me.uid }, prev);
-        li.classList.add("earlier");
-        ui.messages.insertBefore(li, anchor && anchor.parentNode === ui.messages ? anchor : ui.messages.firstChild);
-        prev = li;
-      }
-      if (stick) scrollToBottom();
+      showEarlier(earlier, (li) => ui.messages.insertBefore(li, anchor?.parentNode === ui.messages ? anchor : ui.messages.firstChild));
     },
     (error) => console.warn(`history of #${c.name}:`, error.code, error.message),
   );
+}
+
+/**
+ * A re-join the server could not recover (too many missed, or the room's history was lost):
+ * say so, and fill in what the room still keeps of what was missed, up to the re-join's
+ * position (what comes after it arrives live, below). My own missed messages are on the page
+ * already, sent or pending.
+ */
+function fillGap(c, { since, epoch, offset }) {
+  const notice = systemLine(c, "Reconnected. Messages sent while you were offline may be missing.", "notice");
+  const sameEpoch = since.epoch === epoch;
+  const after = sameEpoch ? since.offset : 0; // in a new epoch every message of it was missed
+  if (!notice || offset <= after) return;
+  c.room.history({ limit: HISTORY_LIMIT, reverse: true }).then(
+    (page) => {
+      if (chat !== c || page.epoch !== epoch) return;
+      const missed = page.messages.filter((m) => m.offset > after && m.offset <= offset).reverse();
+      let last = notice;
+      showEarlier(
+        missed.filter((m) => memberKey(m.from) !== me.uid),
+        (li) => {
+          last.after(li);
+          last = li;
+        },
+      );
+      // All of it, when the oldest missed message was still kept (and the epoch is the same).
+      if (sameEpoch && missed[0]?.offset === after + 1) {
+        notice.querySelector(".system-text").textContent = "Reconnected. The messages you missed are below.";
+      }
+    },
+    (error) => console.warn(`history of #${c.name}:`, error.code, error.message),
+  );
+}
+
+/** Shows messages of the room's history (oldest first), each element placed by `insert`. */
+function showEarlier(messages, insert) {
+  const stick = isNearBottom();
+  let prev = null;
+  for (const { data, from, ts } of messages) {
+    const key = memberKey(from);
+    const li = messageElement({ key, name: memberName(from), text: messageText(data), ts, mine: key === me.uid }, prev);
+    li.classList.add("earlier");
+    insert(li);
+    prev = li;
+  }
+  if (stick) scrollToBottom();
 }
 
 function endRegroup(c) {
@@ -585,14 +622,17 @@ function avatar(name) {
 /** Appends a message; returns its element. */
 function showMessage(c, message) {
   const stick = isNearBottom() || message.mine;
-  const li = messageElement(c, message, ui.messages.lastElementChild);
+  const li = messageElement(message, ui.messages.lastElementChild, c);
   ui.messages.append(li);
   if (stick) scrollToBottom();
   return li;
 }
 
-/** A message's element, grouped under the name of `prev` when that is the same person's, just before. */
-function messageElement(c, { key, name, text, ts, mine, pending }, prev) {
+/**
+ * A message's element, grouped under the name of `prev` when that is the same person's, just
+ * before. `c`: the chat of a pending message (its status retries it when clicked).
+ */
+function messageElement({ key, name, text, ts, mine, pending }, prev, c) {
   const li = document.createElement("li");
   li.className = "msg";
   if (mine) li.classList.add("mine");
@@ -623,9 +663,9 @@ function messageElement(c, { key, name, text, ts, mine, pending }, prev) {
   return li;
 }
 
-/** A line about the room itself: joins, leaves, reconnects. */
+/** A line about the room itself: joins, leaves, reconnects. Returns its element. */
 function systemLine(c, text, kind) {
-  if (chat !== c) return;
+  if (chat !== c) return null;
   const stick = isNearBottom();
   const li = document.createElement("li");
   li.className = `system system-${kind}`;
@@ -635,6 +675,7 @@ function systemLine(c, text, kind) {
   li.append(span("system-text", text), time);
   ui.messages.append(li);
   if (stick) scrollToBottom();
+  return li;
 }
 
 function isNearBottom() {
