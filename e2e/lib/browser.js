@@ -43,9 +43,14 @@ export function within(ms, what, promise) {
 /**
  * Opens the chat in a fresh browser context (its own cookies and storage, like another
  * person's browser). With `name` and `room` it goes straight into the room and waits until
- * it is joined. Returns { page, context, pageErrors, dialogs }.
+ * it is joined. `beforeOpen(page)` runs before the page is loaded (e.g. to route its
+ * WebSocket). Returns { page, context, pageErrors, dialogs }.
  */
-export async function openChat(browser, origin, { name, room, viewport = { width: 1280, height: 800 }, wait = true } = {}) {
+export async function openChat(
+  browser,
+  origin,
+  { name, room, viewport = { width: 1280, height: 800 }, wait = true, beforeOpen } = {},
+) {
   const context = await browser.newContext({ viewport, deviceScaleFactor: 1, locale: "en-GB", timezoneId: "UTC" });
   const page = await context.newPage();
   page.setDefaultTimeout(WAIT_MS);
@@ -57,6 +62,7 @@ export async function openChat(browser, origin, { name, room, viewport = { width
     dialogs.push(dialog.message());
     dialog.dismiss().catch(() => {});
   });
+  if (beforeOpen) await beforeOpen(page);
   const url = new URL("/chat/", origin);
   if (name !== undefined) url.searchParams.set("name", name);
   if (room !== undefined) url.searchParams.set("room", room);

@@ -5,16 +5,20 @@
 // after changing the chat app).
 
 import { spawn } from "node:child_process";
-import { accessSync, constants } from "node:fs";
+import { accessSync, constants, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 
 const E2E_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+/** The config scripts/start.sh runs the server with: the apps' namespaces, the chat's history. */
+export const DEMO_CONFIG = path.resolve(E2E_DIR, "../scripts/demo.toml");
 const START_TIMEOUT_MS = 15_000;
 const STOP_TIMEOUT_MS = 15_000;
 
 /** Every server still running, so a crashing test process does not leave one behind. */
 const running = new Set();
+const scratch = new Set(); // data directories made here, removed at exit
 process.on("exit", () => {
   for (const child of running) {
     try {
@@ -23,6 +27,7 @@ process.on("exit", () => {
       // already gone
     }
   }
+  for (const dir of scratch) rmSync(dir, { recursive: true, force: true });
 });
 
 export function serverBinary() {
@@ -42,13 +47,23 @@ export function serverBinary() {
 }
 
 /**
- * Starts the server on `port` (0: an ephemeral port) and resolves once it logs
- * `listening addr=HOST:PORT`, with { port, origin, pid, stop(), log() }. `args` are more
- * command-line options (e.g. ["--data-dir", dir]).
+ * Starts the server on `port` (0: an ephemeral port) with scripts/demo.toml (what
+ * scripts/start.sh runs), and resolves once it logs `listening addr=HOST:PORT`, with
+ * { port, origin, pid, dataDir, stop(), log() }. `args` are more command-line options.
+ * `dataDir`: the data directory (documents, history): a new empty one unless given here or
+ * as `--data-dir` in `args`; pass the previous server's to restart it with what it kept.
  */
-export async function startServer({ port = 0, args = [] } = {}) {
+export async function startServer({ port = 0, args = [], dataDir } = {}) {
   const bin = serverBinary();
-  const child = spawn(bin, ["--listen", `127.0.0.1:${port}`, "--shutdown-timeout", "3s", ...args], {
+  const given = args.indexOf("--data-dir");
+  if (given !== -1) dataDir = args[given + 1];
+  const extra = ["--config", DEMO_CONFIG];
+  if (dataDir === undefined) {
+    dataDir = mkdtempSync(path.join(tmpdir(), "switchboard-e2e-"));
+    scratch.add(dataDir);
+  }
+  if (given === -1) extra.push("--data-dir", dataDir);
+  const child = spawn(bin, ["--listen", `127.0.0.1:${port}`, "--shutdown-timeout", "3s", ...extra, ...args], {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, SWITCHBOARD_LOG: "info", SWITCHBOARD_LOG_FORMAT: "text", NO_COLOR: "1" },
   });
@@ -98,6 +113,7 @@ export async function startServer({ port = 0, args = [] } = {}) {
     port: actualPort,
     origin: `http://127.0.0.1:${actualPort}`,
     pid: child.pid,
+    dataDir,
     log: () => output,
     /** SIGTERM (the server's graceful shutdown), SIGKILL if it is not gone in time. */
     async stop() {

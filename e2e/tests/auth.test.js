@@ -77,6 +77,12 @@ describe("auth: the chat behind the example backend", { timeout: 180_000 }, () =
     for (const { page } of [ada, bob]) await waitForMessages(page, ["Lunch is served"]);
     const names = await ada.page.$$eval("#messages .msg .msg-name", (els) => els.map((el) => el.textContent));
     assert.ok(names.includes("Announcement"), `announcement shown as such: ${names}`);
+
+    // Someone who arrives later sees what was said (the room token allows history).
+    const cy = await person("Cy", "/chat/?room=lobby");
+    await waitJoined(cy.page);
+    await waitForMessages(cy.page, ["hello from Ada", "Lunch is served"]);
+    assert.ok(backend.tokens.find((t) => t.kind === "room" && t.claims.sub === "cy").claims.permissions.includes("history"));
   });
 
   test("a staff room is refused with a clear message; the server refuses it too", { timeout: 60_000 }, async () => {

@@ -180,7 +180,8 @@ export function createApp(config) {
     res.set("cache-control", "no-store").json({ token, expires_at: Math.floor(Date.now() / 1000) + tokenTtlS });
   });
 
-  // A room token for one chat room: join, publish and presence; staff rooms for staff only.
+  // A room token for one chat room: join, publish, presence and history (the chat shows the
+  // room's recent messages when someone arrives); staff rooms for staff only.
   app.post("/auth/room-token", sameOrigin, requireSession, (req, res) => {
     const room = String(req.body?.room ?? "");
     if (!ROOM.test(room) || room === DIRECTORY_ROOM) {
@@ -191,7 +192,7 @@ export function createApp(config) {
       const label = `#${room.slice(ROOM_PREFIX.length)}`;
       return res.status(403).json({ error: "forbidden", message: `${label} is for staff only` });
     }
-    const claims = { sub: user, room, permissions: ["join", "publish", "presence"], info: { name, staff: isStaff } };
+    const claims = { sub: user, room, permissions: ["join", "publish", "presence", "history"], info: { name, staff: isStaff } };
     const token = jwt.sign(claims, tokenSecret, { algorithm: "HS256", expiresIn: 60 });
     onToken("room", claims);
     res.set("cache-control", "no-store").json({ token });

@@ -12,6 +12,12 @@
 // token from POST /auth/room-token, and a room the backend or server refuses says so.
 // Served by the Switchboard binary itself (scripts/start.sh), there are no such tags: open demo.
 //
+// When someone arrives in a room, the room's recent messages (its history, read with the SDK's
+// room.history) are shown above what arrives live. Messages are not lost across a reconnect or a
+// server restart: the SDK re-joins from the last message received and the server sends what was
+// missed; what I typed offline or whose acknowledgement was lost is sent again by the SDK, with
+// the same key, so the server delivers it once.
+//
 // Everything a person typed (names, messages) is put on the page with textContent, never
 // parsed as HTML.
 
@@ -32,14 +38,13 @@ import {
   typingText,
 } from "./util.js";
 
-// After a lost connection, how long our pending messages wait for the people who were in the
-// room before to be back (see "Getting back together" below), and how long before someone
-// still missing is reported as gone.
+// After a reconnect, how long someone who was in the room before has to be back before they are
+// reported as gone (everyone reconnects at their own moment after a server restart).
 const REGROUP_MS = 8_000;
 // My "typing" presence goes back to false this long after the last keystroke.
 const TYPING_IDLE_MS = 4_000;
-// A reply to a publish not there within this is retried (same id: receivers drop repeats).
-const PUBLISH_TIMEOUT_MS = 10_000;
+// How many of the room's recent messages to show when someone arrives.
+const HISTORY_LIMIT = 50;
 // Consecutive messages of one person within this are grouped under one name.
 const GROUP_MS = 5 * 60_000;
 
@@ -182,7 +187,7 @@ function renderBanner() {
     kind = "error";
     retry = true;
   }
-  const pending = chat && state !== "open" ? chat.outbox.filter((item) => item.state !== "failed").length : 0;
+  const pending = chat && state !== "open" ? chat.sending.filter((item) => item.state === "sending").length : 0;
   ui.banner.hidden = false;
   ui.banner.dataset.kind = kind;
   ui.bannerStatus.textContent = text;
@@ -276,8 +281,7 @@ function newChat(name, room) {
     room,
     unsubscribe: [],
     joinedOnce: false,
-    outbox: [], // my messages not yet confirmed by the server: { id, text, state, li }
-    seen: new Set(), // ids of the messages shown: a message re-sent after a lost reply shows once
+    sending: [], // my messages shown but not yet delivered, oldest first: { key, text, state, li }
     present: new Map(), // member key -> { name, conns }: who we have said is here
     missing: null, // Set of member keys we are waiting for after a reconnect, or null
     regroupTimer: null,
@@ -320,8 +324,11 @@ function enterRoom(name) {
     room.on("message", current((message) => onMessage(c, message))),
     room.on("presence", current((event) => onPresence(c, event))),
     room.on("members", current(() => renderMembers(c))),
-    room.on("gap", current(() => {
-      if (c.joinedOnce) systemLine(c, "Reconnected. Messages sent while you were offline may be missing.", "notice");
+    room.on("gap", current((gap) => {
+      if (c.joinedOnce) fillGap(c, gap);
+    })),
+    room.on("recovered", current(({ count }) => {
+      if (count > 0) console.info(`#${name}: ${count} missed ${count === 1 ? "message" : "messages"} recovered`);
     })),
     room.on("error", current((error) => {
       if (error.code === "left") refused(c, `You were removed from #${name}: ${error.message}.`);
@@ -372,7 +379,7 @@ function leaveRoom(c) {
 }
 
 function onRoomState(c, state) {
-  // Joined, then not: the connection was lost. Our messages wait in the outbox.
+  // Joined, then not: the connection was lost. My messages wait in the SDK's queue.
   if (state === "joining" && c.joinedOnce) {
     clearTimeout(c.regroupTimer);
     c.missing = null;
@@ -383,11 +390,10 @@ function onRoomState(c, state) {
 }
 
 // Getting back together. When a server restarts, every page loses its connection at the same
-// moment and comes back at its own time (the reconnect delays are random, on purpose). The
-// server keeps no history, so a message published before someone is back in the room never
-// reaches them. So after a reconnect, the messages we typed offline wait until the people who
-// were here before are back (or REGROUP_MS passed): a restart does not lose them. Whoever is
-// still missing then is reported as gone.
+// moment and comes back at its own time (the reconnect delays are random, on purpose). So
+// after a reconnect, someone who was here before and is not back yet is not reported as gone
+// until REGROUP_MS passed: a restart does not read as everyone leaving and joining again.
+// (Messages need no such wait: whoever is back later gets what they missed from the server.)
 function onJoined(c, reply) {
   const now = new Map();
   for (const member of reply.members ?? []) {
@@ -401,6 +407,7 @@ function onJoined(c, reply) {
     const others = [...now.keys()].filter((key) => key !== me.uid).length;
     systemLine(c, others === 0 ? `You joined #${c.name}. It is just you for now.` : `You joined #${c.name}.`, "self");
     ui.input.focus();
+    showRecent(c, reply.offset);
   } else {
     const missing = new Set();
     for (const [key, person] of c.present) {
@@ -416,8 +423,71 @@ function onJoined(c, reply) {
     c.missing = missing.size > 0 ? missing : null;
     if (c.missing) c.regroupTimer = setTimeout(() => endRegroup(c), REGROUP_MS);
   }
-  flush(c);
+  renderPendingStatus(c);
   renderMembers(c);
+}
+
+/**
+ * The room's recent messages, above everything shown since the join: those up to `offset`
+ * (the join's position; the ones after it arrive live). A room that keeps nothing, or a token
+ * without the history permission, just shows none.
+ */
+function showRecent(c, offset) {
+  const anchor = ui.messages.firstChild;
+  c.room.history({ limit: HISTORY_LIMIT, reverse: true }).then(
+    (page) => {
+      if (chat !== c) return;
+      const earlier = page.messages.filter((m) => m.offset <= offset).reverse();
+      showEarlier(earlier, (li) => ui.messages.insertBefore(li, anchor?.parentNode === ui.messages ? anchor : ui.messages.firstChild));
+    },
+    (error) => console.warn(`history of #${c.name}:`, error.code, error.message),
+  );
+}
+
+/**
+ * A re-join the server could not recover (too many missed, or the room's history was lost):
+ * say so, and fill in what the room still keeps of what was missed, up to the re-join's
+ * position (what comes after it arrives live, below). My own missed messages are on the page
+ * already, sent or pending.
+ */
+function fillGap(c, { since, epoch, offset }) {
+  const notice = systemLine(c, "Reconnected. Messages sent while you were offline may be missing.", "notice");
+  const sameEpoch = since.epoch === epoch;
+  const after = sameEpoch ? since.offset : 0; // in a new epoch every message of it was missed
+  if (!notice || offset <= after) return;
+  c.room.history({ limit: HISTORY_LIMIT, reverse: true }).then(
+    (page) => {
+      if (chat !== c || page.epoch !== epoch) return;
+      const missed = page.messages.filter((m) => m.offset > after && m.offset <= offset).reverse();
+      let last = notice;
+      showEarlier(
+        missed.filter((m) => memberKey(m.from) !== me.uid),
+        (li) => {
+          last.after(li);
+          last = li;
+        },
+      );
+      // All of it, when the oldest missed message was still kept (and the epoch is the same).
+      if (sameEpoch && missed[0]?.offset === after + 1) {
+        notice.querySelector(".system-text").textContent = "Reconnected. The messages you missed are below.";
+      }
+    },
+    (error) => console.warn(`history of #${c.name}:`, error.code, error.message),
+  );
+}
+
+/** Shows messages of the room's history (oldest first), each element placed by `insert`. */
+function showEarlier(messages, insert) {
+  const stick = isNearBottom();
+  let prev = null;
+  for (const { data, from, ts } of messages) {
+    const key = memberKey(from);
+    const li = messageElement({ key, name: memberName(from), text: messageText(data), ts, mine: key === me.uid }, prev);
+    li.classList.add("earlier");
+    insert(li);
+    prev = li;
+  }
+  if (stick) scrollToBottom();
 }
 
 function endRegroup(c) {
@@ -431,7 +501,6 @@ function endRegroup(c) {
       systemLine(c, `${person.name} left`, "leave");
     }
   }
-  flush(c);
 }
 
 function onPresence(c, { event, member }) {
@@ -460,73 +529,51 @@ function onPresence(c, { event, member }) {
 }
 
 function onMessage(c, { data, from, ts }) {
-  const id = data !== null && typeof data === "object" && typeof data.id === "string" ? data.id : null;
-  if (id !== null) {
-    if (c.seen.has(id)) return; // a publish re-sent after its reply was lost
-    c.seen.add(id);
-    const item = c.outbox.find((entry) => entry.id === id);
-    if (item) return confirmSent(c, item, ts);
-  }
   const key = memberKey(from);
-  showMessage(c, { key, name: memberName(from), text: messageText(data), ts, mine: key === me.uid, id });
+  // My own messages are on the page already, as I sent them: this is the server's copy, in
+  // the order I sent them (my page's uid is mine alone). A message the server refused never
+  // comes back, so it is skipped.
+  if (key === me.uid) {
+    const item = c.sending.find((entry) => entry.state !== "refused");
+    if (item) return delivered(c, item, ts);
+  }
+  showMessage(c, { key, name: memberName(from), text: messageText(data), ts, mine: key === me.uid });
 }
 
 // ---------------------------------------------------------------------------------------------
-// Sending. Each message gets an id and waits in the outbox, shown as pending, until the
-// server has it. Lost replies are retried with the same id, and every page drops an id it has
-// already shown, so each message shows once even when it had to be sent twice.
+// Sending. A message is shown at once, as pending, and published with a key of its own. The
+// SDK keeps it while the connection is down and sends it again if its acknowledgement was lost
+// (same key: the server delivers it once). It stops being pending when the server's copy comes
+// back, or the acknowledgement does. A refused one, or one without an answer in time, says so
+// and is sent again, with the same key, when clicked.
 
 function send(c, text) {
-  const item = { id: newId(), text, state: "pending", li: null };
-  c.outbox.push(item);
-  item.li = showMessage(c, { key: me.uid, name: me.name, text, ts: Date.now(), mine: true, id: item.id, pending: true });
+  const item = { key: newId(), text, state: "sending", li: null, error: null };
+  c.sending.push(item);
+  item.li = showMessage(c, { key: me.uid, name: me.name, text, ts: Date.now(), mine: true, pending: true });
   setTyping(c, false);
-  flush(c);
+  publish(c, item);
   renderBanner();
-}
-
-function canSend(c) {
-  return chat === c && sb.state === "open" && c.room.state === "joined" && c.missing === null;
-}
-
-function flush(c) {
-  if (canSend(c)) {
-    for (const item of c.outbox) if (item.state === "pending") publish(c, item);
-  }
-  renderPendingStatus(c);
 }
 
 function publish(c, item) {
   item.state = "sending";
-  c.room.publish({ text: item.text, id: item.id }, { timeoutMs: PUBLISH_TIMEOUT_MS }).then(
-    () => confirmSent(c, item, null),
+  c.room.publish({ text: item.text }, { key: item.key }).then(
+    () => delivered(c, item, null),
     (error) => {
-      if (item.state !== "sending") return;
-      switch (error.code) {
-        case "disconnected": // goes again once the room is joined again
-          item.state = "pending";
-          break;
-        case "timeout": // the server may have it: same id again, later
-        case "rate_limited":
-        case "unavailable":
-          item.state = "pending";
-          setTimeout(() => flush(c), 2_000);
-          break;
-        default: // refused (too large, forbidden...), or the room closed
-          item.state = "failed";
-          item.error = error.message;
-      }
+      if (!c.sending.includes(item) || error.code === "closed") return; // delivered, or the room was left
+      // Without an answer in time the server may have it: the same key again finds out.
+      item.state = error.code === "timeout" ? "unanswered" : "refused";
+      item.error = error.message;
       renderPendingStatus(c);
     },
   );
   renderPendingStatus(c);
 }
 
-function confirmSent(c, item, ts) {
-  if (item.state === "sent") return;
-  item.state = "sent";
-  c.seen.add(item.id);
-  c.outbox = c.outbox.filter((entry) => entry !== item);
+function delivered(c, item, ts) {
+  if (!c.sending.includes(item)) return;
+  c.sending = c.sending.filter((entry) => entry !== item);
   item.li.classList.remove("pending", "failed");
   item.li.querySelector(".msg-status")?.remove();
   if (ts !== null) setTime(item.li.querySelector(".msg-time"), ts);
@@ -535,24 +582,18 @@ function confirmSent(c, item, ts) {
 
 function renderPendingStatus(c) {
   const online = sb.state === "open" && c.room.state === "joined";
-  for (const item of c.outbox) {
+  for (const item of c.sending) {
     const status = item.li.querySelector(".msg-status");
-    item.li.classList.toggle("failed", item.state === "failed");
-    if (item.state === "failed") {
-      status.textContent = `Not sent: ${item.error}. Click to retry.`;
-    } else if (item.state === "sending") {
-      status.textContent = "sending…";
-    } else {
-      status.textContent = online ? "sending soon…" : "pending: sent when you are back online";
-    }
+    const failed = item.state !== "sending";
+    item.li.classList.toggle("failed", failed);
+    if (failed) status.textContent = `Not sent: ${item.error}. Click to retry.`;
+    else status.textContent = online ? "sending…" : "pending: sent when you are back online";
   }
 }
 
 function retryFailed(c, li) {
-  const item = c.outbox.find((entry) => entry.li === li && entry.state === "failed");
-  if (!item) return;
-  item.state = "pending";
-  flush(c);
+  const item = c.sending.find((entry) => entry.li === li && entry.state !== "sending");
+  if (item) publish(c, item);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -579,16 +620,25 @@ function avatar(name) {
 }
 
 /** Appends a message; returns its element. */
-function showMessage(c, { key, name, text, ts, mine, id, pending }) {
-  const stick = isNearBottom() || mine;
+function showMessage(c, message) {
+  const stick = isNearBottom() || message.mine;
+  const li = messageElement(message, ui.messages.lastElementChild, c);
+  ui.messages.append(li);
+  if (stick) scrollToBottom();
+  return li;
+}
+
+/**
+ * A message's element, grouped under the name of `prev` when that is the same person's, just
+ * before. `c`: the chat of a pending message (its status retries it when clicked).
+ */
+function messageElement({ key, name, text, ts, mine, pending }, prev, c) {
   const li = document.createElement("li");
   li.className = "msg";
   if (mine) li.classList.add("mine");
-  if (id) li.dataset.id = id;
   if (pending) li.classList.add("pending");
   li.dataset.key = key;
   li.dataset.ts = String(ts);
-  const prev = ui.messages.lastElementChild;
   if (prev?.classList.contains("msg") && prev.dataset.key === key && ts - Number(prev.dataset.ts) < GROUP_MS) {
     li.classList.add("cont");
   }
@@ -610,14 +660,12 @@ function showMessage(c, { key, name, text, ts, mine, id, pending }) {
   body.className = "msg-text";
   body.textContent = text; // text, never HTML
   li.append(avatar(name), head, body);
-  ui.messages.append(li);
-  if (stick) scrollToBottom();
   return li;
 }
 
-/** A line about the room itself: joins, leaves, reconnects. */
+/** A line about the room itself: joins, leaves, reconnects. Returns its element. */
 function systemLine(c, text, kind) {
-  if (chat !== c) return;
+  if (chat !== c) return null;
   const stick = isNearBottom();
   const li = document.createElement("li");
   li.className = `system system-${kind}`;
@@ -627,6 +675,7 @@ function systemLine(c, text, kind) {
   li.append(span("system-text", text), time);
   ui.messages.append(li);
   if (stick) scrollToBottom();
+  return li;
 }
 
 function isNearBottom() {

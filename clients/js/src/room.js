@@ -1,14 +1,17 @@
 // A room joined over the client's connection. It joins, and joins again after every
-// reconnect with the position of the last message it saw, so the server can send exactly what
-// was missed (or say plainly that it cannot). It keeps the member list, and holds publishes
-// made while it is not joined, to send them in order once it is. A room that needs a room
-// token (minted by the app's backend for this one room) sends it with every join: a fixed
-// `token`, or one fetched with `getToken()` before each (re-)join.
+// reconnect with the position of the last message it saw (`since`), so the server can send
+// exactly what was missed (`recovered`), or say plainly that it cannot (`gap`). It keeps the
+// member list. Every publish carries a key; publishes made while the room is not joined wait,
+// and so do those whose `ok` was lost with a connection: they all go out, in order, once the
+// room is joined again, and the key keeps a repeat from being delivered twice (outbox.js).
+// A room that needs a room token (minted by the app's backend for this one room) sends it with
+// every join: a fixed `token`, or one fetched with `getToken()` before each (re-)join.
 
 import { tokenError } from "./auth.js";
 import { Emitter } from "./emitter.js";
 import { CLIENT_CODES, SwitchboardError, quiet } from "./errors.js";
 import { Members } from "./members.js";
+import { Outbox, newKey } from "./outbox.js";
 import { RetryTimer } from "./timer.js";
 
 // Join refusals that may well go away if the same join is tried again a little later.
@@ -24,7 +27,8 @@ export class Room {
   #getToken; // fetches a room token before each join, or null
   #epoch = null;
   #offset = null; // offset of the last message seen, within #epoch
-  #queue = []; // publishes waiting for the join: { frame, timeoutMs, resolve, reject }
+  #publishes; // sent while joined; what waits or lost its ok goes out after the next join
+  #reads; // history requests: sent while the connection is open
   #early = []; // frames for this room that arrived while its join was in flight
   #joinAttempt = 0; // tells the reply to the current join from stale ones
   #joining = false; // a join request is in flight
@@ -37,6 +41,8 @@ export class Room {
     this.#token = token ?? null;
     this.#getToken = typeof getToken === "function" ? getToken : null;
     this.#link = link;
+    this.#publishes = new Outbox(link.request);
+    this.#reads = new Outbox(link.request);
     this.#rejoinTimer = new RetryTimer(() => link.isOpen() && this._connected(), link.retry);
     this.ready = quiet(
       new Promise((resolve, reject) => {
@@ -64,20 +70,41 @@ export class Room {
   }
 
   /**
-   * Publishes `data`; resolves with the server's `ok` reply ({ offset }). While the room is
-   * not joined the publish waits in the room's queue (at most queueLimit), and its timeout
-   * starts only when it is sent.
+   * Publishes `data` with a key (`key`, or one made here); resolves with the server's `ok`
+   * ({ offset, duplicate, key }). While the room is not joined the publish waits in the room's
+   * queue (at most queueLimit), and its timeout starts only when it is sent. One whose `ok` is
+   * lost with the connection is sent again, with the same key, after the room is joined again.
    */
-  publish(data, { timeoutMs = this.#link.timeoutMs, echo } = {}) {
-    const frame = { type: "publish", room: this.name, data, echo };
+  publish(data, { timeoutMs = this.#link.timeoutMs, echo, key = newKey() } = {}) {
+    const frame = { type: "publish", room: this.name, data, echo, key };
     if (this.#state === "closed") return this.#closedError("room was left");
     if (this.#link.isClosed()) return this.#closedError("client is closed");
-    if (this.#state === "joined") return this.#link.request(frame, timeoutMs);
-    if (this.#queue.length >= this.#link.queueLimit) {
-      const message = `publish queue of room "${this.name}" is full (${this.#queue.length} waiting)`;
+    const joined = this.#state === "joined";
+    if (!joined && this.#publishes.length >= this.#link.queueLimit) {
+      const message = `publish queue of room "${this.name}" is full (${this.#publishes.length} waiting)`;
       return Promise.reject(new SwitchboardError(CLIENT_CODES.QUEUE_FULL, message));
     }
-    return new Promise((resolve, reject) => this.#queue.push({ frame, timeoutMs, resolve, reject }));
+    return this.#publishes
+      .add(frame, timeoutMs, joined)
+      .then((reply) => ({ ...reply, key, duplicate: reply.duplicate === true }));
+  }
+
+  /**
+   * Reads what the room keeps (protocol `history`): resolves with { epoch, offset, messages },
+   * the room's current position and the messages as `message` events carry them. Without
+   * `since`, the oldest kept first (`reverse`: the latest first); with `since`, those after it
+   * (`reverse`: those before it, latest first). Waits for the connection to be open, and is sent
+   * again if its reply was lost with a connection.
+   */
+  history({ since, limit, reverse, timeoutMs = this.#link.timeoutMs } = {}) {
+    if (this.#state === "closed") return this.#closedError("room was left");
+    if (this.#link.isClosed()) return this.#closedError("client is closed");
+    const frame = { type: "history", room: this.name, since, limit, reverse };
+    return this.#reads.add(frame, timeoutMs, this.#link.isOpen()).then((reply) => ({
+      epoch: reply.epoch,
+      offset: reply.offset,
+      messages: (reply.messages ?? []).map(toMessage),
+    }));
   }
 
   /**
@@ -124,8 +151,10 @@ export class Room {
     this.#joining = true;
     if (!this.#getToken) {
       this.#sendJoin(attempt, this.#token);
+      this.#reads.flush();
       return;
     }
+    this.#reads.flush();
     Promise.resolve()
       .then(() => this.#getToken(this.name))
       .then(
@@ -153,6 +182,8 @@ export class Room {
 
   /** The connection is lost: the next `_connected` re-joins. */
   _disconnected() {
+    this.#publishes.requeue();
+    this.#reads.requeue();
     this.#joinAttempt++;
     this.#joining = false;
     this.#early = [];
@@ -187,9 +218,8 @@ export class Room {
 
   /** The client stopped and will not reconnect by itself: nothing queued can go out. */
   _rejectQueue(error) {
-    const queue = this.#queue;
-    this.#queue = [];
-    for (const publish of queue) publish.reject(error);
+    this.#publishes.rejectAll(error);
+    this.#reads.rejectAll(error);
   }
 
   /** The client was closed: this room is over. */
@@ -200,20 +230,27 @@ export class Room {
   #joined(reply, since) {
     this.#joining = false;
     this.#rejoinTimer.reset();
-    // Offsets count within an epoch; after a change they start again and are not comparable.
-    if (reply.epoch !== this.#epoch) this.#offset = null;
+    // Recovered: the reply continues from `since`. Otherwise (a first join, or a gap) the room
+    // goes on from the reply's position, which may even be behind the one we had (the room
+    // started over, or our position was ahead of it): forget ours.
+    const recovered = since !== undefined && reply.recovered === true && reply.epoch === since.epoch;
+    if (!recovered) this.#offset = null;
     this.#epoch = reply.epoch;
     this.#members.replace(reply.members ?? [], reply.member_count);
     // Before any listener runs: what it publishes must go out after what waited.
-    this.#flush();
+    this.#publishes.flush();
     this.#setState("joined");
     this.#events.emit("joined", reply);
     this.#events.emit("members", this.members);
-    if (since && reply.recovered !== true) {
-      this.#events.emit("gap", { since, epoch: reply.epoch, offset: reply.offset });
+    if (since !== undefined && !recovered) {
+      const reason = reply.reason ?? (reply.epoch === since.epoch ? "unknown" : "epoch_changed");
+      this.#events.emit("gap", { room: this.name, reason, since, epoch: reply.epoch, offset: reply.offset });
     }
-    for (const message of reply.messages ?? []) this.#deliver(message);
+    let count = 0;
+    for (const message of reply.messages ?? []) if (this.#deliver(message)) count++;
+    if (this.#state !== "joined") return; // a listener left the room
     if (this.#offset === null || reply.offset > this.#offset) this.#offset = reply.offset ?? null;
+    if (recovered) this.#events.emit("recovered", { room: this.name, count });
     const early = this.#early;
     this.#early = [];
     for (const frame of early) this._receive(frame);
@@ -250,21 +287,15 @@ export class Room {
     else this.#end(error);
   }
 
-  /** Emits a message unless its offset shows it was already delivered (recovery overlaps). */
+  /**
+   * Emits a message unless its offset shows it was already delivered (a recovery that overlaps
+   * live messages, a repeat). Returns whether it was emitted.
+   */
   #deliver(message) {
-    if (this.#offset !== null && message.offset <= this.#offset) return;
+    if (this.#offset !== null && message.offset <= this.#offset) return false;
     this.#offset = message.offset;
-    const { data, from, offset, ts } = message;
-    this.#events.emit("message", { data, from, offset, ts });
-  }
-
-  /** Sends the queued publishes, oldest first, right behind the join that lets them out. */
-  #flush() {
-    const queue = this.#queue;
-    this.#queue = [];
-    for (const { frame, timeoutMs, resolve, reject } of queue) {
-      this.#link.request(frame, timeoutMs).then(resolve, reject);
-    }
+    this.#events.emit("message", toMessage(message));
+    return true;
   }
 
   #end(error) {
@@ -274,7 +305,9 @@ export class Room {
     this.#rejoinTimer.cancel();
     this.#link.forget(this);
     this.#settleReady.reject(error);
-    this._rejectQueue(error);
+    // What was sent still gets its reply (a publish sent before a leave is answered before it).
+    this.#publishes.close(error);
+    this.#reads.close(error);
     this.#setState("closed");
     this.#events = new Emitter(); // nothing more to say, even from the middle of a join reply
   }
@@ -292,4 +325,9 @@ export class Room {
     this.#state = state;
     this.#events.emit("state", state);
   }
+}
+
+/** A `message` frame (or one of `joined` and `history`) as the SDK hands it to the app. */
+function toMessage({ data, from, offset, ts }) {
+  return { data, from, offset, ts };
 }

@@ -44,18 +44,58 @@ export interface JoinedReply {
   member_count: number;
   /** Present when there are more members than the first page: the SDK fetches the rest. */
   members_cursor?: string;
-  /** Present when the join sent `since`. */
+  /** Present when the join sent `since`: true when `messages` holds exactly what was missed. */
   recovered?: boolean;
+  /** Present when `recovered` is false: why the server could not recover. */
+  reason?: GapReason;
+  /** The missed messages when recovering, oldest first; `[]` otherwise. */
   messages?: Array<Message & { room?: string }>;
   [field: string]: unknown;
 }
 
-/** The server's `ok` reply to a publish. */
+/** What a publish resolves with: the server's `ok` reply. */
 export interface PublishReply {
   type: "ok";
   id: number;
+  /** The message's offset in the room (for a repeated key, the first publish's). */
   offset: number;
+  /** True when the server had this key already (a publish sent again): it was not delivered twice. */
+  duplicate: boolean;
+  /** The publish's key: the one given, or the one the SDK made. */
+  key: string;
   [field: string]: unknown;
+}
+
+/** Why a re-join could not recover (the server's `reason`; "unknown" if it gave none). */
+export type GapReason =
+  | "epoch_changed" | "too_old" | "too_many" | "invalid_position" | "unavailable" | "unknown" | (string & {});
+
+/** A room's position: the epoch (one continuous life of its offsets) and an offset in it. */
+export interface Position {
+  epoch: string;
+  offset: number;
+}
+
+export interface HistoryOptions {
+  /**
+   * Without it: the oldest kept messages (with `reverse`, the latest). With it: the messages
+   * after `since.offset`, oldest first (with `reverse`, those before it, latest first).
+   */
+  since?: Position;
+  /** At most this many (1 to the server's `history_page_size`, default that, 100). */
+  limit?: number;
+  /** Latest first. Default false. */
+  reverse?: boolean;
+  /** Reply timeout, counted from when the request is sent. Default: the client's timeoutMs. */
+  timeoutMs?: number;
+}
+
+/** One page of a room's history. */
+export interface HistoryPage {
+  /** The room's current epoch and offset. */
+  epoch: string;
+  offset: number;
+  messages: Message[];
 }
 
 export interface ServerInfo {
@@ -71,7 +111,8 @@ export type RoomState = "joining" | "joined" | "closed";
 export type ClientErrorCode = "timeout" | "disconnected" | "queue_full" | "closed" | "token_error" | "bad_frame" | "left";
 export type ServerErrorCode =
   | "bad_json" | "bad_request" | "unknown_type" | "invalid_room" | "not_joined" | "forbidden"
-  | "unauthorized" | "rate_limited" | "too_large" | "too_many_rooms" | "unavailable" | "internal";
+  | "unauthorized" | "rate_limited" | "too_large" | "too_many_rooms" | "unrecoverable_position" | "unavailable"
+  | "internal";
 
 export declare class SwitchboardError extends Error {
   constructor(code: string, message: string);
@@ -180,11 +221,20 @@ export interface PresenceEvent {
 }
 
 export interface GapEvent {
+  room: string;
+  /** Why the server could not recover: "epoch_changed", "too_old", "too_many", "invalid_position", "unavailable". */
+  reason: GapReason;
   /** The position the re-join asked to recover from. */
-  since: { epoch: string; offset: number };
-  /** The room's position now; a different epoch means its history was lost. */
+  since: Position;
+  /** The room's position now, from which messages go on; a different epoch means its history was lost. */
   epoch: string;
   offset: number;
+}
+
+export interface RecoveredEvent {
+  room: string;
+  /** How many missed messages the re-join brought (emitted as `message` events just before). */
+  count: number;
 }
 
 export interface RoomEvents {
@@ -194,6 +244,7 @@ export interface RoomEvents {
   presence: PresenceEvent;
   members: Member[];
   gap: GapEvent;
+  recovered: RecoveredEvent;
   error: SwitchboardError;
 }
 
@@ -213,6 +264,12 @@ export interface PublishOptions {
   timeoutMs?: number;
   /** Whether the sender receives its own message too. Server default: true. */
   echo?: boolean;
+  /**
+   * The idempotency key (1–128 bytes): a repeat with the same key in the room within the
+   * server's window is not delivered again. Default: one the SDK makes. Pass your own to retry
+   * a publish that failed with `timeout` safely.
+   */
+  key?: string;
 }
 
 export interface Room {
@@ -225,8 +282,13 @@ export interface Room {
   /** Resolves with the first joined reply; rejects if the room is refused, left or closed first. */
   readonly ready: Promise<JoinedReply>;
   on<E extends keyof RoomEvents>(event: E, listener: (payload: RoomEvents[E]) => void): Unsubscribe;
-  /** `data` is sent as JSON. */
+  /**
+   * `data` is sent as JSON, with a key. Waits while the room is not joined; a publish whose `ok`
+   * was lost with the connection is sent again (same key) after the re-join.
+   */
   publish(data: unknown, options?: PublishOptions): Promise<PublishReply>;
+  /** Reads what the room keeps; rejects with the server's code (`unrecoverable_position`, `unavailable`, `forbidden`…). */
+  history(options?: HistoryOptions): Promise<HistoryPage>;
   setPresence(presence: object): Promise<unknown>;
   leave(): Promise<void>;
 }

@@ -28,14 +28,15 @@ export async function connect(t, url, options = {}) {
 }
 
 /**
- * Joins `name` on `sb` and records the room's messages, gaps and errors.
- * Returns { room, messages, gaps, errors, presence }.
+ * Joins `name` on `sb` and records the room's messages, gaps, recoveries and errors.
+ * Returns { room, messages, gaps, recoveries, errors, presence }.
  */
 export function join(sb, name, options) {
   const room = sb.join(name, options);
-  const record = { room, messages: [], gaps: [], errors: [], presence: [] };
+  const record = { room, messages: [], gaps: [], recoveries: [], errors: [], presence: [] };
   room.on("message", (message) => record.messages.push(message));
   room.on("gap", (gap) => record.gaps.push(gap));
+  room.on("recovered", (event) => record.recoveries.push(event));
   room.on("error", (error) => record.errors.push(error));
   room.on("presence", (event) => record.presence.push(event));
   return record;

@@ -1,26 +1,17 @@
 // The SDK across server restarts: the real server is stopped (SIGTERM: `shutdown` frame, then
-// close 1001) or killed, and started again on the same port.
+// close 1001) or killed, and started again on the same port and data directory. A graceful
+// stop saves every room's recovery window, so the clients recover; a kill loses it, and they
+// are told (`gap`).
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { WebSocket } from "ws";
 import { connect, join, names } from "./clients.js";
-import { freePort, startServer } from "./server.js";
+import { gatedWebSocket } from "./gate.js";
+import { freePort, restartableServer, startServer } from "./server.js";
 import { nextEvent, sleep, uniqueRoom, waitFor, within } from "./wait.js";
 
 const TEST = { timeout: 30_000 };
-
-/** A server on a port of its own, stopped when the test ends (whichever process runs then). */
-async function restartableServer(t) {
-  const port = await freePort();
-  const holder = { server: await startServer({ port }), port };
-  holder.restart = async () => {
-    holder.server = await startServer({ port });
-    return holder.server;
-  };
-  t.after(() => holder.server.stop());
-  return holder;
-}
 
 /** Both rooms joined, each listing exactly the two given connections. */
 function bothSeeBoth(records, conns) {
@@ -33,7 +24,7 @@ function bothSeeBoth(records, conns) {
 const show = (...records) =>
   JSON.stringify(records.map((r) => ({ state: r.room.state, members: r.room.members, messages: r.messages.length })));
 
-test("after a restart the client reconnects, re-joins, lists members right and reports a gap", TEST, async (t) => {
+test("after a restart the client reconnects, re-joins, lists members right and recovers", TEST, async (t) => {
   const holder = await restartableServer(t);
   const url = holder.server.url;
   const ada = await connect(t, url);
@@ -79,21 +70,22 @@ test("after a restart the client reconnects, re-joins, lists members right and r
   }
   assert.deepEqual((await holder.server.health()).connections, 2);
 
-  // The server kept no history: the re-join (with since) could not recover, and says so.
+  // The server saved the room's window at shutdown: the re-join (with since) recovered,
+  // with nothing missed, and the room keeps its epoch and offsets.
+  await waitFor(() => a.recoveries.length === 1 && g.recoveries.length === 1, { what: "both recovered" });
   for (const r of [a, g]) {
-    assert.equal(r.gaps.length, 1, "one gap");
-    const [gap] = r.gaps;
-    assert.deepEqual(gap.since, { epoch: firstJoin.epoch, offset: 1 });
-    assert.notEqual(gap.epoch, firstJoin.epoch, "a new epoch");
-    assert.equal(typeof gap.epoch, "string");
+    assert.deepEqual(r.gaps, [], "no gap");
+    assert.deepEqual(r.recoveries, [{ room: name, count: 0 }]);
   }
 
-  // Messages flow again; offsets start over in the new epoch and nothing is delivered twice.
-  await a.room.publish({ text: "after" });
+  // Messages flow again, offsets going on in the same epoch; nothing is delivered twice.
+  const after = await a.room.publish({ text: "after" });
+  assert.deepEqual([after.offset, after.duplicate], [2, false]);
   await waitFor(() => a.messages.length === 2 && g.messages.length === 2, { what: "the message after the restart" });
   for (const r of [a, g]) {
-    assert.deepEqual(r.messages.map((m) => [m.offset, m.data.text]), [[1, "before"], [1, "after"]]);
+    assert.deepEqual(r.messages.map((m) => [m.offset, m.data.text]), [[1, "before"], [2, "after"]]);
   }
+  assert.equal(firstJoin.epoch, (await a.room.history()).epoch, "the same epoch");
   assert.deepEqual([...ada.errors, ...grace.errors, ...a.errors, ...g.errors], []);
 });
 
@@ -101,12 +93,7 @@ test("publishes made while the server is down are sent once, in order, after the
   const holder = await restartableServer(t);
   // Ada's connection attempts go nowhere (a 404) while the gate is shut, so that grace is
   // back in the room before ada's queued publishes go out, and must receive them.
-  const gate = { shut: false };
-  class GatedWebSocket extends WebSocket {
-    constructor(url, protocols) {
-      super(gate.shut ? url.replace(/\/ws$/, "/gate-is-shut") : url, protocols);
-    }
-  }
+  const { WebSocket: GatedWebSocket, gate } = gatedWebSocket(WebSocket);
   const ada = await connect(t, holder.server.url, { WebSocket: GatedWebSocket });
   const grace = await connect(t, holder.server.url);
   const name = uniqueRoom("chat");
@@ -147,7 +134,7 @@ test("publishes made while the server is down are sent once, in order, after the
 
   const replies = await within(Promise.all(publishes), 10_000, "the queued publishes");
   const offsets = replies.map((reply) => reply.offset);
-  assert.deepEqual(offsets, [1, 2, 3, 4, 5], "in order, one offset each");
+  assert.deepEqual(offsets, [2, 3, 4, 5, 6], "in order, one offset each, after the one before the restart");
 
   const after = (r) => r.messages.slice(1); // the ones published while down
   await waitFor(() => after(a).length >= 5 && after(g).length >= 5, {
@@ -158,11 +145,51 @@ test("publishes made while the server is down are sent once, in order, after the
   for (const r of [a, g]) {
     assert.deepEqual(
       after(r).map((m) => [m.offset, m.data.text, m.from.conn]),
-      texts.map((text, i) => [i + 1, text, ada.sb.conn]),
+      texts.map((text, i) => [i + 2, text, ada.sb.conn]),
     );
-    assert.equal(r.gaps.length, 1, "a gap: the restarted server has no history");
+    assert.deepEqual(r.gaps, [], "the restarted server recovers the room");
   }
   await waitFor(() => bothSeeBoth([a, g], [ada.sb.conn, grace.sb.conn]), { what: "both members", describe: () => show(a, g) });
+});
+
+// The other order: ada is back first and her queued publishes go out while grace is still
+// away. Grace's re-join (since: the last message she saw) brings them, each once.
+test("after a restart, a client back later recovers what another published before it was back", TEST, async (t) => {
+  const holder = await restartableServer(t);
+  const { WebSocket: GatedWebSocket, gate } = gatedWebSocket(WebSocket);
+  const ada = await connect(t, holder.server.url);
+  const grace = await connect(t, holder.server.url, { WebSocket: GatedWebSocket });
+  const name = uniqueRoom("chat");
+  const a = join(ada.sb, name, { presence: { name: "ada" } });
+  const g = join(grace.sb, name, { presence: { name: "grace" } });
+  await Promise.all([a.room.ready, g.room.ready]);
+  await a.room.publish("before");
+  await waitFor(() => g.messages.length === 1, { what: "the first message" });
+
+  await holder.server.stop();
+  await waitFor(() => grace.sb.state === "reconnecting", { what: "grace reconnecting" });
+  gate.shut = true;
+  const texts = ["one", "two", "three"];
+  const publishes = texts.map((text) => a.room.publish({ text }));
+  await holder.restart();
+  const replies = await within(Promise.all(publishes), 10_000, "ada's queued publishes");
+  assert.deepEqual(replies.map((r) => r.offset), [2, 3, 4]);
+  assert.equal(grace.sb.state, "reconnecting", "grace was away while they went out");
+  assert.equal(g.messages.length, 1);
+  await a.room.publish({ text: "four, live" });
+
+  gate.shut = false;
+  await waitFor(() => g.recoveries.length === 1, { timeoutMs: 10_000, what: "grace recovered" });
+  assert.deepEqual(g.recoveries, [{ room: name, count: 4 }]);
+  await a.room.publish({ text: "five, after grace is back" });
+  await waitFor(() => g.messages.length === 6, { what: "six messages for grace", describe: () => show(a, g) });
+  await sleep(300); // anything delivered twice would show up by now
+  assert.deepEqual(
+    g.messages.map((m) => [m.offset, m.data.text ?? m.data]),
+    [[1, "before"], [2, "one"], [3, "two"], [4, "three"], [5, "four, live"], [6, "five, after grace is back"]],
+  );
+  assert.deepEqual(g.gaps, []);
+  assert.deepEqual(a.messages.map((m) => m.offset), [1, 2, 3, 4, 5, 6]);
 });
 
 test("a server killed without a shutdown frame: the client reconnects all the same", TEST, async (t) => {
@@ -182,9 +209,11 @@ test("a server killed without a shutdown frame: the client reconnects all the sa
 
   await holder.restart();
   await waitFor(() => ada.sb.state === "open" && a.room.state === "joined", { timeoutMs: 10_000, what: "open again" });
+  // The recovery window was in memory only: the room starts over, and the client is told.
   assert.equal((await within(queued, 5_000, "queued publish")).offset, 1);
   assert.deepEqual(ada.states, ["connecting", "open", "reconnecting", "open"]);
-  assert.equal(a.gaps.length, 1);
+  assert.deepEqual(a.gaps.map((g) => [g.room, g.reason, g.since.epoch === g.epoch]), [[name, "epoch_changed", false]]);
+  assert.deepEqual(a.recoveries, []);
   assert.deepEqual(a.room.members.map((m) => m.conn), [ada.sb.conn]);
 });
 
@@ -217,7 +246,9 @@ test("a server that stops answering: heartbeat finds the dead connection, the cl
     what: "only the new connection listed",
     describe: () => JSON.stringify(a.room.members),
   });
-  assert.equal(a.gaps.length, 1);
+  // The same server, with the room's window in memory: recovered, not a gap.
+  assert.deepEqual(a.gaps, []);
+  assert.deepEqual(a.recoveries.map((r) => r.count), [0]);
 });
 
 test("rooms joined while disconnected, and rooms left while disconnected", TEST, async (t) => {
@@ -280,4 +311,23 @@ test("publishes made after the server announced its shutdown wait for the reconn
     [1, 2],
   );
   await waitFor(() => a.messages.length === 2, { what: "both messages" });
+});
+
+// docs/protocol.md: "on a graceful shutdown the windows are written to the embedded store and
+// read back at start, so a planned restart loses nothing"; "the epoch of a room changes only
+// when everything it kept is gone". A room in which nothing was published yet comes back with
+// a new epoch, so its members are told `gap` (epoch_changed) although nothing was missed.
+test("a room where nothing was published yet recovers across a graceful restart", {
+  ...TEST,
+  todo: "known bug: such a room gets a new epoch at the restart, and its members a gap",
+}, async (t) => {
+  const holder = await restartableServer(t);
+  const ada = await connect(t, holder.server.url);
+  const a = join(ada.sb, uniqueRoom("chat"), { presence: { name: "ada" } });
+  await a.room.ready;
+  await holder.server.stop();
+  await holder.restart();
+  await waitFor(() => a.recoveries.length + a.gaps.length > 0, { timeoutMs: 10_000, what: "the re-join" });
+  assert.deepEqual(a.gaps, []);
+  assert.deepEqual(a.recoveries.map((r) => r.count), [0]);
 });

@@ -5,10 +5,11 @@
 // `cargo build -p switchboard`. Also used by the React bindings' tests (clients/react).
 
 import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
 import { createServer } from "node:net";
-import { dirname, resolve } from "node:path";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const PACKAGE_DIR = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -29,11 +30,20 @@ export function requireServerBinary() {
 }
 
 // Children still running when this process exits (a failed or interrupted test run) are
-// killed, so no server outlives its tests.
+// killed, so no server outlives its tests; the directories made for them are removed.
 const running = new Set();
+const scratch = new Set();
 process.on("exit", () => {
   for (const child of running) child.kill("SIGKILL");
+  for (const dir of scratch) rmSync(dir, { recursive: true, force: true });
 });
+
+/** A new empty directory, removed when this process exits. */
+export function scratchDir(prefix = "switchboard-test-") {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  scratch.add(dir);
+  return dir;
+}
 
 /** A TCP port that was free a moment ago, for a server that must restart on the same port. */
 export function freePort() {
@@ -50,20 +60,31 @@ export function freePort() {
 
 /**
  * Starts the server on 127.0.0.1:`port` (0: any free port) and resolves once it listens.
- * `args` are extra command-line options, e.g. ["--message-rate", "1"].
+ * `args` are extra command-line options, e.g. ["--message-rate", "1"]. `dataDir`: the
+ * server's data directory (its documents and history): by default a new empty one, so tests
+ * share nothing; pass the previous server's `dataDir` to restart it with what it saved.
+ * `config`: the text of a TOML config file (e.g. namespaces with history), passed as --config.
  */
-export async function startServer({ port = 0, args = [], timeoutMs = 10_000 } = {}) {
+export async function startServer({ port = 0, args = [], dataDir = scratchDir(), config, timeoutMs = 10_000 } = {}) {
   requireServerBinary();
+  const files = ["--data-dir", dataDir];
+  if (config !== undefined) {
+    const file = join(scratchDir("switchboard-config-"), "switchboard.toml");
+    writeFileSync(file, config);
+    files.push("--config", file);
+  }
   // The server reads SWITCHBOARD_* settings from the environment: keep the caller's out.
   const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("SWITCHBOARD_")));
   const child = spawn(
     SERVER_BIN,
     // --health-details: the tests count connections and rooms on /healthz.
-    ["--listen", `127.0.0.1:${port}`, "--log-format", "text", "--log", "info", "--health-details", ...args],
+    ["--listen", `127.0.0.1:${port}`, "--log-format", "text", "--log", "info", "--health-details", ...files, ...args],
     { env, stdio: ["ignore", "ignore", "pipe"] },
   );
   running.add(child);
   const server = new ServerProcess(child);
+  server.dataDir = dataDir;
+  server.config = config;
   try {
     server.port = await server.listening(timeoutMs);
   } catch (error) {
@@ -73,6 +94,22 @@ export async function startServer({ port = 0, args = [], timeoutMs = 10_000 } = 
   return server;
 }
 
+/**
+ * A server on a port of its own, stopped when the test ends (whichever process runs then);
+ * restart() starts it again on the same port with the same data directory and config.
+ */
+export async function restartableServer(t, options = {}) {
+  const port = await freePort();
+  const holder = { server: await startServer({ ...options, port }), port };
+  holder.restart = async () => {
+    const { dataDir, config } = holder.server;
+    holder.server = await startServer({ ...options, port, dataDir, config });
+    return holder.server;
+  };
+  t.after(() => holder.server.stop());
+  return holder;
+}
+
 export class ServerProcess {
   #child;
   #log = [];
@@ -80,6 +117,10 @@ export class ServerProcess {
   #exit;
   /** @type {number} */
   port = 0;
+  /** The data directory it was started with. @type {string} */
+  dataDir = "";
+  /** The config file's text it was started with, if any. @type {string | undefined} */
+  config;
 
   constructor(child) {
     this.#child = child;

@@ -13,7 +13,7 @@ async function joinedRoom(options = {}, joinedFields = {}) {
   const ws = t.connect();
   const room = t.sb.join("chat:lobby", { presence: { name: "ada" } });
   const seen = [];
-  for (const name of ["state", "joined", "message", "presence", "members", "gap", "error"]) {
+  for (const name of ["state", "joined", "message", "presence", "members", "gap", "recovered", "error"]) {
     room.on(name, (payload) => seen.push([name, payload]));
   }
   joined(ws, { members: [ada], ...joinedFields });
@@ -139,16 +139,54 @@ test("recovered: missed messages are emitted once each, in order", async () => {
   ws.receive(msg(9));
   assert.deepEqual(t.of("message").map((m) => m.offset), [5, 6, 7, 8, 9]);
   assert.deepEqual(t.of("gap"), []);
+  assert.deepEqual(t.of("recovered"), [{ room: "chat:lobby", count: 3 }], "the three not seen before");
   assert.deepEqual(t.room.members, [ada, bob], "the member list is replaced on re-join");
 });
 
-test("not recovered: a gap event, then what the server sent", async () => {
+test("recovered: the recovered event follows the missed messages, and comes with none missed too", async () => {
+  const t = await joinedRoom({}, { epoch: "e1", offset: 4 });
+  const order = [];
+  t.room.on("message", (m) => order.push(`message ${m.offset}`));
+  t.room.on("recovered", ({ count }) => order.push(`recovered ${count}`));
+  let ws = reconnect(t);
+  joined(ws, { epoch: "e1", offset: 6, recovered: true, messages: [msg(5), msg(6)] });
+  await flush();
+  ws = reconnect(t);
+  assert.deepEqual(ws.frames("join")[0].since, { epoch: "e1", offset: 6 });
+  joined(ws, { epoch: "e1", offset: 6, recovered: true, messages: [] });
+  await flush();
+  assert.deepEqual(order, ["message 5", "message 6", "recovered 2", "recovered 0"]);
+  assert.deepEqual(t.of("gap"), []);
+});
+
+test("not recovered: a gap event with the server's reason, and the room goes on from the reply's position", async () => {
   const t = await joinedRoom({}, { epoch: "e1", offset: 4 });
   const ws = reconnect(t);
-  joined(ws, { epoch: "e1", offset: 50, recovered: false, messages: [msg(49), msg(50)] });
+  joined(ws, { epoch: "e1", offset: 50, recovered: false, reason: "too_many", messages: [] });
   await flush();
-  assert.deepEqual(t.of("gap"), [{ since: { epoch: "e1", offset: 4 }, epoch: "e1", offset: 50 }]);
-  assert.deepEqual(t.of("message").map((m) => m.offset), [49, 50]);
+  assert.deepEqual(t.of("gap"), [{ room: "chat:lobby", reason: "too_many", since: { epoch: "e1", offset: 4 }, epoch: "e1", offset: 50 }]);
+  assert.deepEqual(t.of("recovered"), []);
+  ws.receive(msg(51));
+  assert.deepEqual(t.of("message").map((m) => m.offset), [51]);
+  assert.deepEqual(reconnect(t).frames("join")[0].since, { epoch: "e1", offset: 51 });
+});
+
+test("a position ahead of the room (invalid_position): later messages with lower offsets are not dropped", async () => {
+  const t = await joinedRoom({}, { epoch: "e1", offset: 40 });
+  const ws = reconnect(t);
+  joined(ws, { epoch: "e1", offset: 3, recovered: false, reason: "invalid_position", messages: [] });
+  await flush();
+  assert.equal(t.of("gap")[0].reason, "invalid_position");
+  ws.receive(msg(4));
+  ws.receive(msg(4)); // a repeat is still dropped
+  ws.receive(msg(5));
+  assert.deepEqual(t.of("message").map((m) => m.offset), [4, 5]);
+});
+
+test("a first join reports neither gap nor recovered", async () => {
+  const t = await joinedRoom({}, { epoch: "e1", offset: 9 });
+  assert.deepEqual([t.of("gap"), t.of("recovered")], [[], []]);
+  assert.equal(t.ws.frames("join")[0].since, undefined);
 });
 
 test("a new epoch restarts offsets: lower ones are new messages, not repeats", async () => {
@@ -156,7 +194,7 @@ test("a new epoch restarts offsets: lower ones are new messages, not repeats", a
   const ws = reconnect(t);
   joined(ws, { epoch: "e2", offset: 1, recovered: false, messages: [msg(1)] });
   await flush();
-  assert.equal(t.of("gap").length, 1);
+  assert.deepEqual(t.of("gap").map((g) => g.reason), ["epoch_changed"], "the reason, when the server gives none");
   assert.deepEqual(t.of("message").map((m) => m.offset), [1]);
   const next = reconnect(t);
   assert.deepEqual(next.frames("join")[0].since, { epoch: "e2", offset: 1 });
@@ -228,11 +266,98 @@ test("a queued publish's timeout starts when it is sent", async () => {
   assert.equal((await publish).offset, 1);
 });
 
-test("a publish in flight when the connection drops rejects with disconnected", async () => {
+test("every publish carries a key: one the SDK makes, or the app's; the reply says whether it was a duplicate", async () => {
   const t = await joinedRoom();
-  const publish = t.room.publish("x");
+  const made = t.room.publish("a");
+  const given = t.room.publish("b", { key: "order-17" });
+  const [a, b] = t.ws.frames("publish");
+  assert.equal(typeof a.key, "string");
+  assert.ok(a.key.length >= 1 && a.key.length <= 128);
+  assert.equal(b.key, "order-17");
+  t.room.publish("c").catch(() => {});
+  assert.equal(new Set(t.ws.frames("publish").map((f) => f.key)).size, 3, "a new key per publish");
+  t.ws.receive({ type: "ok", id: a.id, offset: 1 });
+  t.ws.receive({ type: "ok", id: b.id, offset: 1, duplicate: true });
+  assert.deepEqual(await made, { type: "ok", id: a.id, offset: 1, key: a.key, duplicate: false });
+  assert.deepEqual(await given, { type: "ok", id: b.id, offset: 1, key: "order-17", duplicate: true });
+});
+
+test("a publish whose ok was lost with the connection is sent again after the re-join, with its key, once", async () => {
+  const t = await joinedRoom({}, { epoch: "e1", offset: 0 });
+  const lost = t.room.publish({ text: "lost ok" });
+  const sentKey = t.ws.frames("publish")[0].key;
   t.WebSocket.last.serverClose(1006);
-  await assert.rejects(publish, { code: "disconnected" });
+  const queued = t.room.publish({ text: "typed offline" });
+  let ws = reconnect(t);
+  assert.deepEqual(ws.sent.map((f) => f.type), ["join"], "nothing goes before the join is answered");
+  joined(ws, { epoch: "e1", offset: 1, recovered: true, messages: [msg(1, { text: "lost ok" })] });
+  await flush();
+  const publishes = ws.frames("publish");
+  assert.deepEqual(publishes.map((f) => [f.data.text, f.key === sentKey]), [["lost ok", true], ["typed offline", false]]);
+  ws.receive({ type: "ok", id: publishes[0].id, offset: 1, duplicate: true });
+  ws.receive({ type: "ok", id: publishes[1].id, offset: 2 });
+  const [first, second] = await Promise.all([lost, queued]);
+  assert.deepEqual([first.offset, first.duplicate, first.key], [1, true, sentKey]);
+  assert.deepEqual([second.offset, second.duplicate], [2, false]);
+  // Acknowledged now: another reconnect sends neither again.
+  ws = reconnect(t);
+  joined(ws, { epoch: "e1", offset: 2, recovered: true, messages: [] });
+  await flush();
+  assert.deepEqual(ws.frames("publish"), []);
+});
+
+test("an ok that arrives after the shutdown frame counts: that publish is not sent again", async () => {
+  const t = await joinedRoom({}, { epoch: "e1", offset: 0 });
+  const answered = t.room.publish("answered while draining");
+  const unanswered = t.room.publish("not answered");
+  const [a] = t.ws.frames("publish");
+  t.ws.receive({ type: "shutdown", reason: "server shutting down", reconnect_ms: 0 });
+  t.ws.receive({ type: "ok", id: a.id, offset: 1 });
+  assert.equal((await answered).offset, 1);
+  const ws = reconnect(t, 1001);
+  joined(ws, { epoch: "e1", offset: 1, recovered: true, messages: [] });
+  await flush();
+  assert.deepEqual(ws.frames("publish").map((f) => f.data), ["not answered"]);
+  ws.reply("publish", { type: "ok", offset: 2 });
+  assert.equal((await unanswered).offset, 2);
+});
+
+test("a publish refused by the server rejects with its code and is not sent again", async () => {
+  const t = await joinedRoom();
+  const refused = t.room.publish("x".repeat(10));
+  t.ws.reply("publish", { type: "error", code: "too_large", message: "too big" });
+  await assert.rejects(refused, { code: "too_large" });
+  const ws = reconnect(t);
+  joined(ws);
+  await flush();
+  assert.deepEqual(ws.frames("publish"), []);
+});
+
+test("a publish without reply on an open connection rejects with timeout; the app can send it again with its key", async () => {
+  const t = await joinedRoom();
+  const slow = t.room.publish("slow", { timeoutMs: 1000 });
+  t.clock.advance(1000);
+  const error = await slow.then(() => null, (e) => e);
+  assert.equal(error.code, "timeout");
+  const key = t.ws.frames("publish")[0].key;
+  const again = t.room.publish("slow", { key });
+  assert.equal(t.ws.frames("publish")[1].key, key);
+  t.ws.reply("publish", { type: "ok", offset: 3, duplicate: true });
+  assert.equal((await again).duplicate, true);
+  const ws = reconnect(t);
+  joined(ws);
+  await flush();
+  assert.deepEqual(ws.frames("publish"), [], "a publish that timed out is not sent again by itself");
+});
+
+test("a publish sent before leave still gets its ok", async () => {
+  const t = await joinedRoom();
+  const publish = t.room.publish("bye");
+  const queuedLeave = t.room.leave();
+  t.ws.reply("publish", { type: "ok", offset: 4 });
+  t.ws.reply("leave", { type: "left", room: "chat:lobby" });
+  assert.equal((await publish).offset, 4);
+  await queuedLeave;
 });
 
 test("when the client stops, queued publishes are rejected and new ones too", async () => {
@@ -309,4 +434,58 @@ test("leaving from a listener stops the events at once", async () => {
   await flush();
   assert.deepEqual(t.of("message").map((m) => m.offset), [1]);
   assert.deepEqual(t.of("state").at(-1), "closed");
+});
+
+test("history sends since, limit and reverse and resolves with the position and the messages", async () => {
+  const t = await joinedRoom();
+  const page = t.room.history({ since: { epoch: "e1", offset: 30 }, limit: 2, reverse: true });
+  assert.deepEqual(t.ws.frames("history").map(({ id, ...f }) => f), [
+    { type: "history", room: "chat:lobby", since: { epoch: "e1", offset: 30 }, limit: 2, reverse: true },
+  ]);
+  t.ws.reply("history", { type: "history", room: "chat:lobby", epoch: "e1", offset: 42, messages: [msg(29), msg(28)] });
+  assert.deepEqual(await page, {
+    epoch: "e1",
+    offset: 42,
+    messages: [
+      { data: "m29", from: bob, offset: 29, ts: 1029 },
+      { data: "m28", from: bob, offset: 28, ts: 1028 },
+    ],
+  });
+  assert.deepEqual(t.of("message"), [], "history is not delivered as message events");
+  t.room.history();
+  assert.deepEqual(Object.keys(t.ws.frames("history")[1]).sort(), ["id", "room", "type"], "only what was asked");
+});
+
+test("history rejects with the server's code", async () => {
+  const t = await joinedRoom();
+  const page = t.room.history({ since: { epoch: "other", offset: 1 } });
+  t.ws.reply("history", { type: "error", code: "unrecoverable_position", message: "another epoch" });
+  await assert.rejects(page, { code: "unrecoverable_position" });
+});
+
+test("history waits for the connection, and is asked again if its reply was lost", async () => {
+  const t = setup();
+  const room = t.sb.join("chat:lobby");
+  const page = room.history({ limit: 5, reverse: true });
+  let ws = t.connect();
+  assert.deepEqual(ws.sent.map((f) => f.type), ["join", "history"]);
+  ws.serverClose(1006);
+  t.clock.advance(t.named("reconnect").at(-1).delayMs);
+  ws = t.connect();
+  assert.deepEqual(ws.sent.map((f) => f.type), ["join", "history"]);
+  ws.reply("history", { type: "history", room: "chat:lobby", epoch: "e1", offset: 0, messages: [] });
+  assert.deepEqual(await page, { epoch: "e1", offset: 0, messages: [] });
+});
+
+test("history of a room that was left, or of a closed client, rejects with closed", async () => {
+  const t = await joinedRoom();
+  const waiting = (() => {
+    t.WebSocket.last.serverClose(1006);
+    return t.room.history();
+  })();
+  t.room.leave();
+  await assert.rejects(waiting, { code: "closed" });
+  await assert.rejects(t.room.history(), { code: "closed" });
+  t.sb.close();
+  await assert.rejects(t.sb.join("chat:other").history(), { code: "closed" });
 });

@@ -1,5 +1,5 @@
 // Compiles only if the declarations describe the API the README shows.
-import { Switchboard, SwitchboardError, type Member, type WebSocketConstructor } from "@switchboard/client";
+import { Switchboard, SwitchboardError, type Member, type Message, type WebSocketConstructor } from "@switchboard/client";
 
 declare const NodeWebSocket: WebSocketConstructor; // e.g. `import WebSocket from "ws"`
 declare function show(...values: unknown[]): void;
@@ -25,7 +25,13 @@ async function main(): Promise<void> {
   show(joined.epoch, joined.offset, joined.members.length);
   room.on("message", ({ data, from, offset, ts }) => show(data, from.user, offset, ts));
   room.on("presence", ({ event, member }) => show(event, member.conn));
-  room.on("gap", ({ since, epoch }) => show(since.offset, epoch));
+  room.on("gap", ({ room: name, reason, since, epoch, offset }) => show(name, reason, since.offset, epoch, offset));
+  room.on("recovered", ({ room: name, count }) => show(name, count + 1));
+  const page = await room.history({ limit: 50, reverse: true });
+  const latest: Message | undefined = page.messages[0];
+  show(page.epoch, page.offset + 1, latest?.data);
+  const earlier = await room.history({ since: { epoch: page.epoch, offset: latest?.offset ?? 0 }, reverse: true, timeoutMs: 1000 });
+  show(earlier.messages.length);
   const members: readonly Member[] = room.members;
   show(members.map((m) => m.presence));
 
@@ -34,9 +40,11 @@ async function main(): Promise<void> {
   }
   const chat: Chat = { text: "hi" };
   try {
-    const { offset } = await room.publish(chat, { timeoutMs: 5000 });
+    const { offset, duplicate, key } = await room.publish(chat, { timeoutMs: 5000 });
     const next: number = offset;
-    void next;
+    const repeated: boolean = duplicate;
+    await room.publish(chat, { key });
+    void [next, repeated];
   } catch (error) {
     if (error instanceof SwitchboardError && error.code === "queue_full") show("offline too long");
   }
@@ -52,6 +60,10 @@ async function main(): Promise<void> {
   room.on("message", (m: { offset: string }) => show(m));
   // @ts-expect-error: presence is an object
   room.setPresence("typing");
+  // @ts-expect-error: a key is a string
+  room.publish(chat, { key: 7 });
+  // @ts-expect-error: since is a position
+  room.history({ since: 12 });
 }
 
 void main;

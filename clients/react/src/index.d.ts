@@ -3,6 +3,9 @@
 import type { ReactElement, ReactNode } from "react";
 import type {
   ClientState,
+  GapReason,
+  HistoryOptions,
+  HistoryPage,
   Member,
   Message,
   PublishOptions,
@@ -16,6 +19,9 @@ import type {
 
 export type {
   ClientState,
+  GapReason,
+  HistoryOptions,
+  HistoryPage,
   Member,
   Message,
   PublishOptions,
@@ -70,8 +76,21 @@ export interface UseRoomOptions {
   getToken?: (room: string) => string | null | undefined | Promise<string | null | undefined>;
 }
 
+/** How the room's last re-join went. */
+export interface RecoveryState {
+  /**
+   * "recovered": the missed messages were delivered (they are in `messages`); "gap": the server
+   * could not recover them, some may be missing (reload with `history`); null: no re-join yet.
+   */
+  status: "recovered" | "gap" | null;
+  /** With "gap": the server's reason ("epoch_changed", "too_old", "too_many", …); else null. */
+  reason: GapReason | null;
+  /** With "recovered": how many missed messages came; else 0. */
+  count: number;
+}
+
 export interface RoomView {
-  /** Messages received since the component mounted, in offset order. */
+  /** Messages received since the component mounted, in offset order (recovered ones included). */
   messages: readonly Message[];
   /** The room's members, me included. */
   members: readonly Member[];
@@ -79,8 +98,12 @@ export interface RoomView {
   memberCount: number;
   /** Publishes to the room: resolves with the `ok` reply, rejects with a SwitchboardError. */
   publish(data: unknown, options?: PublishOptions): Promise<PublishReply>;
+  /** Reads what the room keeps: `room.history` of the SDK. */
+  history(options?: HistoryOptions): Promise<HistoryPage>;
   /** "joining" until joined (and again while reconnecting), "closed" when refused. */
   status: RoomState;
+  /** How the last re-join went: recovered, or a gap. */
+  recovery: RecoveryState;
   /** The SDK room; null until the component's first effect ran. */
   room: Room | null;
   /** The last error the room reported (a refused join or presence update), else null. */

@@ -2,7 +2,7 @@
 //
 //   <SwitchboardProvider url=...>     one client (one WebSocket) for the whole tree below it
 //     useSwitchboard()                → { client, state }
-//     useRoom(name, { presence })     → { messages, members, publish, status, room, error }
+//     useRoom(name, { presence })     → { messages, members, publish, history, status, recovery, room, error }
 //     usePresence(room)               → { members, setPresence }
 //
 // React may run an effect, undo it and run it again without the component having really
@@ -28,6 +28,7 @@ import { CLIENT_CODES, Switchboard, SwitchboardError } from "@switchboard/client
 
 const SwitchboardContext = createContext(null);
 const EMPTY = Object.freeze([]);
+const NO_RECOVERY = Object.freeze({ status: null, reason: null, count: 0 });
 const DEFAULT_MESSAGE_LIMIT = 1000;
 
 // Deferred teardown: long enough for React to run an effect again after undoing it.
@@ -173,6 +174,11 @@ function setLeasedPresence(client, name, presence) {
   return updatePresence(lease, presence);
 }
 
+/** The hook's room, or before its effect ran, the room another component holds a lease on. */
+function leasedRoom(client, name, room) {
+  return room ?? leases.get(client)?.get(name)?.room ?? null;
+}
+
 function notJoined(name) {
   return new SwitchboardError(CLIENT_CODES.CLOSED, `room "${name}" is not in use by a mounted component`);
 }
@@ -188,9 +194,9 @@ function useRoomSnapshot(room, event, read, fallback) {
 }
 
 /**
- * Holds a lease on room `name` while mounted. Returns { room, messages, error }, all null or
- * empty until the effect has run. `onRoom` subscriptions are made in the same effect as the
- * lease, so nothing emitted in between is missed.
+ * Holds a lease on room `name` while mounted. Returns { room, messages, recovery, error }, all
+ * null or empty until the effect has run. The room's subscriptions are made in the same effect
+ * as the lease, so nothing emitted in between is missed.
  */
 function useLease(name, presence, { collectMessages, limit, token, getToken }) {
   const { client } = useSwitchboard();
@@ -200,7 +206,14 @@ function useLease(name, presence, { collectMessages, limit, token, getToken }) {
     latestPresence.current = presence;
     latestGetToken.current = getToken;
   });
-  const [store, setStore] = useState({ client: null, name: null, room: null, messages: EMPTY, error: null });
+  const [store, setStore] = useState({
+    client: null,
+    name: null,
+    room: null,
+    messages: EMPTY,
+    recovery: NO_RECOVERY,
+    error: null,
+  });
 
   useEffect(() => {
     if (typeof name !== "string") return undefined;
@@ -212,13 +225,15 @@ function useLease(name, presence, { collectMessages, limit, token, getToken }) {
     setStore((s) =>
       s.client === client && s.name === name && s.room === room
         ? s
-        : { client, name, room, messages: EMPTY, error: null },
+        : { client, name, room, messages: EMPTY, recovery: NO_RECOVERY, error: null },
     );
     const update = (change) =>
       setStore((s) => (s.room === room ? { ...s, ...change(s) } : s));
     const offs = [room.on("error", (error) => update(() => ({ error })))];
     if (collectMessages) {
       offs.push(
+        room.on("recovered", ({ count }) => update(() => ({ recovery: { status: "recovered", reason: null, count } }))),
+        room.on("gap", ({ reason }) => update(() => ({ recovery: { status: "gap", reason, count: 0 } }))),
         room.on("message", (message) =>
           update((s) => {
             const kept = s.messages.length >= limit ? s.messages.slice(s.messages.length - limit + 1) : s.messages;
@@ -242,7 +257,13 @@ function useLease(name, presence, { collectMessages, limit, token, getToken }) {
   }, [client, name, key, store.room]);
 
   const current = store.client === client && store.name === name ? store : null;
-  return { client, room: current?.room ?? null, messages: current?.messages ?? EMPTY, error: current?.error ?? null };
+  return {
+    client,
+    room: current?.room ?? null,
+    messages: current?.messages ?? EMPTY,
+    recovery: current?.recovery ?? NO_RECOVERY,
+    error: current?.error ?? null,
+  };
 }
 
 /**
@@ -250,28 +271,38 @@ function useLease(name, presence, { collectMessages, limit, token, getToken }) {
  * same room under the same provider). `presence`: my public state in the room, compared by
  * value; changing it updates it. `limit`: most messages kept (oldest dropped), default 1000.
  *
- * Returns { messages, members, memberCount, publish, status, room, error }: the messages
- * received since the component mounted, in order; the member list and how many members the
- * room has (in a big room the list fills in page by page); publish(data, options) → Promise of the
- * `ok` reply; the room's state ("joining" | "joined" | "closed"); the SDK Room (null before
- * the first effect); the last error the room reported (a refused join or presence update).
+ * Returns { messages, members, memberCount, publish, history, status, recovery, room, error }:
+ * the messages received since the component mounted, in order (after a reconnect, the missed
+ * ones too when the server recovered them); the member list and how many members the room has
+ * (in a big room the list fills in page by page); publish(data, options) → Promise of the `ok`
+ * reply (sent again with its key if the reply was lost in a reconnect); history(options) →
+ * Promise of { epoch, offset, messages }; the room's state ("joining" | "joined" | "closed");
+ * how the last re-join went: { status: "recovered" | "gap" | null, reason, count }; the SDK
+ * Room (null before the first effect); the last error the room reported (a refused join or
+ * presence update).
  *
  * `token` / `getToken`: a room token for the join (getToken is called before every
  * (re-)join), for rooms the connection token does not cover; read when the room is joined.
  */
 export function useRoom(name, { presence, limit = DEFAULT_MESSAGE_LIMIT, token, getToken } = {}) {
-  const { client, room, messages, error } = useLease(name, presence, { collectMessages: true, limit, token, getToken });
+  const { client, room, messages, recovery, error } = useLease(name, presence, {
+    collectMessages: true,
+    limit,
+    token,
+    getToken,
+  });
   const members = useRoomSnapshot(room, "members", (r) => r.members, EMPTY);
   const memberCount = useRoomSnapshot(room, "members", (r) => r.memberCount, 0);
   const status = useRoomSnapshot(room, "state", (r) => r.state, "joining");
   const publish = useCallback(
-    (data, options) => {
-      const target = room ?? leases.get(client)?.get(name)?.room;
-      return target ? target.publish(data, options) : Promise.reject(notJoined(name));
-    },
+    (data, options) => leasedRoom(client, name, room)?.publish(data, options) ?? Promise.reject(notJoined(name)),
     [client, name, room],
   );
-  return { messages, members, memberCount, publish, status, room, error };
+  const history = useCallback(
+    (options) => leasedRoom(client, name, room)?.history(options) ?? Promise.reject(notJoined(name)),
+    [client, name, room],
+  );
+  return { messages, members, memberCount, publish, history, status, recovery, room, error };
 }
 
 /**

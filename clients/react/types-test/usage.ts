@@ -16,7 +16,12 @@ function Chat({ name }: { name: string }): ReactElement {
   const knownState: "connecting" | "open" | "reconnecting" | "closed" = state;
   const conn: string | null = client.conn;
   const view: RoomView = useRoom("chat:lobby", { presence: { name }, limit: 100 });
-  const { messages, members, publish, status, room, error } = view;
+  const { messages, members, publish, history, status, recovery, room, error } = view;
+  const recoveryStatus: "recovered" | "gap" | null = recovery.status;
+  const missed: number = recovery.count;
+  void [recoveryStatus, missed, recovery.reason?.toUpperCase()];
+  const loadEarlier = async (): Promise<Message[]> => (await history({ limit: 50, reverse: true })).messages;
+  void loadEarlier;
   const first: Message | undefined = messages[0];
   const member: Member | undefined = members[0];
   const roomStatus: "joining" | "joined" | "closed" = status;
