@@ -163,3 +163,90 @@ async fn a_client_that_moves_to_another_node_recovers_what_it_missed() {
     assert_eq!(again["offset"], first["offset"]);
     assert_eq!(again["duplicate"], true, "{again}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_restarting_mid_stream_loses_no_acknowledged_message() {
+    let dir = common::temp_dir("redis");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    // Every write on disk before Redis answers it: a restart keeps what was acknowledged.
+    let start = || {
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server")
+    };
+    let wait_up = || {
+        for _ in 0..500 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("redis-server did not start");
+    };
+    let mut redis = Redis {
+        child: start(),
+        url: format!("redis://127.0.0.1:{port}/"),
+    };
+    wait_up();
+    let server = node(&redis);
+    let mut reader = Peer::connect(&server).await;
+    reader.join("r", None).await;
+    let mut writer = Peer::connect(&server).await;
+    writer.join("r", None).await;
+    let mut acked = Vec::new();
+    let mut refused = 0;
+    for i in 0..160u64 {
+        if i == 100 {
+            let _ = redis.child.kill();
+            let _ = redis.child.wait();
+        }
+        if i == 110 {
+            redis.child = start();
+            wait_up();
+            // Give the connections a moment to come back.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+        writer
+            .send(json!({"type": "publish", "id": i as i64 + 1, "room": "r", "data": i}))
+            .await;
+        let reply = writer.next_where("reply", |f| f["id"] == i + 1).await;
+        match reply["type"].as_str() {
+            Some("ok") => acked.push((reply["offset"].as_u64().unwrap(), i)),
+            Some("error") => {
+                assert_eq!(reply["code"], "unavailable", "{reply}");
+                refused += 1;
+            }
+            _ => panic!("{reply}"),
+        }
+    }
+    assert!(refused > 0, "publishes while Redis was down were refused");
+    assert!(acked.len() >= 140, "{} acknowledged", acked.len());
+    // Every acknowledged message reaches the reader once, in offset order.
+    let mut seen = Vec::new();
+    while seen.len() < acked.len() {
+        let m = reader.next_of("message").await;
+        seen.push((m["offset"].as_u64().unwrap(), m["data"].as_u64().unwrap()));
+    }
+    assert_eq!(seen, acked);
+    // And history has them all.
+    writer
+        .send(json!({"type": "history", "id": 9999, "room": "r", "limit": 100, "reverse": true}))
+        .await;
+    let h = writer.next_of("history").await;
+    assert_eq!(h["offset"].as_u64(), acked.last().map(|a| a.0), "{h}");
+}

@@ -156,7 +156,14 @@ impl RedisBroker {
     /// be reached now. Afterwards the connections reconnect by themselves.
     pub async fn connect(url: &str) -> Result<RedisBroker, String> {
         let client = redis::Client::open(url).map_err(|e| format!("redis_url {url:?}: {e}"))?;
-        let conn = ConnectionManager::new(client.clone())
+        // A command fails within a few seconds when Redis is away (its publish answers
+        // `unavailable`), and the connection is made again in the background.
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(3)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(|e| format!("cannot connect to Redis at {url}: {e}"))?;
         let (commands, rx) = mpsc::unbounded_channel();
