@@ -62,11 +62,14 @@ return {offset, epoch, 0}
 "#;
 
 /// Position, oldest kept offset and a range of the stream, in one atomic read. ARGV: epoch
-/// for a new room, meta ttl, direction (`f`/`r`), start, end, count.
+/// for a new room, meta ttl, direction (`f`/`r`), start, end, count, whether to make the
+/// room's position if it has none (`1`: a member joins; else an unknown room reads empty).
 const READ: &str = r#"
-redis.call('hsetnx', KEYS[1], 'e', ARGV[1])
-redis.call('pexpire', KEYS[1], ARGV[2])
-local epoch = redis.call('hget', KEYS[1], 'e')
+if ARGV[7] == '1' then
+  redis.call('hsetnx', KEYS[1], 'e', ARGV[1])
+  redis.call('pexpire', KEYS[1], ARGV[2])
+end
+local epoch = redis.call('hget', KEYS[1], 'e') or ARGV[1]
 local offset = redis.call('hget', KEYS[1], 'o') or '0'
 local first = redis.call('xrange', KEYS[2], '-', '+', 'COUNT', 1)
 local entries = {}
@@ -396,6 +399,7 @@ impl Inner {
             .arg(start)
             .arg(end)
             .arg(query.limit)
+            .arg(if query.open { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
