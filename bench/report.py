@@ -17,12 +17,13 @@ import os
 import statistics
 from collections import defaultdict
 
-ORDER = ["switchboard", "switchboard-history", "switchboard-nowindow", "node-ws", "socketio",
-         "python-websockets"]
+ORDER = ["switchboard", "switchboard-history", "switchboard-nowindow", "bun", "node-ws",
+         "socketio", "python-websockets"]
 LABEL = {
     "switchboard": "Switchboard",
     "switchboard-history": "Switchboard, history on disk",
     "switchboard-nowindow": "Switchboard, no recovery window",
+    "bun": "Bun",
     "node-ws": "Node ws",
     "socketio": "Socket.IO",
     "python-websockets": "Python websockets",
@@ -31,6 +32,7 @@ COLOR = {
     "switchboard": "#1f77b4",
     "switchboard-history": "#17becf",
     "switchboard-nowindow": "#aec7e8",
+    "bun": "#ff7f0e",
     "node-ws": "#2ca02c",
     "socketio": "#d62728",
     "python-websockets": "#9467bd",
@@ -476,7 +478,7 @@ def render(a, results_path):
              f"open files limit {m.get('nofile')} per process")
     L.append(f"- Software: {m.get('rustc')}; Node {m.get('node')} with ws {m.get('ws')} and Socket.IO "
              f"{m.get('socketio')} (its engine.io uses ws {m.get('engineio_ws')}); {m.get('python')} with "
-             f"websockets {m.get('websockets')}")
+             f"websockets {m.get('websockets')}; Bun {m.get('bun')}")
     L.append(f"- Load before the run: `{m.get('uptime_before')}`")
     L.append(f"- Load after the run: `{m.get('uptime_after')}` ({m.get('elapsed_s', 0) // 60} min "
              f"{m.get('elapsed_s', 0) % 60} s). Other work may have been running on the machine; the "

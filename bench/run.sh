@@ -19,7 +19,8 @@ ROOT=$PWD
 # (history.redb, committed before delivery); switchboard-nowindow: no recovery window
 # either (rooms keep nothing). Plain switchboard is the default: a 100-message recovery
 # window in memory.
-SERVERS=${SERVERS:-"switchboard switchboard-history switchboard-nowindow node-ws socketio python-websockets"}
+# bun: Bun (uWebSockets inside) with server.publish, the fastest peer we know.
+SERVERS=${SERVERS:-"switchboard switchboard-history switchboard-nowindow bun node-ws socketio python-websockets"}
 RUNS=${RUNS:-3}
 SERVER_CPU=${SERVER_CPU:-0}
 GEN_CPU=${GEN_CPU:-1}
@@ -86,6 +87,8 @@ done
 
 step "peers: npm ci (bench/peers/node), pip (target/bench-venv)"
 (cd bench/peers/node && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+# The `bun` package's binary comes from its platform package (@oven/bun-linux-x64).
+(cd bench/peers/bun && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 VENV=$ROOT/target/bench-venv
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -r bench/peers/python/requirements.txt
@@ -138,6 +141,7 @@ start_server() {
             --max-outbound-queue 16MiB --data-dir "$data" "${extra[@]}" >"$log" 2>&1 &
         ;;
     node-ws) taskset -c "$SERVER_CPU" node bench/peers/node/ws-server.js 0 >"$log" 2>&1 & ;;
+    bun) taskset -c "$SERVER_CPU" bench/peers/bun/node_modules/.bin/bun bench/peers/bun/server.js 0 >"$log" 2>&1 & ;;
     socketio) taskset -c "$SERVER_CPU" node bench/peers/node/socketio-server.js 0 >"$log" 2>&1 & ;;
     python-websockets) taskset -c "$SERVER_CPU" "$VENV/bin/python" bench/peers/python/server.py 0 >"$log" 2>&1 & ;;
     *) die "unknown server $name" ;;
@@ -164,6 +168,7 @@ start_server() {
 kind() {
     case $1 in
     switchboard-*) echo switchboard ;;
+    bun) echo node-ws ;;  # the same JSON protocol
     *) echo "$1" ;;
     esac
 }
@@ -249,6 +254,7 @@ json.dump({
     "uptime_before": before.strip(), "uptime_after": after.strip(), "elapsed_s": int(elapsed),
     "command": command, "rustc": rustc, "node": node, "python": python,
     "ws": pkg("bench/peers/node/node_modules/ws/package.json"),
+    "bun": pkg("bench/peers/bun/node_modules/bun/package.json"),
     "socketio": pkg("bench/peers/node/node_modules/socket.io/package.json"),
     "engineio_ws": pkg("bench/peers/node/node_modules/engine.io/node_modules/ws/package.json"),
     "websockets": websockets,
