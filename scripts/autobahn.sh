@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Autobahn|Testsuite conformance run (fuzzingclient, cases 1.* - 10.*) against the
-# WebSocket echo endpoint of switchboard:
+# Autobahn|Testsuite conformance run (fuzzingclient, cases 1.* - 10.*, and 12.* / 13.*:
+# permessage-deflate) against the WebSocket echo endpoint of switchboard:
 #
 #   scripts/autobahn.sh
 #

@@ -101,8 +101,13 @@ impl Decoder {
     /// inflated (at most `max_message_size` bytes of it) before it is handed out.
     pub fn enable_deflate(&mut self, params: &Params) {
         self.allowed_rsv |= 0b100;
+        // The peer's side of the parameters: a server inflates what the client deflates.
+        let peer_no_context_takeover = match self.role {
+            Role::Server => params.client_no_context_takeover,
+            Role::Client => params.server_no_context_takeover,
+        };
         self.inflating = Some(Inflating {
-            keep_context: !params.client_no_context_takeover,
+            keep_context: !peer_no_context_takeover,
             inflater: None,
         });
     }

@@ -145,6 +145,45 @@ fn accept(offer: &ExtensionOffer, policy: Policy) -> Option<Params> {
     })
 }
 
+/// The parameters a server answered (the value of its `Sec-WebSocket-Extensions`), for a
+/// client: `None` if it did not accept permessage-deflate or answered something invalid.
+pub fn accepted(header: &str) -> Option<Params> {
+    let mut parts = header.split(';').map(str::trim);
+    if !parts.next()?.eq_ignore_ascii_case(EXTENSION_NAME) {
+        return None;
+    }
+    let mut p = Params {
+        server_no_context_takeover: false,
+        client_no_context_takeover: false,
+        server_max_window_bits: 15,
+        client_max_window_bits: 15,
+        answer_server_window: false,
+    };
+    let mut seen = Vec::new();
+    for part in parts.filter(|p| !p.is_empty()) {
+        let (name, value) = match part.split_once('=') {
+            Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
+            None => (part, None),
+        };
+        let name = name.to_ascii_lowercase();
+        if seen.contains(&name) {
+            return None;
+        }
+        match (name.as_str(), value) {
+            ("server_no_context_takeover", None) => p.server_no_context_takeover = true,
+            ("client_no_context_takeover", None) => p.client_no_context_takeover = true,
+            ("server_max_window_bits", Some(v)) => {
+                p.server_max_window_bits = window_bits(v)?;
+                p.answer_server_window = true;
+            }
+            ("client_max_window_bits", Some(v)) => p.client_max_window_bits = window_bits(v)?,
+            _ => return None,
+        }
+        seen.push(name);
+    }
+    Some(p)
+}
+
 /// A window-bits value: 8 to 15, digits only, no leading zero (RFC 7692 §7.1.2).
 fn window_bits(v: &str) -> Option<u8> {
     if v.is_empty() || v.len() > 2 || v.starts_with('0') || !v.bytes().all(|b| b.is_ascii_digit()) {
@@ -404,6 +443,19 @@ mod tests {
         assert_eq!(
             a,
             "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+        );
+    }
+
+    #[test]
+    fn a_client_reads_the_answer_back() {
+        let offer = offer(&[("server_max_window_bits", Some("10"))]);
+        let p = negotiate(&[offer], Policy::default()).unwrap();
+        assert_eq!(accepted(&p.response()), Some(p));
+        assert_eq!(accepted("x-other"), None);
+        assert_eq!(accepted("permessage-deflate; client_max_window_bits"), None);
+        assert_eq!(
+            accepted("permessage-deflate; server_no_context_takeover; server_no_context_takeover"),
+            None
         );
     }
 

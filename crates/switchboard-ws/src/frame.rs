@@ -269,7 +269,18 @@ pub(crate) fn encode_header(
 /// Encodes one fragment of a message (a test and client helper: lets callers send a message
 /// in several frames).
 pub fn encode_fragment(fin: bool, opcode: OpCode, payload: &[u8], mask: Option<[u8; 4]>) -> Bytes {
-    let (header, hlen) = encode_header(fin, 0, opcode, payload.len() as u64, mask);
+    encode_frame(fin, 0, opcode, payload, mask)
+}
+
+/// Encodes one frame with RSV bits (`0b100`: RSV1, a compressed message's first frame).
+pub fn encode_frame(
+    fin: bool,
+    rsv: u8,
+    opcode: OpCode,
+    payload: &[u8],
+    mask: Option<[u8; 4]>,
+) -> Bytes {
+    let (header, hlen) = encode_header(fin, rsv, opcode, payload.len() as u64, mask);
     let mut buf = BytesMut::with_capacity(hlen + payload.len());
     buf.extend_from_slice(&header[..hlen]);
     let start = buf.len();

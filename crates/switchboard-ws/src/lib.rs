@@ -21,6 +21,6 @@ mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
 pub use decoder::{Decoder, Message, ProtocolError, Role};
-pub use frame::{encode_fragment, Frame, FrameBuilder, OpCode, MAX_HEADER_LEN};
+pub use frame::{encode_fragment, encode_frame, Frame, FrameBuilder, OpCode, MAX_HEADER_LEN};
 pub use mask::apply_mask;
 pub use utf8::Utf8Validator;
