@@ -237,11 +237,16 @@ impl Inflater {
         out: &mut BytesMut,
         limit: usize,
     ) -> Result<(), InflateError> {
-        self.feed(input, out, limit)?;
-        if last {
-            self.feed(&TRAILER, out, limit)?;
-        }
-        Ok(())
+        // Input comes from the network: should the backend ever panic on it, the message
+        // is corrupt (1007), not the end of the task.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.feed(input, out, limit)?;
+            if last {
+                self.feed(&TRAILER, out, limit)?;
+            }
+            Ok(())
+        }))
+        .unwrap_or(Err(InflateError::Corrupt))
     }
 
     /// Ends a message: with context takeover the window is kept for the next one;
@@ -303,54 +308,87 @@ impl Inflater {
 /// it between messages is what `server_no_context_takeover` asks for anyway.
 pub struct Deflater {
     stream: Compress,
+    level: u32,
 }
 
 impl Deflater {
     /// `level` 1–9 (clamped); a 15-bit window (see [`Params::max_deflated_len`] for peers
     /// that asked for less).
     pub fn new(level: u32) -> Deflater {
+        let level = level.clamp(1, 9);
         Deflater {
-            stream: Compress::new_with_window_bits(Compression::new(level.clamp(1, 9)), false, 15),
+            stream: new_stream(level),
+            level,
         }
     }
 
     /// A compressed frame (RSV1 set) holding `payload`, or `None` when deflating does not
-    /// make it smaller: then it should go plain. Stops as soon as the output reaches the
-    /// input's size, so an incompressible message costs little.
+    /// make it smaller: then it should go plain.
+    ///
+    /// The stream always runs to the end of its sync flush, with room for the worst case,
+    /// and is only then compared with the input: zlib-rs 0.6.8 panics ("buf.len() must fit
+    /// in remaining()") on the next message after a stream was abandoned halfway with its
+    /// output buffer full, which stopping early at the input's size did for incompressible
+    /// data.
     pub fn deflate(&mut self, opcode: OpCode, payload: &[u8]) -> Option<Frame> {
+        // A panic in the backend must not end the connection (or leave this thread's
+        // deflater broken): the message goes plain and the stream starts afresh.
+        let level = self.level;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.try_deflate(opcode, payload)
+        }))
+        .unwrap_or_else(|_| {
+            self.stream = new_stream(level);
+            None
+        })
+    }
+
+    fn try_deflate(&mut self, opcode: OpCode, payload: &[u8]) -> Option<Frame> {
         self.stream.reset();
-        // Worth it only if the output, trailer stripped, is shorter than the input.
-        let cap = payload.len() + TRAILER.len() - 1;
-        let mut frame = FrameBuilder::with_capacity(opcode, cap).rsv(0b100);
+        // Stored blocks add 5 bytes per 64 KiB; the sync flush 5 more, plus a little slack.
+        let bound = payload.len() + payload.len() / 1024 + 64;
+        let mut frame = FrameBuilder::with_capacity(opcode, bound).rsv(0b100);
         let buf = frame.buf_mut();
         let start = buf.len();
-        buf.resize(start + cap, 0);
+        buf.resize(start + bound, 0);
         let mut input = payload;
         let mut written = 0;
         loop {
-            let before = input.len();
             let (in_before, out_before) = (self.stream.total_in(), self.stream.total_out());
             let status =
                 self.stream
                     .compress(input, &mut buf[start + written..], FlushCompress::Sync);
-            input = &input[(self.stream.total_in() - in_before) as usize..];
+            let consumed = (self.stream.total_in() - in_before) as usize;
             let produced = (self.stream.total_out() - out_before) as usize;
+            input = &input[consumed..];
             written += produced;
+            let full = start + written == buf.len();
             match status {
-                Err(_) => return None,
-                Ok(_) if input.is_empty() && start + written < buf.len() => break,
-                Ok(_) if start + written == buf.len() => return None, // not smaller
-                Ok(_) if produced == 0 && input.len() == before => return None, // stuck
-                Ok(_) => {}
+                Ok(_) if input.is_empty() && !full => break,
+                Ok(_) if consumed > 0 || produced > 0 => {
+                    if full {
+                        let more = buf.len() / 2 + 64;
+                        buf.resize(buf.len() + more, 0);
+                    }
+                }
+                _ => {
+                    // An error, or no progress: start from a fresh stream next time.
+                    self.stream = new_stream(self.level);
+                    return None;
+                }
             }
         }
         buf.truncate(start + written);
-        if !buf.ends_with(&TRAILER) {
-            return None;
+        if !buf.ends_with(&TRAILER) || written - TRAILER.len() >= payload.len() {
+            return None; // not smaller: send it plain
         }
         buf.truncate(buf.len() - TRAILER.len());
         Some(frame.finish())
     }
+}
+
+fn new_stream(level: u32) -> Compress {
+    Compress::new_with_window_bits(Compression::new(level), false, 15)
 }
 
 /// Inflates a whole compressed payload (trailer stripped, as on the wire) in one go, up to
@@ -583,6 +621,47 @@ mod tests {
         assert!(Deflater::new(9).deflate(OpCode::Binary, &noise).is_none());
         assert!(Deflater::new(1).deflate(OpCode::Text, b"a").is_none());
         assert!(Deflater::new(1).deflate(OpCode::Text, b"").is_none());
+    }
+
+    /// Mostly incompressible messages (a bitmap, a PDF) one after another on one deflater:
+    /// Autobahn's 12.2/12.5 made zlib-rs panic here when a stream that stopped early (its
+    /// output as long as the input) was reset and reused.
+    #[test]
+    fn a_deflater_survives_incompressible_messages() {
+        let mut x = 0x9e37_79b9u32;
+        let data: Vec<u8> = (0..300_000)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                if (i / 700) % 3 == 0 {
+                    (i % 7) as u8
+                } else {
+                    x as u8
+                }
+            })
+            .collect();
+        let mut d = Deflater::new(1);
+        let (mut pos, mut plain, mut deflated) = (0, 0, 0);
+        for size in [16384usize, 4096, 256, 131072, 8192] {
+            for _ in 0..60 {
+                let end = (pos + size).min(data.len());
+                let msg = &data[pos..end];
+                pos = if end == data.len() { 0 } else { end };
+                match d.deflate(OpCode::Binary, msg) {
+                    Some(f) => {
+                        deflated += 1;
+                        assert!(f.payload().len() < msg.len());
+                        assert_eq!(&inflate_message(f.payload(), 1 << 20).unwrap()[..], msg);
+                    }
+                    None => plain += 1,
+                }
+            }
+        }
+        assert!(
+            plain > 0 && deflated > 0,
+            "{plain} plain, {deflated} deflated"
+        );
     }
 
     #[test]
