@@ -16,6 +16,7 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
+use bytes::Bytes;
 use serde::Serialize;
 use switchboard_ws::deflate::{Deflater, Params};
 use switchboard_ws::Frame;
@@ -70,7 +71,7 @@ impl Outgoing {
         match compression {
             Some(c) if c.wants(&self.plain) => self
                 .deflated
-                .get_or_init(|| deflate(&self.plain, c.level))
+                .get_or_init(|| deflate(&self.plain, c.level).map(|d| keeping(&d, &self.plain)))
                 .as_ref()
                 .unwrap_or(&self.plain),
             _ => &self.plain,
@@ -78,39 +79,74 @@ impl Outgoing {
     }
 }
 
+/// Deflated frame bytes that keep the plain frame's bytes alive for as long as they are
+/// queued: a sender that learns from its frame's bytes being dropped that they have been
+/// written (the documents' budget of queued copies, `documents::owner::Tracked`) learns the
+/// same whichever of the two was queued.
+struct Deflated {
+    bytes: Bytes,
+    _plain: Bytes,
+}
+
+impl AsRef<[u8]> for Deflated {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+fn keeping(deflated: &Frame, plain: &Frame) -> Frame {
+    Frame::from_raw(Bytes::from_owner(Deflated {
+        bytes: deflated.as_bytes().clone(),
+        _plain: plain.as_bytes().clone(),
+    }))
+}
+
 /// The frame for a connection with `compression` of a frame queued on its own
-/// ([`Outbox::push`](crate::outbox::Outbox::push)): deflated on this thread unless the frame
-/// is the one the last call on this thread was given. A fan-out that still pushes one
-/// [`Frame`] to every member in a loop (the hub today, the documents' owner) therefore
-/// deflates it once, not once per member.
+/// ([`Outbox::push`](crate::outbox::Outbox::push)): deflated on this thread unless it has
+/// the same bytes as the frame the last deflate on this thread was given. A fan-out that
+/// still pushes one [`Frame`] to every member in a loop (the hub today, the documents'
+/// owner) therefore deflates it once, not once per member.
 ///
-/// The cache is sound: it holds a clone of the last frame, so that frame's buffer stays
-/// allocated and no other frame can have the same address and length with other bytes
-/// (frames are immutable).
+/// The cache compares bytes (after lengths), not addresses, and keeps its own copy of
+/// them: it must not keep the caller's frame alive (see [`Deflated`]), and a freed frame's
+/// address may come back with other bytes. Comparing costs far less than a deflate.
 pub fn frame_for_single(plain: &Frame, compression: &Compression) -> Frame {
     /// Larger frames (a document's first sync) are deflated without being kept.
     const MAX_CACHED: usize = 1 << 20;
+    struct Last {
+        level: u32,
+        plain: Bytes,
+        /// Without the plain frame in it (the caller's is added to what is returned).
+        deflated: Option<Frame>,
+    }
     thread_local! {
-        static LAST: RefCell<Option<Outgoing>> = const { RefCell::new(None) };
+        static LAST: RefCell<Option<Last>> = const { RefCell::new(None) };
     }
     if plain.len() > MAX_CACHED {
         return Outgoing::new(plain.clone())
             .frame_for(Some(compression))
             .clone();
     }
-    LAST.with(|last| {
+    let level = compression.level;
+    let deflated = LAST.with(|last| {
         let mut last = last.borrow_mut();
-        let same = last.as_ref().is_some_and(|o| {
-            let (a, b) = (o.plain.as_bytes(), plain.as_bytes());
-            a.as_ptr() == b.as_ptr() && a.len() == b.len()
-        });
-        if !same {
+        let hit = last
+            .as_ref()
+            .is_some_and(|l| l.level == level && l.plain[..] == plain.as_bytes()[..]);
+        if !hit {
             *last = None; // free the previous one before deflating the next
+            *last = Some(Last {
+                level,
+                plain: Bytes::copy_from_slice(plain.as_bytes()),
+                deflated: deflate(plain, level),
+            });
         }
-        last.get_or_insert_with(|| Outgoing::new(plain.clone()))
-            .frame_for(Some(compression))
-            .clone()
-    })
+        last.as_ref().and_then(|l| l.deflated.clone())
+    });
+    match deflated {
+        Some(d) => keeping(&d, plain),
+        None => plain.clone(),
+    }
 }
 
 static DEFLATED: AtomicU64 = AtomicU64::new(0);
@@ -246,11 +282,48 @@ mod tests {
             let again = frame_for_single(&frame, &c);
             assert_eq!(first.as_bytes().as_ptr(), again.as_bytes().as_ptr());
         }
-        // Another frame with the same bytes but its own buffer is deflated anew (and
-        // correctly).
+        // Another frame with the same bytes (its own buffer) is the same message.
         let other = json(20);
         let f = frame_for_single(&other, &c);
+        assert_eq!(f.as_bytes().as_ptr(), first.as_bytes().as_ptr());
+        // Other bytes, another deflate.
+        let f = frame_for_single(&json(21), &c);
         assert_ne!(f.as_bytes().as_ptr(), first.as_bytes().as_ptr());
-        assert_eq!(f, first);
+        assert_eq!(
+            &inflate_message(f.payload(), 1 << 20).unwrap()[..],
+            json(21).payload()
+        );
+    }
+
+    /// A queued deflated frame keeps the plain one alive, and nothing else does: the
+    /// documents learn that a copy was written when its plain bytes are dropped.
+    #[test]
+    fn the_plain_frame_lives_as_long_as_its_deflated_frame_is_queued() {
+        use std::sync::{Arc, Weak};
+        struct Owned(Vec<u8>, #[allow(dead_code)] Arc<()>);
+        impl AsRef<[u8]> for Owned {
+            fn as_ref(&self) -> &[u8] {
+                &self.0
+            }
+        }
+        let c = compression(None);
+        for shared in [false, true] {
+            let token = Arc::new(());
+            let weak: Weak<()> = Arc::downgrade(&token);
+            let plain = Frame::from_raw(Bytes::from_owner(Owned(
+                json(30).as_bytes().to_vec(),
+                token,
+            )));
+            let queued = if shared {
+                Outgoing::new(plain.clone()).frame_for(Some(&c)).clone()
+            } else {
+                frame_for_single(&plain, &c)
+            };
+            assert!(queued.is_compressed());
+            drop(plain);
+            assert!(weak.upgrade().is_some(), "queued: the plain bytes live");
+            drop(queued);
+            assert!(weak.upgrade().is_none(), "written: nothing holds them");
+        }
     }
 }

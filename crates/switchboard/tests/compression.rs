@@ -431,3 +431,24 @@ fn node_ws_modules() -> Option<std::path::PathBuf> {
     }
     Some(modules)
 }
+
+/// Document connections negotiate it too, and the server's first frames arrive.
+#[tokio::test]
+async fn document_connections_negotiate_compression() {
+    let dir = common::temp_dir("compression-doc");
+    let server = Server::start(&["--data-dir", dir.to_str().unwrap()]);
+    let mut c = connect(
+        &format!("ws://{}/yjs/notes", server.addr),
+        Options {
+            compression: true,
+            ..no_subprotocol()
+        },
+    )
+    .await;
+    assert!(c.compression.is_some());
+    // y-websocket: the server opens with sync step 1 (binary, first byte 0 = sync).
+    match timeout(STEP, c.recv()).await.unwrap().unwrap() {
+        Message::Binary(b) => assert_eq!(b.first(), Some(&0)),
+        other => panic!("expected sync step 1, got {other:?}"),
+    }
+}
