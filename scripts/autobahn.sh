@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Autobahn|Testsuite conformance run (fuzzingclient, cases 1.* - 10.*) against the
-# WebSocket echo endpoint of switchboard:
+# Autobahn|Testsuite conformance run (fuzzingclient, cases 1.* - 10.*, and 12.* / 13.*:
+# permessage-deflate) against the WebSocket echo endpoint of switchboard:
 #
 #   scripts/autobahn.sh
 #
@@ -21,8 +21,13 @@
 #   AUTOBAHN_TIMEOUT    seconds allowed for the whole wstest run (default 1800)
 #   AUTOBAHN_STRICT=1   also fail on NON-STRICT / WRONG CODE / FAILED BY CLIENT
 #   SWITCHBOARD_TOOLS, WSTEST_PREFIX   where wstest is installed (see above)
-# The 9.* cases (messages of up to 16 MiB) dominate the runtime; against a release build of
-# switchboard the whole run took ~20 s on the development machine (budget: AUTOBAHN_TIMEOUT).
+# The 9.* cases (messages of up to 16 MiB) and the compression cases dominate the runtime.
+# 12.* and 13.* are 216 cases of 1000 round trips each through wstest's Python 2.7 client
+# (~10 min in all), so tools/autobahn/fuzzingclient.json runs 24 of them: two per group (every
+# test file of 12.*, every negotiation variant of 13.*), the 18 sizes and fragmentations
+# spread over the groups so each is run twice. Against a release build the run took ~100 s
+# on the development machine (2 cores; budget: AUTOBAHN_TIMEOUT). Every 12.* / 13.* case:
+#   AUTOBAHN_CASES='12.*,13.*' scripts/autobahn.sh
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -16,8 +16,11 @@ use std::hash::{BuildHasher, Hasher};
 
 use bytes::{Bytes, BytesMut};
 use serde_json::Value;
+use switchboard_ws::deflate::{self, Deflater, Params};
 use switchboard_ws::handshake::{self, HandshakeError};
-use switchboard_ws::{CloseCode, CloseFrame, Decoder, Frame, Message, OpCode, ProtocolError, Role};
+use switchboard_ws::{
+    encode_frame, CloseCode, CloseFrame, Decoder, Frame, Message, OpCode, ProtocolError, Role,
+};
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -65,6 +68,9 @@ pub struct Options {
     /// answering heartbeats).
     pub auto_pong: bool,
     pub max_message_size: usize,
+    /// Offer permessage-deflate (`permessage-deflate; client_max_window_bits`, as browsers
+    /// do); what the server accepted is [`Client::compression`].
+    pub compression: bool,
 }
 
 impl Default for Options {
@@ -74,6 +80,7 @@ impl Default for Options {
             headers: Vec::new(),
             auto_pong: true,
             max_message_size: 64 << 20,
+            compression: false,
         }
     }
 }
@@ -87,6 +94,8 @@ pub struct Client {
     closed: Option<Option<CloseFrame>>,
     /// The subprotocol the server selected.
     pub protocol: Option<String>,
+    /// permessage-deflate as the server accepted it.
+    pub compression: Option<Params>,
 }
 
 impl Client {
@@ -106,14 +115,21 @@ impl Client {
         stream.set_nodelay(true)?;
         Client::handshake(&mut stream, host, path, &options)
             .await
-            .map(|(buf, protocol)| Client {
-                stream,
-                buf,
-                decoder: Decoder::new(Role::Client, options.max_message_size),
-                auto_pong: options.auto_pong,
-                rng: RandomState::new().build_hasher().finish() | 1,
-                closed: None,
-                protocol,
+            .map(|(buf, protocol, compression)| {
+                let mut decoder = Decoder::new(Role::Client, options.max_message_size);
+                if let Some(p) = &compression {
+                    decoder.enable_deflate(p);
+                }
+                Client {
+                    stream,
+                    buf,
+                    decoder,
+                    auto_pong: options.auto_pong,
+                    rng: RandomState::new().build_hasher().finish() | 1,
+                    closed: None,
+                    protocol,
+                    compression,
+                }
             })
     }
 
@@ -122,13 +138,19 @@ impl Client {
         host: &str,
         path: &str,
         options: &Options,
-    ) -> Result<(BytesMut, Option<String>), Error> {
+    ) -> Result<(BytesMut, Option<String>, Option<Params>), Error> {
         let protocols: Vec<&str> = options.protocols.iter().map(String::as_str).collect();
-        let headers: Vec<(&str, &str)> = options
+        let mut headers: Vec<(&str, &str)> = options
             .headers
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
+        if options.compression {
+            headers.push((
+                "Sec-WebSocket-Extensions",
+                "permessage-deflate; client_max_window_bits",
+            ));
+        }
         let nonce: [u8; 16] = {
             let mut h = RandomState::new().build_hasher();
             h.write_u8(1);
@@ -171,8 +193,14 @@ impl Client {
             }
             res.verify(&req.key)?;
             let protocol = res.header("sec-websocket-protocol").map(str::to_owned);
+            let compression = match res.header("sec-websocket-extensions") {
+                None => None,
+                Some(v) => Some(deflate::accepted(v).ok_or_else(|| {
+                    HandshakeError::Malformed(format!("unexpected Sec-WebSocket-Extensions: {v}"))
+                })?),
+            };
             let _ = buf.split_to(res.head_len);
-            return Ok((buf, protocol));
+            return Ok((buf, protocol, compression));
         }
     }
 
@@ -198,6 +226,21 @@ impl Client {
         let mask = self.mask();
         self.send_raw(Frame::masked(OpCode::Binary, data, mask).as_bytes())
             .await
+    }
+
+    /// Sends a message compressed (RSV1), as its own deflate stream, which is valid with
+    /// or without context takeover; plain if deflating does not make it smaller or the
+    /// server did not accept compression.
+    pub async fn send_compressed(&mut self, opcode: OpCode, data: &[u8]) -> Result<(), Error> {
+        let mask = self.mask();
+        let deflated = self
+            .compression
+            .and_then(|_| Deflater::new(6).deflate(opcode, data));
+        let bytes = match deflated {
+            Some(frame) => encode_frame(true, 0b100, opcode, frame.payload(), Some(mask)),
+            None => Frame::masked(opcode, data, mask).into_bytes(),
+        };
+        self.send_raw(&bytes).await
     }
 
     pub async fn ping(&mut self, payload: &[u8]) -> Result<(), Error> {

@@ -2,6 +2,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use thiserror::Error;
 
 use crate::close::{CloseCode, CloseFrame};
+use crate::deflate::{InflateError, Inflater, Params};
 use crate::frame::OpCode;
 use crate::mask::apply_mask;
 use crate::utf8::Utf8Validator;
@@ -40,8 +41,9 @@ fn fail<T>(code: CloseCode, reason: &'static str) -> Result<T, ProtocolError> {
 
 struct Header {
     fin: bool,
-    rsv: u8,
     opcode: OpCode,
+    /// The frame belongs to a compressed message (RSV1 on its first frame).
+    compressed: bool,
     mask: Option<[u8; 4]>,
     header_len: usize,
     payload_len: usize,
@@ -49,7 +51,20 @@ struct Header {
 
 struct Partial {
     opcode: OpCode,
+    /// The message so far (inflated, for a compressed one).
     data: BytesMut,
+    compressed: bool,
+    /// Compressed bytes received so far (compressed messages only).
+    raw_len: usize,
+}
+
+/// permessage-deflate on a connection that negotiated it.
+struct Inflating {
+    /// The client keeps its LZ77 window between messages: so must we.
+    keep_context: bool,
+    /// Made on the first compressed frame; dropped after each message when there is no
+    /// context to keep, so an idle connection holds no inflate state.
+    inflater: Option<Box<Inflater>>,
 }
 
 /// Turns a stream of bytes into messages: parses and validates frames, unmasks them,
@@ -65,6 +80,8 @@ pub struct Decoder {
     utf8: Utf8Validator,
     /// Payload bytes of the current text frame already unmasked and validated.
     checked: usize,
+    /// Set when permessage-deflate was negotiated.
+    inflating: Option<Inflating>,
 }
 
 impl Decoder {
@@ -76,7 +93,39 @@ impl Decoder {
             partial: None,
             utf8: Utf8Validator::default(),
             checked: 0,
+            inflating: None,
         }
+    }
+
+    /// Turns on permessage-deflate as negotiated: RSV1 marks a compressed message, which is
+    /// inflated (at most `max_message_size` bytes of it) before it is handed out.
+    pub fn enable_deflate(&mut self, params: &Params) {
+        self.allowed_rsv |= 0b100;
+        // The peer's side of the parameters: a server inflates what the client deflates.
+        let peer_no_context_takeover = match self.role {
+            Role::Server => params.client_no_context_takeover,
+            Role::Client => params.server_no_context_takeover,
+        };
+        self.inflating = Some(Inflating {
+            keep_context: !peer_no_context_takeover,
+            inflater: None,
+        });
+    }
+
+    /// Whether the decoder holds inflate state (a compressed message is under way, or the
+    /// client keeps its context between messages): what an idle connection costs.
+    pub fn holds_inflate_state(&self) -> bool {
+        self.inflating
+            .as_ref()
+            .is_some_and(|i| i.inflater.is_some())
+    }
+
+    /// The most compressed bytes a message may take: deflate can make incompressible data
+    /// slightly longer than it was, but never by this much. Bounds a stream of empty blocks
+    /// that inflates to nothing.
+    fn max_compressed_size(&self) -> u64 {
+        let max = self.max_message_size as u64;
+        max + max / 16 + 1024
     }
 
     /// Lets frames carry these RSV bits (for a negotiated extension such as
@@ -97,7 +146,8 @@ impl Decoder {
                 return Ok(None);
             };
             let total = header.header_len + header.payload_len;
-            let is_text = self.is_text(&header);
+            // Compressed text is checked once inflated.
+            let is_text = self.is_text(&header) && !header.compressed;
             if buf.len() < total {
                 buf.reserve(total - buf.len());
                 if is_text {
@@ -171,6 +221,22 @@ impl Decoder {
         if rsv & !self.allowed_rsv != 0 {
             return fail(CloseCode::PROTOCOL_ERROR, "reserved bits set");
         }
+        // RSV1 (permessage-deflate) marks the first frame of a compressed message, never
+        // a continuation or a control frame (RFC 7692 §6.1).
+        let rsv1 = rsv & 0b100 != 0;
+        if rsv1 && opcode.is_control() {
+            return fail(CloseCode::PROTOCOL_ERROR, "compressed control frame");
+        }
+        if rsv1 && opcode == OpCode::Continuation {
+            return fail(
+                CloseCode::PROTOCOL_ERROR,
+                "RSV1 set on a continuation frame",
+            );
+        }
+        let compressed = match opcode {
+            OpCode::Continuation => self.partial.as_ref().is_some_and(|p| p.compressed),
+            _ => rsv1,
+        };
         let masked = b1 & 0x80 != 0;
         match (self.role, masked) {
             (Role::Server, false) => {
@@ -233,9 +299,16 @@ impl Decoder {
                 }
                 _ => {}
             }
-            let so_far = self.partial.as_ref().map_or(0, |p| p.data.len()) as u64;
-            if so_far + payload_len > self.max_message_size as u64 {
-                return fail(CloseCode::TOO_BIG, "message too big");
+            if compressed {
+                let so_far = self.partial.as_ref().map_or(0, |p| p.raw_len) as u64;
+                if so_far + payload_len > self.max_compressed_size() {
+                    return fail(CloseCode::TOO_BIG, "message too big");
+                }
+            } else {
+                let so_far = self.partial.as_ref().map_or(0, |p| p.data.len()) as u64;
+                if so_far + payload_len > self.max_message_size as u64 {
+                    return fail(CloseCode::TOO_BIG, "message too big");
+                }
             }
         }
         let mask = if masked {
@@ -255,8 +328,8 @@ impl Decoder {
         };
         Ok(Some(Header {
             fin,
-            rsv,
             opcode,
+            compressed,
             mask,
             header_len,
             payload_len: payload_len as usize,
@@ -268,7 +341,9 @@ impl Decoder {
         header: Header,
         payload: BytesMut,
     ) -> Result<Option<Message>, ProtocolError> {
-        let _ = header.rsv; // no extension interprets RSV bits yet
+        if header.compressed {
+            return self.on_compressed_frame(header, &payload);
+        }
         match header.opcode {
             OpCode::Ping => Ok(Some(Message::Ping(payload.freeze()))),
             OpCode::Pong => Ok(Some(Message::Pong(payload.freeze()))),
@@ -286,6 +361,8 @@ impl Decoder {
                 self.partial = Some(Partial {
                     opcode: header.opcode,
                     data: payload,
+                    compressed: false,
+                    raw_len: 0,
                 });
                 Ok(None)
             }
@@ -306,6 +383,72 @@ impl Decoder {
                 Ok(Some(data_message(partial.opcode, partial.data.freeze())))
             }
         }
+    }
+}
+
+impl Decoder {
+    /// A frame of a compressed message: inflated onto the message so far.
+    fn on_compressed_frame(
+        &mut self,
+        header: Header,
+        payload: &[u8],
+    ) -> Result<Option<Message>, ProtocolError> {
+        let mut partial = match self.partial.take() {
+            Some(p) => p, // a continuation (parse_header saw it belongs to this message)
+            None => {
+                if header.opcode == OpCode::Text {
+                    self.utf8.reset();
+                }
+                Partial {
+                    opcode: header.opcode,
+                    data: BytesMut::new(),
+                    compressed: true,
+                    raw_len: 0,
+                }
+            }
+        };
+        partial.raw_len += payload.len();
+        let Some(inflating) = self.inflating.as_mut() else {
+            return fail(CloseCode::PROTOCOL_ERROR, "reserved bits set");
+        };
+        let inflater = inflating.inflater.get_or_insert_with(Box::default);
+        let start = partial.data.len();
+        inflater
+            .inflate(
+                payload,
+                header.fin,
+                &mut partial.data,
+                self.max_message_size,
+            )
+            .or_else(|e| match e {
+                InflateError::TooBig => fail(CloseCode::TOO_BIG, "message too big"),
+                InflateError::Corrupt => fail(
+                    CloseCode::INVALID_PAYLOAD,
+                    "compressed message is not valid deflate data",
+                ),
+            })?;
+        let is_text = partial.opcode == OpCode::Text;
+        if is_text && self.utf8.feed(&partial.data[start..]).is_err() {
+            return fail(
+                CloseCode::INVALID_PAYLOAD,
+                "text message is not valid UTF-8",
+            );
+        }
+        if !header.fin {
+            self.partial = Some(partial);
+            return Ok(None);
+        }
+        if is_text && !self.utf8.is_complete() {
+            return fail(
+                CloseCode::INVALID_PAYLOAD,
+                "text message ends mid-character",
+            );
+        }
+        inflater.end_message(inflating.keep_context);
+        if !inflating.keep_context {
+            inflating.inflater = None;
+        }
+        Ok(Some(data_message(partial.opcode, partial.data.freeze())))
     }
 }
 
@@ -520,6 +663,272 @@ mod tests {
         for (i, case) in cases.iter().enumerate() {
             let err = decode_all(&mut server(), case).unwrap_err();
             assert_eq!(err.code, CloseCode::PROTOCOL_ERROR, "case {i}: {err}");
+        }
+    }
+
+    mod deflate {
+        use super::*;
+        use crate::deflate::{negotiate, Deflater, Policy};
+        use crate::handshake::ExtensionOffer;
+        use flate2::{Compress, Compression, FlushCompress};
+
+        fn params(client_nct: bool) -> Params {
+            let offer = ExtensionOffer {
+                name: "permessage-deflate".into(),
+                params: vec![],
+            };
+            let policy = Policy {
+                client_no_context_takeover: client_nct,
+            };
+            negotiate(&[offer], policy).unwrap()
+        }
+
+        fn compressing_server(max: usize, client_nct: bool) -> Decoder {
+            let mut d = Decoder::new(Role::Server, max);
+            d.enable_deflate(&params(client_nct));
+            d
+        }
+
+        /// Raw deflate of `data` with the sync-flush trailer stripped, as a client sends it.
+        fn deflate(c: &mut Compress, data: &[u8]) -> Vec<u8> {
+            let mut out = Vec::with_capacity(data.len() + 64);
+            c.compress_vec(data, &mut out, FlushCompress::Sync).unwrap();
+            assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
+            out.truncate(out.len() - 4);
+            out
+        }
+
+        fn compressed(data: &[u8]) -> Vec<u8> {
+            deflate(
+                &mut Compress::new_with_window_bits(Compression::default(), false, 15),
+                data,
+            )
+        }
+
+        /// A masked frame with RSV1 set (or not).
+        fn frame(fin: bool, rsv1: bool, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+            let mut f = encode_fragment(fin, opcode, payload, Some(MASK)).to_vec();
+            if rsv1 {
+                f[0] |= 0x40;
+            }
+            f
+        }
+
+        #[test]
+        fn inflates_a_compressed_text_message() {
+            let text = "héllo wörld, ".repeat(30);
+            let z = compressed(text.as_bytes());
+            let mut d = compressing_server(1024, true);
+            let msgs = decode_all(&mut d, &frame(true, true, OpCode::Text, &z)).unwrap();
+            assert_eq!(msgs, vec![Message::Text(Bytes::from(text))]);
+            assert!(
+                !d.holds_inflate_state(),
+                "no context to keep: state dropped"
+            );
+        }
+
+        #[test]
+        fn plain_messages_still_work_beside_compressed_ones() {
+            let mut d = compressing_server(1024, true);
+            let mut bytes = frame(true, false, OpCode::Text, b"plain");
+            bytes.extend(frame(
+                true,
+                true,
+                OpCode::Binary,
+                &compressed(&[1, 2, 3, 1, 2, 3]),
+            ));
+            bytes.extend(frame(true, false, OpCode::Binary, &[9]));
+            assert_eq!(
+                decode_all(&mut d, &bytes).unwrap(),
+                vec![
+                    Message::Text(Bytes::from_static(b"plain")),
+                    Message::Binary(Bytes::from_static(&[1, 2, 3, 1, 2, 3])),
+                    Message::Binary(Bytes::from_static(&[9])),
+                ]
+            );
+        }
+
+        #[test]
+        fn reassembles_fragmented_compressed_messages_with_pings_between() {
+            let text = "fragmented and compressed ✓ ".repeat(20);
+            let z = compressed(text.as_bytes());
+            for pieces in [1, 2, 3, 7, z.len()] {
+                let size = z.len().div_ceil(pieces);
+                let chunks: Vec<&[u8]> = z.chunks(size).collect();
+                let mut bytes = Vec::new();
+                for (i, chunk) in chunks.iter().enumerate() {
+                    let op = if i == 0 {
+                        OpCode::Text
+                    } else {
+                        OpCode::Continuation
+                    };
+                    bytes.extend(frame(i + 1 == chunks.len(), i == 0, op, chunk));
+                    bytes.extend(Frame::masked(OpCode::Ping, b"p", MASK).as_bytes());
+                }
+                let mut d = compressing_server(4096, true);
+                let msgs = decode_all(&mut d, &bytes).unwrap();
+                let data: Vec<_> = msgs
+                    .iter()
+                    .filter(|m| !matches!(m, Message::Ping(_)))
+                    .collect();
+                assert_eq!(data, vec![&Message::Text(Bytes::from(text.clone()))]);
+                assert_eq!(msgs.len(), chunks.len() + 1, "{pieces} pieces");
+            }
+            // An empty final fragment is allowed too.
+            let mut bytes = frame(false, true, OpCode::Binary, &z);
+            bytes.extend(frame(true, false, OpCode::Continuation, b""));
+            let msgs = decode_all(&mut compressing_server(4096, true), &bytes).unwrap();
+            assert_eq!(msgs, vec![Message::Binary(Bytes::from(text))]);
+        }
+
+        #[test]
+        fn rsv1_rules() {
+            let z = compressed(b"abc");
+            let cases: Vec<(Vec<u8>, &str)> = vec![
+                (frame(true, true, OpCode::Ping, b""), "compressed ping"),
+                (
+                    frame(true, true, OpCode::Close, &[3, 232]),
+                    "compressed close",
+                ),
+                (
+                    [
+                        frame(false, true, OpCode::Text, &z),
+                        frame(true, true, OpCode::Continuation, b""),
+                    ]
+                    .concat(),
+                    "RSV1 on a continuation",
+                ),
+                (
+                    [
+                        frame(false, false, OpCode::Text, b"a"),
+                        frame(true, true, OpCode::Continuation, &z),
+                    ]
+                    .concat(),
+                    "RSV1 on the continuation of a plain message",
+                ),
+            ];
+            for (bytes, what) in cases {
+                let err = decode_all(&mut compressing_server(1024, true), &bytes).unwrap_err();
+                assert_eq!(err.code, CloseCode::PROTOCOL_ERROR, "{what}: {err}");
+            }
+            // Without the extension, RSV1 is a protocol error even on a data frame.
+            let err = decode_all(&mut server(), &frame(true, true, OpCode::Text, &z)).unwrap_err();
+            assert_eq!(err.code, CloseCode::PROTOCOL_ERROR);
+            // RSV2 and RSV3 stay reserved.
+            let mut f = frame(true, false, OpCode::Text, b"x");
+            f[0] |= 0x20;
+            let err = decode_all(&mut compressing_server(1024, true), &f).unwrap_err();
+            assert_eq!(err.code, CloseCode::PROTOCOL_ERROR);
+        }
+
+        #[test]
+        fn utf8_is_checked_after_inflating() {
+            // Valid deflate of invalid UTF-8.
+            let z = compressed(&[b'o', b'k', 0xff, b'!']);
+            let err = decode_all(
+                &mut compressing_server(1024, true),
+                &frame(true, true, OpCode::Text, &z),
+            )
+            .unwrap_err();
+            assert_eq!(err.code, CloseCode::INVALID_PAYLOAD);
+            // A message that ends mid-character.
+            let z = compressed(&"é".as_bytes()[..1]);
+            let err = decode_all(
+                &mut compressing_server(1024, true),
+                &frame(true, true, OpCode::Text, &z),
+            )
+            .unwrap_err();
+            assert_eq!(err.code, CloseCode::INVALID_PAYLOAD);
+            // Compressed binary is not text: any bytes go.
+            let z = compressed(&[0xff, 0xfe]);
+            let msgs = decode_all(
+                &mut compressing_server(1024, true),
+                &frame(true, true, OpCode::Binary, &z),
+            )
+            .unwrap();
+            assert_eq!(
+                msgs,
+                vec![Message::Binary(Bytes::from_static(&[0xff, 0xfe]))]
+            );
+        }
+
+        #[test]
+        fn corrupt_compressed_data_gets_1007() {
+            let err = decode_all(
+                &mut compressing_server(1024, true),
+                &frame(true, true, OpCode::Binary, &[0xff, 0xff, 0xff, 0xff]),
+            )
+            .unwrap_err();
+            assert_eq!(err.code, CloseCode::INVALID_PAYLOAD);
+        }
+
+        #[test]
+        fn a_decompression_bomb_stops_at_the_limit_with_1009() {
+            // 8 MiB of zeros deflate to about 8 KiB; the limit is 64 KiB.
+            let z = compressed(&vec![0; 8 << 20]);
+            assert!(z.len() < 16 << 10);
+            let mut d = compressing_server(64 << 10, true);
+            let err = decode_all(&mut d, &frame(true, true, OpCode::Binary, &z)).unwrap_err();
+            assert_eq!(err.code, CloseCode::TOO_BIG);
+            // Fragmented, the same.
+            let mut bytes = Vec::new();
+            let chunks: Vec<&[u8]> = z.chunks(1000).collect();
+            for (i, c) in chunks.iter().enumerate() {
+                let op = if i == 0 {
+                    OpCode::Text
+                } else {
+                    OpCode::Continuation
+                };
+                bytes.extend(frame(i + 1 == chunks.len(), i == 0, op, c));
+            }
+            let mut d = compressing_server(64 << 10, true);
+            let err = decode_all(&mut d, &bytes).unwrap_err();
+            assert_eq!(err.code, CloseCode::TOO_BIG);
+        }
+
+        #[test]
+        fn compressed_bytes_are_bounded_too() {
+            // Empty stored blocks inflate to nothing; endless ones are refused by size.
+            let empty_block = [0x00, 0x00, 0x00, 0xff, 0xff];
+            let junk: Vec<u8> = empty_block.iter().copied().cycle().take(5 * 600).collect();
+            let mut d = compressing_server(1000, true);
+            let err = decode_all(&mut d, &frame(true, true, OpCode::Binary, &junk)).unwrap_err();
+            assert_eq!(err.code, CloseCode::TOO_BIG);
+        }
+
+        #[test]
+        fn context_takeover_is_kept_when_the_client_uses_it() {
+            let mut c = Compress::new_with_window_bits(Compression::fast(), false, 15);
+            let text = "the same words again and again and again";
+            let m1 = deflate(&mut c, text.as_bytes());
+            let m2 = deflate(&mut c, text.as_bytes());
+            let mut d = compressing_server(1024, false);
+            let mut bytes = frame(true, true, OpCode::Text, &m1);
+            bytes.extend(frame(true, true, OpCode::Text, &m2));
+            let msgs = decode_all(&mut d, &bytes).unwrap();
+            assert_eq!(msgs, vec![Message::Text(Bytes::from(text)); 2]);
+            assert!(
+                d.holds_inflate_state(),
+                "the window is kept for the next message"
+            );
+        }
+
+        #[test]
+        fn our_deflater_output_decodes() {
+            // What the server sends, re-masked as if a client sent it.
+            let text = "{\"type\":\"message\",\"data\":{\"text\":\"hi\"}} ".repeat(10);
+            let f = Deflater::new(1)
+                .deflate(OpCode::Text, text.as_bytes())
+                .unwrap();
+            let b = f.as_bytes();
+            let payload = &b[2..]; // short frame: 2 header bytes
+            assert!(payload.len() < 126);
+            let msgs = decode_all(
+                &mut compressing_server(1024, true),
+                &frame(true, true, OpCode::Text, payload),
+            )
+            .unwrap();
+            assert_eq!(msgs, vec![Message::Text(Bytes::from(text))]);
         }
     }
 

@@ -120,6 +120,37 @@ impl Frame {
         self.0.len()
     }
 
+    /// The opcode of an unmasked frame (as built here); `None` for bytes that are not one.
+    pub fn opcode(&self) -> Option<OpCode> {
+        OpCode::from_u8(*self.0.first()? & 0x0f)
+    }
+
+    /// Whether RSV1 is set: the frame starts a compressed (permessage-deflate) message.
+    pub fn is_compressed(&self) -> bool {
+        self.0.first().is_some_and(|b| b & 0x40 != 0)
+    }
+
+    /// Whether this is a complete single-frame message: FIN set, text or binary.
+    pub fn is_whole_data_message(&self) -> bool {
+        self.0.first().is_some_and(|b| b & 0x80 != 0)
+            && matches!(self.opcode(), Some(OpCode::Text | OpCode::Binary))
+    }
+
+    /// The payload of an unmasked frame (as built here): the bytes after the header. Empty
+    /// for bytes too short to be a frame, or a masked one.
+    pub fn payload(&self) -> &[u8] {
+        let b = &self.0;
+        if b.len() < 2 || b[1] & 0x80 != 0 {
+            return &[];
+        }
+        let header = match b[1] & 0x7f {
+            126 => 4,
+            127 => 10,
+            _ => 2,
+        };
+        b.get(header..).unwrap_or(&[])
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -168,6 +199,11 @@ impl FrameBuilder {
 
     pub fn extend_from_slice(&mut self, data: &[u8]) {
         self.buf.extend_from_slice(data);
+    }
+
+    /// The buffer, header room in front: for an encoder that writes the payload itself.
+    pub(crate) fn buf_mut(&mut self) -> &mut BytesMut {
+        &mut self.buf
     }
 
     pub fn payload_len(&self) -> usize {
@@ -233,7 +269,18 @@ pub(crate) fn encode_header(
 /// Encodes one fragment of a message (a test and client helper: lets callers send a message
 /// in several frames).
 pub fn encode_fragment(fin: bool, opcode: OpCode, payload: &[u8], mask: Option<[u8; 4]>) -> Bytes {
-    let (header, hlen) = encode_header(fin, 0, opcode, payload.len() as u64, mask);
+    encode_frame(fin, 0, opcode, payload, mask)
+}
+
+/// Encodes one frame with RSV bits (`0b100`: RSV1, a compressed message's first frame).
+pub fn encode_frame(
+    fin: bool,
+    rsv: u8,
+    opcode: OpCode,
+    payload: &[u8],
+    mask: Option<[u8; 4]>,
+) -> Bytes {
+    let (header, hlen) = encode_header(fin, rsv, opcode, payload.len() as u64, mask);
     let mut buf = BytesMut::with_capacity(hlen + payload.len());
     buf.extend_from_slice(&header[..hlen]);
     let start = buf.len();
@@ -277,6 +324,23 @@ mod tests {
             &Frame::masked(OpCode::Text, b"Hello", [0x37, 0xfa, 0x21, 0x3d]).as_bytes()[..],
             &[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]
         );
+    }
+
+    #[test]
+    fn payload_and_opcode_are_read_back() {
+        for len in [0usize, 5, 125, 126, 65535, 65536] {
+            let payload = vec![b'y'; len];
+            let f = Frame::binary(&payload);
+            assert_eq!(f.payload(), &payload[..]);
+            assert_eq!(f.opcode(), Some(OpCode::Binary));
+            assert!(f.is_whole_data_message() && !f.is_compressed());
+        }
+        assert!(!Frame::ping(b"").is_whole_data_message());
+        assert!(Frame::masked(OpCode::Text, b"x", [1, 2, 3, 4])
+            .payload()
+            .is_empty());
+        let f = FrameBuilder::new(OpCode::Text).rsv(0b100).finish();
+        assert!(f.is_compressed());
     }
 
     #[test]

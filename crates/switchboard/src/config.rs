@@ -278,6 +278,15 @@ pub struct ServeArgs {
         value_name = "DURATION"
     )]
     pub document_sync_timeout: Option<Millis>,
+    /// Answer permessage-deflate offers (RFC 7692) on /ws, /yjs and /echo: messages of at least compression_threshold bytes go compressed to clients that offered it. [default: true]
+    #[arg(long, env = "SWITCHBOARD_COMPRESSION", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub compression: Option<bool>,
+    /// Deflate level for outgoing messages, 1 (fastest) to 9 (smallest). [default: 1]
+    #[arg(long, env = "SWITCHBOARD_COMPRESSION_LEVEL", value_name = "1-9")]
+    pub compression_level: Option<u32>,
+    /// Messages smaller than this go uncompressed even to compressing clients (deflating them saves little and costs a deflate each). [default: 128B]
+    #[arg(long, env = "SWITCHBOARD_COMPRESSION_THRESHOLD", value_name = "SIZE")]
+    pub compression_threshold: Option<Size>,
     /// Serve GET /echo, a WebSocket endpoint that echoes every message (for conformance tests).
     #[arg(long, env = "SWITCHBOARD_ECHO_ENDPOINT", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub echo_endpoint: Option<bool>,
@@ -366,6 +375,9 @@ pub struct Config {
     pub max_recovery_messages: usize,
     pub history_page_size: usize,
     pub idempotency_window: Duration,
+    pub compression: bool,
+    pub compression_level: u32,
+    pub compression_threshold: usize,
     pub data_dir: PathBuf,
     pub max_document_size: usize,
     pub max_update_size: usize,
@@ -421,6 +433,9 @@ impl Default for Config {
             max_recovery_messages: 500,
             history_page_size: 100,
             idempotency_window: Duration::from_secs(300),
+            compression: true,
+            compression_level: 1,
+            compression_threshold: 128,
             data_dir: PathBuf::from("./data"),
             max_document_size: 8 * 1024 * 1024,
             max_update_size: 1024 * 1024,
@@ -506,6 +521,8 @@ impl Config {
                 recovery_window_size,
                 max_recovery_messages,
                 history_page_size,
+                compression,
+                compression_level,
                 data_dir,
                 max_connections_per_document,
                 log_format,
@@ -519,6 +536,7 @@ impl Config {
             [
                 max_message_size,
                 max_outbound_queue,
+                compression_threshold,
                 max_presence_size,
                 max_document_size,
                 max_update_size,
@@ -614,6 +632,9 @@ impl Config {
             if n == 0 {
                 bail!("config: {name} must be at least 1");
             }
+        }
+        if !(1..=9).contains(&self.compression_level) {
+            bail!("config: compression_level must be 1 (fastest) to 9 (smallest)");
         }
         if self.max_message_size < 125 {
             bail!("config: max_message_size must be at least 125 bytes");

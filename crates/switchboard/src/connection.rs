@@ -131,10 +131,15 @@ pub async fn run<H: Handler>(
     // KiB per connection) for as long as the connection lives.
     let read_buf = BytesMut::from(&leftover[..]);
     drop(leftover);
+    let mut decoder = Decoder::new(Role::Server, settings.max_message_size);
+    if let Some(c) = outbox.compression() {
+        // permessage-deflate was negotiated: the client may send compressed messages too.
+        decoder.enable_deflate(&c.params);
+    }
     let mut d = Driver {
         stream,
         read_buf,
-        decoder: Decoder::new(Role::Server, settings.max_message_size),
+        decoder,
         outbox,
         writing: VecDeque::new(),
         head_partial: false,

@@ -12,6 +12,7 @@ pub mod ids;
 pub mod limits;
 pub mod mint;
 pub mod outbox;
+pub mod outgoing;
 pub mod protocol;
 pub mod rate;
 pub mod responses;

@@ -4,6 +4,11 @@
 //! touches the socket. A consumer that falls behind by more than the cap is marked as
 //! overflowed and its task closes it with 4009, so one slow client never holds up a room
 //! and memory never grows without bound.
+//!
+//! The outbox also knows whether its connection negotiated permessage-deflate, because the
+//! choice between a message's plain and deflated frame is made where it is queued: a
+//! fan-out hands every member the same [`Outgoing`] ([`Outbox::push_shared`]), and each
+//! outbox takes the encoding its connection speaks.
 
 use std::collections::VecDeque;
 use std::mem;
@@ -13,6 +18,8 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use switchboard_ws::{CloseCode, Frame};
+
+use crate::outgoing::{self, Compression, Outgoing};
 
 pub struct Outbox {
     state: Mutex<State>,
@@ -25,6 +32,8 @@ pub struct Outbox {
     /// slow consumer.
     pending: AtomicUsize,
     cap: usize,
+    /// permessage-deflate as the connection negotiated it; `None`: everything goes plain.
+    compression: Option<Compression>,
 }
 
 #[derive(Default)]
@@ -64,16 +73,47 @@ pub enum PushError {
 
 impl Outbox {
     pub fn new(cap: usize) -> Outbox {
+        Outbox::with_compression(cap, None)
+    }
+
+    /// An outbox for a connection that negotiated `compression` (or none).
+    pub fn with_compression(cap: usize, compression: Option<Compression>) -> Outbox {
         Outbox {
             state: Mutex::new(State::default()),
             pending: AtomicUsize::new(0),
             cap,
+            compression,
         }
     }
 
-    /// Queues a frame for this connection.
+    /// permessage-deflate as the connection negotiated it (the driver sets up its decoder
+    /// from this too).
+    pub fn compression(&self) -> Option<&Compression> {
+        self.compression.as_ref()
+    }
+
+    /// Queues a message made for many connections: its deflated frame (made at most once
+    /// for all of them, by the first compressing connection that gets it) if this connection
+    /// negotiated compression and the message is worth compressing, its plain frame
+    /// otherwise.
+    pub fn push_shared(&self, message: &Outgoing) -> Result<(), PushError> {
+        self.push_bytes(message.frame_for(self.compression.as_ref()).as_bytes())
+    }
+
+    /// Queues a frame for this connection. On a compressing connection a text or binary
+    /// message at least `compression_threshold` long goes deflated; a run of pushes of the
+    /// same frame on one thread (a fan-out that has no [`Outgoing`]) deflates it once
+    /// ([`outgoing::frame_for_single`]). Control frames always go plain.
     pub fn push(&self, frame: &Frame) -> Result<(), PushError> {
-        let bytes = frame.as_bytes();
+        match &self.compression {
+            Some(c) if c.wants(frame) => {
+                self.push_bytes(outgoing::frame_for_single(frame, c).as_bytes())
+            }
+            _ => self.push_bytes(frame.as_bytes()),
+        }
+    }
+
+    fn push_bytes(&self, bytes: &Bytes) -> Result<(), PushError> {
         let waker = {
             let mut s = self.lock();
             if s.closed || s.overflowed {
@@ -295,6 +335,65 @@ mod tests {
         assert!(out.poll_ready(&mut cx).is_pending());
         out.push(&Frame::text("y")).unwrap();
         assert_eq!(count.0.load(Ordering::SeqCst), 2);
+    }
+
+    /// A fan-out to 100 members, half of them compressing: one deflate, the same deflated
+    /// bytes in every compressing queue, the same plain bytes in every other.
+    #[test]
+    fn push_shared_deflates_once_for_every_compressing_member() {
+        use switchboard_ws::deflate::{negotiate, Policy};
+        use switchboard_ws::handshake::ExtensionOffer;
+        let offer = ExtensionOffer {
+            name: "permessage-deflate".into(),
+            params: vec![],
+        };
+        let c = Compression {
+            params: negotiate(&[offer], Policy::default()).unwrap(),
+            level: 1,
+            threshold: 128,
+        };
+        let members: Vec<Outbox> = (0..100)
+            .map(|i| Outbox::with_compression(1 << 20, (i % 2 == 0).then_some(c)))
+            .collect();
+        let text = r#"{"type":"message","room":"r","data":{"text":"hello"}}"#.repeat(10);
+        for frame in [Frame::text(&text), Frame::text("short")] {
+            let message = Outgoing::new(frame.clone());
+            for m in &members {
+                m.push_shared(&message).unwrap();
+            }
+            // The same through `push` (the hub's loop today): also deflated once.
+            for m in &members {
+                m.push(&frame).unwrap();
+            }
+        }
+        let mut queues: Vec<VecDeque<Bytes>> = members
+            .iter()
+            .map(|m| {
+                let mut q = VecDeque::new();
+                m.take(&mut q);
+                q
+            })
+            .collect();
+        let (even, odd) = (queues.remove(0), queues.remove(0));
+        assert!(even[0].len() < text.len() / 4, "deflated");
+        assert_eq!(&odd[0][..], Frame::text(&text).as_bytes(), "plain");
+        assert_eq!(even[1], even[0], "push and push_shared make the same frame");
+        assert_eq!(
+            &even[2][..],
+            Frame::text("short").as_bytes(),
+            "short ones go plain"
+        );
+        assert_eq!(&odd[3][..], &even[3][..]);
+        for (i, q) in queues.iter().enumerate() {
+            let like = if i % 2 == 0 { &even } else { &odd };
+            for (a, b) in q.iter().zip(like.iter()) {
+                assert_eq!(
+                    a.as_ptr(),
+                    b.as_ptr(),
+                    "member {i}: shared bytes, not copies"
+                );
+            }
+        }
     }
 
     /// A writer blocked on its socket hears of an overflow, not of every frame.

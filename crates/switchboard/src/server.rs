@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use switchboard_ws::handshake;
+use switchboard_ws::{deflate, handshake};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
@@ -26,6 +26,7 @@ use crate::hub::{ConnHandle, Hub, ReplyLimits};
 use crate::ids;
 use crate::limits::{self, ConnectionLimits, PendingLimits, Slot};
 use crate::outbox::Outbox;
+use crate::outgoing::{self, Compression};
 use crate::protocol::{ErrorCode, SUBPROTOCOL};
 use crate::responses::{bearer, json, json_error, method_not_allowed, Body};
 use crate::session::{Echo, Limits, Session};
@@ -419,6 +420,18 @@ fn upgrade(
             }
         },
     };
+    // permessage-deflate: the first acceptable offer, answered with
+    // server_no_context_takeover (one deflated frame serves a whole room) and
+    // client_no_context_takeover (no inflate state kept between messages).
+    let compression = if shared.config.compression {
+        deflate::negotiate(&up.extensions, deflate::Policy::default()).map(|params| Compression {
+            params,
+            level: shared.config.compression_level,
+            threshold: shared.config.compression_threshold,
+        })
+    } else {
+        None
+    };
     if *shared.shutdown.borrow() {
         return json_error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -444,7 +457,7 @@ fn upgrade(
                         stream,
                         parts.read_buf,
                         peer,
-                        (endpoint, identity),
+                        (endpoint, identity, compression),
                         slot,
                     ));
                 }
@@ -465,6 +478,11 @@ fn upgrade(
     if let Some(p) = protocol {
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
     }
+    if let Some(c) = &compression {
+        if let Ok(v) = HeaderValue::from_str(&c.params.response()) {
+            h.insert(header::SEC_WEBSOCKET_EXTENSIONS, v);
+        }
+    }
     res
 }
 
@@ -473,7 +491,7 @@ async fn websocket(
     stream: TcpStream,
     leftover: Bytes,
     peer: SocketAddr,
-    (endpoint, identity): (Endpoint, Option<Identity>),
+    (endpoint, identity, compression): (Endpoint, Option<Identity>, Option<Compression>),
     _slot: Slot,
 ) {
     let _drained = shared.drained.clone();
@@ -491,9 +509,10 @@ async fn websocket(
             .max_outbound_queue
             .max(documents::first_frames_bound(&shared.config)),
     };
-    let conn = Arc::new(ConnHandle::new(num, id.into(), Outbox::new(cap)));
+    let outbox = Outbox::with_compression(cap, compression);
+    let conn = Arc::new(ConnHandle::new(num, id.into(), outbox));
     conn.set_user(identity.as_ref().map(|i| i.user.clone()));
-    info!(conn = %conn.id, remote = %peer, "connected");
+    info!(conn = %conn.id, remote = %peer, compression = compression.is_some(), "connected");
     let shutdown = shared.shutdown.clone();
     let ending: Ending = match endpoint {
         Endpoint::Document { name, read_only } => {
@@ -648,6 +667,7 @@ fn health(shared: &Shared, method: &Method, details: bool) -> Response<Body> {
             "connections": shared.hub.connection_count(),
             "rooms": shared.hub.room_count(),
             "pending_connections": shared.pending.count(),
+            "compression": outgoing::stats(),
         })
     } else {
         serde_json::json!({ "status": status })

@@ -1,7 +1,8 @@
 //! `switchboard_ws::Decoder`: both roles, small and large `max_message_size`, the same
 //! bytes fed whole, byte by byte and in random chunks.
 //!
-//! Input: byte 0 picks the role (bit 0), RSV1 allowed (bit 1) and the size limit (bits
+//! Input: byte 0 picks the role (bit 0), permessage-deflate negotiated (bit 1: RSV1 marks
+//! compressed messages, inflated within the limit) and the size limit (bits
 //! 2-5); bytes 1-2 seed the chunk sizes; the rest is the byte stream.
 //!
 //! Invariants: never panics; every chunking yields the same messages and the same error;
@@ -70,7 +71,16 @@ fn decode(
     s: &[u8],
 ) -> Outcome {
     let mut dec = Decoder::new(role, max);
-    dec.allow_rsv(rsv);
+    if rsv != 0 {
+        let offer = switchboard_ws::handshake::ExtensionOffer {
+            name: "permessage-deflate".into(),
+            params: Vec::new(),
+        };
+        let policy = switchboard_ws::deflate::Policy::default();
+        if let Some(params) = switchboard_ws::deflate::negotiate(&[offer], policy) {
+            dec.enable_deflate(&params);
+        }
+    }
     let mut buf = BytesMut::new();
     let mut out = Vec::new();
     let mut at = 0;
@@ -291,6 +301,16 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             }),
         ),
     ];
+    // RFC 7692 §7.2.3.1: "Hello" compressed, as one frame and as two fragments.
+    let hello = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+    let deflated = switchboard_ws::encode_frame(true, 0b100, OpCode::Text, &hello, Some(mask));
+    out.push(("server-deflate", with(small | 2, deflated.to_vec())));
+    let first = switchboard_ws::encode_frame(false, 0b100, OpCode::Text, &hello[..3], Some(mask));
+    let rest = frag(true, OpCode::Continuation, &hello[3..], Some(mask));
+    out.push((
+        "server-deflate-fragmented",
+        with(small | 2, frames(&[first, rest])),
+    ));
     out.push((
         "server-invalid-utf8",
         with(
