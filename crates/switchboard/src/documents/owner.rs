@@ -29,6 +29,7 @@ use super::store::Store;
 use super::wire::{self, BadMessage, Incoming};
 use super::{close, Documents, Kick, Refusal};
 use crate::hub::ConnHandle;
+use crate::outgoing::Outgoing;
 
 /// Most commands handled (and persisted) together.
 const BATCH: usize = 128;
@@ -763,9 +764,11 @@ impl Owner {
                     }
                 }
                 Action::All { except, frame } => {
+                    // Deflated at most once for every compressing member.
+                    let message = Outgoing::new(frame);
                     for (num, m) in &self.members {
                         if Some(*num) != except {
-                            m.conn.send(&frame);
+                            let _ = m.conn.outbox.push_shared(&message);
                         }
                     }
                 }
