@@ -528,6 +528,7 @@ impl Api {
             "rooms": self.hub.room_count(),
             "documents": counts.documents,
             "pending_connections": counts.pending_connections,
+            "compression": crate::outgoing::stats(),
         }))
     }
 }
