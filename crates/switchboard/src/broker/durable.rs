@@ -307,7 +307,13 @@ fn write_batch(shared: &Shared, batch: Vec<Op>) {
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut ops = batch.into_iter();
     let result = (|| -> Result<(), redb::Error> {
-        let txn = shared.store.db.begin_write()?;
+        if shared.store.broken() {
+            shared
+                .store
+                .reopen()
+                .map_err(|e| redb::Error::Io(std::io::Error::other(e)))?;
+        }
+        let txn = shared.store.db().begin_write()?;
         {
             let mut rooms = txn.open_table(ROOMS)?;
             let mut messages = txn.open_table(MESSAGES)?;
@@ -411,6 +417,13 @@ fn write_batch(shared: &Shared, batch: Vec<Op>) {
         Err(e) => {
             let error = unavailable(&shared.store, &e);
             tracing::warn!(error = %e, file = %shared.store.path.display(), "history store write failed; its publishes were refused");
+            // Nothing of the batch is stored; the next one tries a freshly opened file (a
+            // failed database refuses every later write).
+            if !shared.store.broken() {
+                if let Err(e) = shared.store.reopen() {
+                    tracing::warn!(error = %e, "history store stays unavailable");
+                }
+            }
             for outcome in outcomes {
                 match outcome {
                     Outcome::Published(reply, ..) | Outcome::Duplicate(reply, _) => {
@@ -524,7 +537,7 @@ fn sweep(shared: &Shared) -> Result<(), redb::Error> {
     let subscribed: Vec<Arc<str>> = lock(&shared.subscribed).keys().cloned().collect();
     let mut dropped = Vec::new();
     let mut updated = Vec::new();
-    let txn = shared.store.db.begin_write()?;
+    let txn = shared.store.db().begin_write()?;
     {
         let mut rooms = txn.open_table(ROOMS)?;
         let mut messages = txn.open_table(MESSAGES)?;

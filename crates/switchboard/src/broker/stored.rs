@@ -25,7 +25,11 @@ pub const KEYS: TableDefinition<(&str, &str), (u64, u64)> = TableDefinition::new
 pub const WINDOWS: TableDefinition<&str, &[u8]> = TableDefinition::new("history_windows");
 
 pub struct Store {
-    pub db: Database,
+    /// Replaced by [`Store::reopen`] after a failed write (redb refuses every later write
+    /// of a database that saw an I/O error).
+    db: std::sync::RwLock<Database>,
+    /// The file could not be opened again: nothing may be written until it can.
+    broken: std::sync::atomic::AtomicBool,
     pub path: PathBuf,
 }
 
@@ -53,7 +57,11 @@ impl Store {
         let path = dir.join(FILE_NAME);
         let db = Database::create(&path)
             .map_err(|e| format!("cannot open history store {}: {e}", path.display()))?;
-        let store = Store { db, path };
+        let store = Store {
+            db: std::sync::RwLock::new(db),
+            broken: std::sync::atomic::AtomicBool::new(false),
+            path,
+        };
         store
             .write(|txn| {
                 txn.open_table(ROOMS)?;
@@ -64,6 +72,44 @@ impl Store {
             })
             .map_err(|e| format!("cannot use history store {}: {e}", store.path.display()))?;
         Ok(store)
+    }
+
+    /// The database, for a transaction (held only while one is begun).
+    pub fn db(&self) -> std::sync::RwLockReadGuard<'_, Database> {
+        self.db.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Opens the file again after a failed write, so that the store works again once the
+    /// disk does (a full disk freed, say); redb checks and repairs the file as it opens.
+    pub fn reopen(&self) -> Result<(), String> {
+        let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
+        // The old handle must be closed before the file can be opened again.
+        let placeholder = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|e| e.to_string())?;
+        drop(std::mem::replace(&mut *db, placeholder));
+        match Database::create(&self.path) {
+            Ok(fresh) => {
+                *db = fresh;
+                self.broken
+                    .store(false, std::sync::atomic::Ordering::Release);
+                Ok(())
+            }
+            Err(e) => {
+                // The placeholder holds no tables: reads fail, and writes are not tried.
+                self.broken
+                    .store(true, std::sync::atomic::Ordering::Release);
+                Err(format!(
+                    "cannot open history store {} again: {e}",
+                    self.path.display()
+                ))
+            }
+        }
+    }
+
+    /// Whether the last attempt to open the file again failed (see [`Store::reopen`]).
+    pub fn broken(&self) -> bool {
+        self.broken.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Opens `dir/history.redb` only if it exists.
@@ -79,7 +125,7 @@ impl Store {
         &self,
         f: impl FnOnce(&WriteTransaction) -> Result<T, redb::Error>,
     ) -> Result<T, redb::Error> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db().begin_write()?;
         let out = f(&txn)?;
         txn.commit()?;
         Ok(out)
@@ -118,7 +164,7 @@ impl Store {
     }
 
     pub fn read_meta(&self, room: &str) -> Result<Option<Meta>, redb::Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let t = txn.open_table(ROOMS)?;
         Ok(t.get(room)?.and_then(|v| decode_meta(v.value())))
     }
@@ -133,7 +179,7 @@ impl Store {
         limit: usize,
         reverse: bool,
     ) -> Result<Vec<Arc<Publication>>, redb::Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let t = txn.open_table(MESSAGES)?;
         let range = t.range((room, lo)..=(room, hi))?;
         let mut out = Vec::new();
