@@ -928,6 +928,28 @@ async fn the_http_api_reads_history_and_publishes_idempotently() {
             code,
         );
     }
+    let res = api(
+        server.addr,
+        "POST",
+        "/api/broadcast",
+        r#"{"rooms":["keep:r","keep:other"],"data":"to both"}"#,
+    )
+    .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let results = res.json()["results"].clone();
+    assert_eq!(results[0]["room"], "keep:r", "{results}");
+    assert_eq!(
+        (&results[0]["epoch"], &results[0]["offset"]),
+        (&epoch, &json!(7)),
+        "{results}"
+    );
+    assert_eq!(
+        (&results[1]["room"], &results[1]["offset"]),
+        (&json!("keep:other"), &json!(1)),
+        "{results}"
+    );
+    assert!(results[1]["epoch"].is_string(), "{results}");
+    assert_eq!(offsets(&a.barrier().await), vec![7]);
     api_error(
         &api(server.addr, "GET", "/api/rooms/bare:r/history", "").await,
         503,
@@ -997,6 +1019,82 @@ async fn a_repeated_key_is_answered_with_the_first_offset_and_delivered_once() {
     }
     let (_, offs) = history_ok(&mut b, "r", json!({})).await;
     assert_eq!(offs, vec![1, 2], "a duplicate is not stored again");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_is_new_again_after_the_idempotency_window() {
+    let dir = data_dir("idempotency-window", "");
+    let server = start(&dir, &["--idempotency-window", "1s"]);
+    let mut a = Peer::connect(&server).await;
+    a.join("r", None).await;
+    let first = publish_key(&mut a, "r", json!("one"), "k").await;
+    assert_eq!(first["offset"], 1, "{first}");
+    let dup = publish_key(&mut a, "r", json!("one"), "k").await;
+    assert_eq!(
+        (&dup["offset"], &dup["duplicate"]),
+        (&json!(1), &json!(true)),
+        "{dup}"
+    );
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let later = publish_key(&mut a, "r", json!("one, later"), "k").await;
+    assert_eq!(
+        (
+            &later["type"],
+            &later["offset"],
+            later["duplicate"] == json!(true)
+        ),
+        (&json!("ok"), &json!(2), false),
+        "past the window the key is a new publish: {later}"
+    );
+    let data: Vec<Value> = common::messages(&a.barrier().await)
+        .iter()
+        .map(|m| m["data"].clone())
+        .collect();
+    assert_eq!(data, vec![json!("one"), json!("one, later")]);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn history_expires_after_its_ttl_and_pages_follow_the_page_size() {
+    let dir = data_dir(
+        "history-ttl",
+        "[namespaces.brief]\nhistory_size = 100\nhistory_ttl = \"1s\"\nrecovery_window = false\n\
+         [namespaces.keep]\nhistory_size = 100\n",
+    );
+    let server = start(&dir, &["--history-page-size", "4"]);
+    let mut a = Peer::connect(&server).await;
+    let epoch = a.join("brief:r", None).await["epoch"].clone();
+    publish_n(&mut a, "brief:r", "m", 3).await;
+    a.join("keep:r", None).await;
+    publish_n(&mut a, "keep:r", "m", 6).await;
+    // history_page_size = 4: the default limit and the largest.
+    let (_, offs) = history_ok(&mut a, "keep:r", json!({})).await;
+    assert_eq!(offs, range(1, 4));
+    let (_, offs) = history_ok(&mut a, "keep:r", json!({"limit": 4, "reverse": true})).await;
+    assert_eq!(offs, vec![6, 5, 4, 3]);
+    let err = history(&mut a, "keep:r", json!({"limit": 5})).await;
+    assert_eq!(error_code(&err), "bad_request", "{err}");
+    let api_res = api(server.addr, "GET", "/api/rooms/keep:r/history?limit=5", "").await;
+    api_error(&api_res, 400, "bad_request");
+    // Past history_ttl nothing is kept.
+    let (_, offs) = history_ok(&mut a, "brief:r", json!({})).await;
+    assert_eq!(offs, range(1, 3));
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let (reply, offs) = history_ok(&mut a, "brief:r", json!({})).await;
+    assert!(offs.is_empty(), "expired: {}", short(&reply));
+    let mut b = Peer::connect(&server).await;
+    let joined = join_since(&mut b, "brief:r", &epoch, 1).await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+    assert_eq!(
+        (&joined["recovered"], &joined["messages"]),
+        (&json!(false), &json!([])),
+        "expired messages cannot be recovered: {}",
+        short(&joined)
+    );
+    // a is in the room all along: its position lives, so the reason is too_old.
+    assert_eq!(joined["reason"], "too_old", "{}", short(&joined));
+    assert_eq!((&joined["epoch"], &joined["offset"]), (&epoch, &json!(3)));
     let _ = std::fs::remove_dir_all(dir);
 }
 
