@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use switchboard_ws::CloseCode;
 
 use crate::auth::Access;
+use crate::broker::{BrokerError, HistoryQuery, Position, StreamOptions};
 use crate::hub::{Hub, Who};
 use crate::protocol::{self, ErrorCode, Field};
 use crate::rate::{RateLimiter, Verdict};
@@ -104,11 +105,11 @@ impl Api {
         let query = req.uri().query().unwrap_or("").to_owned();
         match (method, path.as_str()) {
             (Method::POST, "/api/publish") => match self.body(req).await {
-                Ok(body) => self.publish(&body),
+                Ok(body) => self.publish(&body).await,
                 Err(res) => *res,
             },
             (Method::POST, "/api/broadcast") => match self.body(req).await {
-                Ok(body) => self.broadcast(&body),
+                Ok(body) => self.broadcast(&body).await,
                 Err(res) => *res,
             },
             (Method::POST, "/api/disconnect") => match self.body(req).await {
@@ -120,11 +121,17 @@ impl Api {
             (Method::GET | Method::HEAD, p) if members_path(p).is_some() => {
                 self.members(members_path(p).unwrap_or_default(), &query)
             }
+            (Method::GET | Method::HEAD, p) if history_path(p).is_some() => {
+                self.history(history_path(p).unwrap_or_default(), &query)
+                    .await
+            }
             (_, "/api/publish" | "/api/broadcast" | "/api/disconnect") => {
                 method_not_allowed("POST")
             }
             (_, "/api/rooms" | "/api/info") => method_not_allowed("GET, HEAD"),
-            (_, p) if members_path(p).is_some() => method_not_allowed("GET, HEAD"),
+            (_, p) if members_path(p).is_some() || history_path(p).is_some() => {
+                method_not_allowed("GET, HEAD")
+            }
             _ => error(StatusCode::NOT_FOUND, "not_found", "no such API endpoint"),
         }
     }
@@ -224,13 +231,21 @@ impl Api {
         Ok(data)
     }
 
-    fn publish(&self, body: &[u8]) -> Response<Body> {
+    /// How `room`'s stream is kept (its namespace exists: checked by [`Api::room`]).
+    fn stream(&self, room: &str) -> StreamOptions {
+        let ns = self.access.namespace(room).unwrap_or_default();
+        self.hub.stream_options(&ns)
+    }
+
+    async fn publish(&self, body: &[u8]) -> Response<Body> {
         #[derive(Deserialize)]
         struct Publish<'a> {
             #[serde(default, borrow)]
             room: Field<'a>,
             #[serde(default, borrow)]
             data: Field<'a>,
+            #[serde(default, borrow)]
+            key: Field<'a>,
         }
         let req: Publish = match parse(body) {
             Ok(r) => r,
@@ -244,11 +259,28 @@ impl Api {
             Ok(d) => d,
             Err(res) => return *res,
         };
-        let offset = self.hub.publish_as_server(&room, data);
-        ok(json!({ "room": room, "offset": offset }))
+        let key = match protocol::publish_key(req.key) {
+            Ok(k) => k,
+            Err(f) => return bad(f.code, &f.message),
+        };
+        let stream = self.stream(&room);
+        match self
+            .hub
+            .publish_as_server(&room, data, key, stream)
+            .wait()
+            .await
+        {
+            Ok(p) => ok(json!({
+                "room": room,
+                "epoch": &*p.epoch,
+                "offset": p.offset,
+                "duplicate": p.duplicate,
+            })),
+            Err(e) => broker_error(e),
+        }
     }
 
-    fn broadcast(&self, body: &[u8]) -> Response<Body> {
+    async fn broadcast(&self, body: &[u8]) -> Response<Body> {
         #[derive(Deserialize)]
         struct Broadcast<'a> {
             #[serde(default, borrow)]
@@ -283,10 +315,21 @@ impl Api {
             Ok(d) => d,
             Err(res) => return *res,
         };
-        let results: Vec<Value> = rooms
+        // Every room's publish is started before any is awaited: rooms on disk share commits.
+        let pending: Vec<_> = rooms
             .iter()
-            .map(|room| json!({ "room": room, "offset": self.hub.publish_as_server(room, data) }))
+            .map(|room| {
+                self.hub
+                    .publish_as_server(room, data, None, self.stream(room))
+            })
             .collect();
+        let mut results = Vec::with_capacity(rooms.len());
+        for (room, p) in rooms.iter().zip(pending) {
+            results.push(match p.wait().await {
+                Ok(p) => json!({ "room": room, "epoch": &*p.epoch, "offset": p.offset }),
+                Err(_) => json!({ "room": room, "error": "unavailable" }),
+            });
+        }
         ok(json!({ "results": results }))
     }
 
@@ -391,6 +434,90 @@ impl Api {
         }
     }
 
+    /// `GET /api/rooms/{room}/history?limit=&reverse=&since_epoch=&since_offset=`.
+    async fn history(&self, room: &str, query: &str) -> Response<Body> {
+        let name = percent_decode(room).unwrap_or_default();
+        if let Err(f) = protocol::check_room_name(&name) {
+            return bad(f.code, &f.message);
+        }
+        if let Err(f) = self.access.namespace(&name) {
+            return error(StatusCode::NOT_FOUND, "unknown_namespace", &f.message);
+        }
+        let max = self.hub.history_page_size();
+        let limit = match query_param(query, "limit") {
+            None => max,
+            Some(l) => match l.parse::<usize>() {
+                Ok(n) if (1..=max).contains(&n) => n,
+                _ => {
+                    return bad(
+                        ErrorCode::BadRequest,
+                        &format!("\"limit\" must be from 1 to {max}"),
+                    )
+                }
+            },
+        };
+        let reverse = match query_param(query, "reverse").as_deref() {
+            None | Some("false") | Some("0") => false,
+            Some("true") | Some("1") => true,
+            Some(_) => return bad(ErrorCode::BadRequest, "\"reverse\" must be true or false"),
+        };
+        let since = match (
+            query_param(query, "since_epoch"),
+            query_param(query, "since_offset"),
+        ) {
+            (None, None) => None,
+            (Some(epoch), Some(offset)) => match offset.parse::<u64>() {
+                Ok(offset) if !epoch.is_empty() && epoch.len() <= protocol::MAX_EPOCH_LEN => {
+                    Some(Position {
+                        epoch: epoch.as_str().into(),
+                        offset,
+                    })
+                }
+                _ => {
+                    return bad(
+                        ErrorCode::BadRequest,
+                        "\"since_epoch\" must be an epoch and \"since_offset\" an integer >= 0",
+                    )
+                }
+            },
+            _ => {
+                return bad(
+                    ErrorCode::BadRequest,
+                    "give both \"since_epoch\" and \"since_offset\", or neither",
+                )
+            }
+        };
+        let stream = self.stream(&name);
+        if !stream.keeps() {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "this room's namespace keeps no history (history_size) and no recovery window",
+            );
+        }
+        let query = HistoryQuery {
+            since,
+            limit,
+            reverse,
+        };
+        match self.hub.broker().history(&name, query, stream).wait().await {
+            Ok(page) => {
+                let messages: Vec<Value> = page
+                    .messages
+                    .iter()
+                    .filter_map(|p| serde_json::from_str(p.v1_json(&name)).ok())
+                    .collect();
+                ok(json!({
+                    "room": name,
+                    "epoch": &*page.position.epoch,
+                    "offset": page.position.offset,
+                    "messages": messages,
+                }))
+            }
+            Err(e) => broker_error(e),
+        }
+    }
+
     fn info(&self, counts: Counts) -> Response<Body> {
         ok(json!({
             "version": env!("CARGO_PKG_VERSION"),
@@ -405,6 +532,24 @@ impl Api {
 }
 
 /// `/api/rooms/{room}/members` → `{room}`.
+fn history_path(path: &str) -> Option<&str> {
+    path.strip_prefix("/api/rooms/")?
+        .strip_suffix("/history")
+        .filter(|r| !r.is_empty() && !r.contains('/'))
+}
+
+/// 410 for a position history cannot continue from, 503 when the store failed.
+fn broker_error(e: BrokerError) -> Response<Body> {
+    let unrecoverable = matches!(e, BrokerError::Unrecoverable { .. });
+    let f = crate::session::history_failure(e);
+    let status = if unrecoverable {
+        StatusCode::GONE
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    error(status, f.code.as_str(), &f.message)
+}
+
 fn members_path(path: &str) -> Option<&str> {
     path.strip_prefix("/api/rooms/")?
         .strip_suffix("/members")

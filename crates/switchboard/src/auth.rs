@@ -494,6 +494,19 @@ pub struct Namespace {
     pub anonymous: bool,
     pub client_publish: bool,
     pub presence: bool,
+    /// Messages kept per room (0: only the recovery window, if on).
+    pub history_size: usize,
+    pub history_ttl: std::time::Duration,
+    pub recovery_window: bool,
+}
+
+/// `history_ttl` when a namespace keeps history and does not say for how long.
+pub const DEFAULT_HISTORY_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+impl Default for Namespace {
+    fn default() -> Namespace {
+        Namespace::from(&NamespaceOptions::default())
+    }
 }
 
 impl From<&NamespaceOptions> for Namespace {
@@ -502,6 +515,9 @@ impl From<&NamespaceOptions> for Namespace {
             anonymous: o.anonymous.unwrap_or(false),
             client_publish: o.client_publish.unwrap_or(true),
             presence: o.presence.unwrap_or(true),
+            history_size: o.history_size.unwrap_or(0),
+            history_ttl: o.history_ttl.map_or(DEFAULT_HISTORY_TTL, |t| t.0),
+            recovery_window: o.recovery_window.unwrap_or(true),
         }
     }
 }
@@ -542,11 +558,7 @@ impl Access {
     pub fn namespace(&self, room: &str) -> Result<Namespace, Failure> {
         let name = namespace_name(room);
         match &self.namespaces {
-            None => Ok(Namespace {
-                anonymous: false,
-                client_publish: true,
-                presence: true,
-            }),
+            None => Ok(Namespace::default()),
             Some(table) => table.get(name).copied().ok_or_else(|| {
                 Failure::new(
                     ErrorCode::InvalidRoom,

@@ -208,7 +208,25 @@ pub struct ServeArgs {
     /// On SIGINT/SIGTERM, time given to clients to receive what is queued and close. [default: 10s]
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
     pub shutdown_timeout: Option<Millis>,
-    /// Directory of the embedded document store (created on first use of /yjs). [default: ./data]
+    /// Where history is kept: disk (history.redb in data-dir: survives restarts and crashes) or memory (nothing on disk). [default: disk]
+    #[arg(long, env = "SWITCHBOARD_HISTORY_STORAGE", value_name = "disk|memory")]
+    pub history_storage: Option<HistoryStorage>,
+    /// Messages every room keeps in memory for clients that reconnect (0 turns the window off). [default: 100]
+    #[arg(long, env = "SWITCHBOARD_RECOVERY_WINDOW_SIZE", value_name = "N")]
+    pub recovery_window_size: Option<usize>,
+    /// How long the recovery window keeps each message. [default: 2m]
+    #[arg(long, env = "SWITCHBOARD_RECOVERY_WINDOW_TTL", value_name = "DURATION")]
+    pub recovery_window_ttl: Option<Millis>,
+    /// Most missed messages one recovering join is given; more: recovered false, reason too_many. [default: 500]
+    #[arg(long, env = "SWITCHBOARD_MAX_RECOVERY_MESSAGES", value_name = "N")]
+    pub max_recovery_messages: Option<usize>,
+    /// Most messages in one history reply (the largest `limit`). [default: 100]
+    #[arg(long, env = "SWITCHBOARD_HISTORY_PAGE_SIZE", value_name = "N")]
+    pub history_page_size: Option<usize>,
+    /// How long a publish `key` is remembered: a repeat within it is not delivered again. [default: 5m]
+    #[arg(long, env = "SWITCHBOARD_IDEMPOTENCY_WINDOW", value_name = "DURATION")]
+    pub idempotency_window: Option<Millis>,
+    /// Directory of the embedded stores: documents.redb and history.redb. [default: ./data]
     #[arg(long, env = "SWITCHBOARD_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Largest encoded size of one document; an update that would go over it closes with 1009. [default: 8MiB]
@@ -274,6 +292,20 @@ pub struct NamespaceOptions {
     pub client_publish: Option<bool>,
     /// Member lists and presence events. [default: true]
     pub presence: Option<bool>,
+    /// Messages kept per room for history and recovery (on disk unless history_storage = "memory"). [default: 0]
+    pub history_size: Option<usize>,
+    /// How long each kept message stays. [default: 24h]
+    pub history_ttl: Option<Millis>,
+    /// The short recovery window in memory (recovery_window_size, recovery_window_ttl). [default: true]
+    pub recovery_window: Option<bool>,
+}
+
+/// Where history is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HistoryStorage {
+    Disk,
+    Memory,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -319,6 +351,12 @@ pub struct Config {
     pub namespaces: Option<BTreeMap<String, NamespaceOptions>>,
     pub shutdown_timeout: Duration,
     pub echo_endpoint: bool,
+    pub history_storage: HistoryStorage,
+    pub recovery_window_size: usize,
+    pub recovery_window_ttl: Duration,
+    pub max_recovery_messages: usize,
+    pub history_page_size: usize,
+    pub idempotency_window: Duration,
     pub data_dir: PathBuf,
     pub max_document_size: usize,
     pub max_update_size: usize,
@@ -367,6 +405,12 @@ impl Default for Config {
             namespaces: None,
             shutdown_timeout: Duration::from_secs(10),
             echo_endpoint: false,
+            history_storage: HistoryStorage::Disk,
+            recovery_window_size: 100,
+            recovery_window_ttl: Duration::from_secs(120),
+            max_recovery_messages: 500,
+            history_page_size: 100,
+            idempotency_window: Duration::from_secs(300),
             data_dir: PathBuf::from("./data"),
             max_document_size: 8 * 1024 * 1024,
             max_update_size: 1024 * 1024,
@@ -447,6 +491,10 @@ impl Config {
                 max_json_depth,
                 members_page_size,
                 echo_endpoint,
+                history_storage,
+                recovery_window_size,
+                max_recovery_messages,
+                history_page_size,
                 data_dir,
                 max_connections_per_document,
                 log_format,
@@ -479,7 +527,9 @@ impl Config {
                 token_expiry_grace,
                 handshake_timeout,
                 shutdown_timeout,
-                document_sync_timeout
+                document_sync_timeout,
+                recovery_window_ttl,
+                idempotency_window
             ]
         );
     }
@@ -541,6 +591,8 @@ impl Config {
             ),
             ("max_json_depth", self.max_json_depth),
             ("members_page_size", self.members_page_size),
+            ("max_recovery_messages", self.max_recovery_messages),
+            ("history_page_size", self.history_page_size),
             ("api_rate", self.api_rate as usize),
             (
                 "max_connections_per_document",
@@ -578,6 +630,24 @@ impl Config {
                 self.max_awareness_per_document
             );
         }
+        if let Some(names) = &self.namespaces {
+            for (name, ns) in names {
+                if ns.history_size.is_some_and(|n| n > MAX_HISTORY_SIZE) {
+                    bail!(
+                        "config: namespaces.{name}.history_size must be at most {MAX_HISTORY_SIZE}"
+                    );
+                }
+                if ns.history_ttl.is_some_and(|t| t.0.is_zero()) {
+                    bail!("config: namespaces.{name}.history_ttl must be greater than zero");
+                }
+            }
+        }
+        if self.recovery_window_size > MAX_HISTORY_SIZE {
+            bail!("config: recovery_window_size must be at most {MAX_HISTORY_SIZE}");
+        }
+        if self.recovery_window_size > 0 && self.recovery_window_ttl.is_zero() {
+            bail!("config: recovery_window_ttl must be greater than zero");
+        }
         if self.data_dir.as_os_str().is_empty() {
             bail!("config: data_dir must not be empty");
         }
@@ -592,6 +662,9 @@ impl Config {
         Ok(())
     }
 }
+
+/// Most messages one room may keep (`history_size`, `recovery_window_size`).
+pub const MAX_HISTORY_SIZE: usize = 100_000;
 
 /// A byte count: a plain number, or a number with B, KB, KiB, MB, MiB, GB or GiB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,18 +1,29 @@
 //! The hub: connections, rooms, presence and fan-out — where real-time state lives.
 //!
-//! Rooms sit in a sharded map; each room has its own lock, held while it assigns an offset
-//! and hands the encoded frame to its members' outboxes. A publish therefore touches only
-//! its room: no global lock on the publish path. A message is serialised once per room and
-//! every member's outbox gets a reference to the same bytes.
+//! Rooms sit in a sharded map; each room has its own lock, held while a publication from
+//! the broker is handed to its members' outboxes. A publish therefore touches only its
+//! room: no global lock on the publish path. The broker assigns offsets and keeps history
+//! (`broker/`); the hub receives every publication through [`Inbound::deliver`], in offset
+//! order, and fans it out. A message is serialised once (its [`Publication`] caches the
+//! frame) and every member's outbox gets a reference to the same bytes.
+//!
+//! Joining with recovery: the member is added at once but *pending*: publications for it
+//! are buffered while the broker reads what it missed; then [`Hub::finish_join`] answers
+//! `joined` with the missed messages and sends the buffered ones that came after them.
+//! Each member has a `floor`, the offset its `joined` reply brought it to, and receives only
+//! later offsets: nothing lost, nothing twice.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::value::RawValue;
 use switchboard_ws::{CloseCode, Frame};
 
-use crate::broker::Broker;
+use crate::broker::{
+    Broker, BrokerError, HistoryPage, Inbound, Pending, Policy, Position, Publication, Published,
+    StreamOptions,
+};
 use crate::outbox::Outbox;
 use crate::protocol::{member_json, ErrorCode, Failure, Out};
 use crate::shards::Shards;
@@ -58,8 +69,11 @@ pub struct Room {
 }
 
 struct RoomState {
-    epoch: Arc<str>,
-    offset: u64,
+    /// The room's epoch, once the broker has told it (the first join's reply).
+    epoch: Option<Arc<str>>,
+    /// The offset of the last publication delivered here (or the position the broker
+    /// answered, if later): a member joining without `since` starts from here.
+    top: u64,
     members: HashMap<u64, Member>,
     /// Whether members are listed and presence events sent (the namespace's `presence`).
     presence: bool,
@@ -80,6 +94,18 @@ struct Member {
     info: Option<Arc<str>>,
     /// Join order, so member lists read in the order people arrived.
     seq: u64,
+    /// The offset its `joined` reply brought it to: only later publications are sent.
+    floor: u64,
+    /// While its join is being answered: publications that arrived meanwhile.
+    pending: Option<Box<Buffered>>,
+}
+
+/// Publications held for a member whose `joined` reply is being made.
+#[derive(Default)]
+struct Buffered {
+    publications: Vec<Arc<Publication>>,
+    /// More arrived than may be held: the member cannot be told exactly what it missed.
+    overflowed: bool,
 }
 
 impl Room {
@@ -128,12 +154,41 @@ impl RoomState {
         }
     }
 
+    /// Sends a presence event to every member but `except` (and those whose `joined`
+    /// reply is still being made: it will list members as they are then).
     fn send_to_all(&self, frame: &Frame, except: Option<u64>) {
         for (num, m) in &self.members {
-            if Some(*num) != except {
+            if Some(*num) != except && m.pending.is_none() {
                 m.conn.send(frame);
             }
         }
+    }
+
+    fn joined_reply(
+        &self,
+        room: &str,
+        id: Option<i64>,
+        epoch: &str,
+        offset: u64,
+        replies: &ReplyLimits,
+    ) -> Out {
+        let mut reply = Out::new("joined")
+            .opt_id(id)
+            .str("room", room)
+            .str("epoch", epoch)
+            .uint("offset", offset);
+        if self.presence {
+            let page = self.page(0, replies.members_page_size, replies.members_page_bytes);
+            reply = reply
+                .raw_list("members", page.members.iter().map(|m| &**m))
+                .uint("member_count", self.members.len() as u64);
+            if let Some(next) = page.next {
+                reply = reply.str("members_cursor", &next.to_string());
+            }
+        } else {
+            reply = reply.raw_list("members", []);
+        }
+        reply
     }
 }
 
@@ -146,8 +201,18 @@ pub struct JoinRequest<'a> {
     /// Whether the room lists members and sends presence events (its namespace's option).
     pub announce: bool,
     pub presence: Option<&'a RawValue>,
-    /// Whether the client sent `since` (asking for recovery).
-    pub since: bool,
+    /// The position the client asks to recover from.
+    pub since: Option<Position>,
+    /// How the room's stream is kept (its namespace's history options).
+    pub stream: StreamOptions,
+}
+
+/// What [`Hub::join`] did.
+pub enum Join {
+    /// Answered `joined`: the room's position was known and nothing was to be recovered.
+    Done(Arc<Room>),
+    /// The member is in, pending: read the room's history and call [`Hub::finish_join`].
+    Pending(Arc<Room>),
 }
 
 /// How big the hub's replies may be.
@@ -158,6 +223,10 @@ pub struct ReplyLimits {
     /// Most bytes of member JSON in one reply, so that a reply always fits the outbound
     /// queue of the client that asked (a fraction of it, leaving room for live traffic).
     pub members_page_bytes: usize,
+    /// Most missed messages one `joined` reply carries (`max_recovery_messages`).
+    pub max_recovery_messages: usize,
+    /// Most bytes of missed messages in one `joined` reply.
+    pub recovery_bytes: usize,
 }
 
 /// Whom [`Hub::disconnect`] closes.
@@ -177,18 +246,42 @@ pub struct Hub {
     documents: Shards<u64, Arc<ConnHandle>>,
     broker: Arc<dyn Broker>,
     replies: ReplyLimits,
+    policy: Policy,
 }
 
 impl Hub {
-    pub fn new(broker: Arc<dyn Broker>, replies: ReplyLimits) -> Hub {
+    /// A hub delivering what `broker` publishes.
+    pub fn new(broker: Arc<dyn Broker>, replies: ReplyLimits, policy: Policy) -> Arc<Hub> {
         let shards = std::thread::available_parallelism().map_or(4, |n| n.get() * 8);
-        Hub {
+        let hub = Arc::new(Hub {
             rooms: Shards::new(shards),
             connections: Shards::new(shards),
             documents: Shards::new(shards),
             broker,
             replies,
-        }
+            policy,
+        });
+        let inbound: Weak<dyn Inbound> = Arc::downgrade(&hub) as Weak<dyn Inbound>;
+        hub.broker.attach(inbound);
+        hub
+    }
+
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.broker
+    }
+
+    pub fn replies(&self) -> &ReplyLimits {
+        &self.replies
+    }
+
+    /// How rooms of namespace `ns` keep their streams.
+    pub fn stream_options(&self, ns: &crate::auth::Namespace) -> StreamOptions {
+        self.policy.stream(ns)
+    }
+
+    /// Most messages in one `history` reply.
+    pub fn history_page_size(&self) -> usize {
+        self.policy.page_size
     }
 
     pub fn broker_name(&self) -> &'static str {
@@ -220,17 +313,21 @@ impl Hub {
         self.connections.values()
     }
 
-    /// Adds `conn` to `room` (or, if it is there already, replaces its presence) and
-    /// answers `joined`. Others in the room see a presence `join` (or `update`).
-    pub fn join(&self, conn: &Arc<ConnHandle>, name: &str, req: JoinRequest<'_>) -> Arc<Room> {
+    /// Adds `conn` to `room` (or, if it is there already, replaces its presence). Others in
+    /// the room see a presence `join` (or `update`). Answers `joined` at once when the room's
+    /// position is known and `since` was not sent; otherwise the member is pending until
+    /// [`finish_join`](Hub::finish_join).
+    pub fn join(&self, conn: &Arc<ConnHandle>, name: &str, req: JoinRequest<'_>) -> Join {
         loop {
+            let mut created = false;
             let room = self.rooms.get_or_insert_with(name, || {
+                created = true;
                 let name: Arc<str> = name.into();
                 let room = Arc::new(Room {
                     name: name.clone(),
                     state: Mutex::new(RoomState {
-                        epoch: self.broker.open_room(&name),
-                        offset: 0,
+                        epoch: None,
+                        top: 0,
                         members: HashMap::new(),
                         presence: req.announce,
                         order: BTreeMap::new(),
@@ -240,36 +337,64 @@ impl Hub {
                 });
                 (name, room)
             });
+            if created {
+                // Before the room lock (the broker's locks come first), so that the
+                // position below is known to the first member too.
+                self.broker.subscribe(name, req.stream);
+            }
             let mut st = room.lock();
             if st.closed {
+                if created {
+                    self.broker.unsubscribe(name);
+                }
                 continue; // emptied and removed between our lookup and our lock
+            }
+            if st.epoch.is_none() {
+                // Under the room lock: a publication the position counts has been delivered
+                // here already or waits for this lock.
+                if let Some(p) = self.broker.position(name) {
+                    st.top = st.top.max(p.offset);
+                    st.epoch = Some(p.epoch);
+                }
             }
             let existing = st.members.get(&conn.num).map(|m| {
                 (
                     m.seq,
                     m.json.clone(),
                     m.user == req.user && m.info == req.info,
+                    m.floor,
                 )
             });
             let user = req.user.as_deref();
             let info = req.info.as_deref();
-            let (seq, json) = match (existing, req.presence) {
+            let (seq, json, floor) = match (existing, req.presence) {
                 // A rejoin without presence (and as the same user) keeps what the member has.
-                (Some((seq, json, true)), None) => (seq, json),
-                (Some((seq, json, _)), None) => {
+                (Some((seq, json, true, floor)), None) => (seq, json, floor),
+                (Some((seq, json, _, floor)), None) => {
                     let presence = presence_of(&json);
-                    (seq, member_json(&conn.id, user, info, presence).into())
+                    (
+                        seq,
+                        member_json(&conn.id, user, info, presence).into(),
+                        floor,
+                    )
                 }
-                (Some((seq, _, _)), Some(p)) => {
-                    (seq, member_json(&conn.id, user, info, Some(p.get())).into())
-                }
+                (Some((seq, _, _, floor)), Some(p)) => (
+                    seq,
+                    member_json(&conn.id, user, info, Some(p.get())).into(),
+                    floor,
+                ),
                 (None, presence) => {
                     st.next_seq += 1;
                     let json: Arc<str> =
                         member_json(&conn.id, user, info, presence.map(RawValue::get)).into();
-                    (st.next_seq, json)
+                    (st.next_seq, json, 0)
                 }
             };
+            let ready = match (&st.epoch, &req.since) {
+                (Some(epoch), None) => Some(epoch.clone()),
+                _ => None,
+            };
+            let floor = if ready.is_some() { st.top } else { floor };
             let previous = st.members.insert(
                 conn.num,
                 Member {
@@ -278,44 +403,107 @@ impl Hub {
                     user: req.user.clone(),
                     info: req.info.clone(),
                     seq,
+                    floor,
+                    pending: ready.is_none().then(Box::default),
                 },
             );
             st.order.insert(seq, conn.num);
-            let mut reply = Out::new("joined")
-                .opt_id(req.id)
-                .str("room", name)
-                .str("epoch", &st.epoch)
-                .uint("offset", st.offset);
-            if st.presence {
-                let page = st.page(
-                    0,
-                    self.replies.members_page_size,
-                    self.replies.members_page_bytes,
-                );
-                reply = reply
-                    .raw_list("members", page.members.iter().map(|m| &**m))
-                    .uint("member_count", st.members.len() as u64);
-                if let Some(next) = page.next {
-                    reply = reply.str("members_cursor", &next.to_string());
-                }
-            } else {
-                reply = reply.raw_list("members", []);
+            if let Some(epoch) = &ready {
+                let reply = st.joined_reply(name, req.id, epoch, st.top, &self.replies);
+                conn.send(&reply.raw_list("messages", []).finish());
             }
-            if req.since {
-                // Recovery needs history, which this server does not keep yet: say so
-                // plainly instead of leaving a silent gap.
-                reply = reply.bool("recovered", false);
-            }
-            conn.send(&reply.raw_list("messages", []).finish());
             if st.presence {
                 let event = if previous.is_some() { "update" } else { "join" };
                 let frame = presence_frame(name, event, &json);
                 st.send_to_all(&frame, Some(conn.num));
-                self.broker.forward_presence(name, &frame);
             }
             drop(st);
-            return room;
+            return match ready {
+                Some(_) => Join::Done(room),
+                None => Join::Pending(room),
+            };
         }
+    }
+
+    /// Answers the `joined` of a pending member with what the broker read: the missed
+    /// messages when `since` was sent and they could all be given (`recovered: true`), or
+    /// `recovered: false` and a reason; then the publications that arrived meanwhile, after
+    /// the reply's position. A failure with no known position takes the member out again.
+    pub fn finish_join(
+        &self,
+        conn: &ConnHandle,
+        room: &Arc<Room>,
+        id: Option<i64>,
+        recovering: bool,
+        read: Result<HistoryPage, BrokerError>,
+    ) -> Result<(), Failure> {
+        let mut st = room.lock();
+        let Some(member) = st.members.get_mut(&conn.num) else {
+            return Err(not_joined(&room.name));
+        };
+        let buffered = member.pending.take().unwrap_or_default();
+        let limits = self.replies;
+        let (epoch, offset, messages, outcome) = match read {
+            Ok(page) => {
+                let too_many = page.messages.len() > limits.max_recovery_messages
+                    || page
+                        .messages
+                        .iter()
+                        .map(|p| p.v1_json(&room.name).len() + 1)
+                        .sum::<usize>()
+                        > limits.recovery_bytes;
+                let (messages, outcome) = match (recovering, too_many) {
+                    (false, _) => (Vec::new(), None),
+                    (true, false) => (page.messages, Some(None)),
+                    (true, true) => (Vec::new(), Some(Some("too_many"))),
+                };
+                (page.position.epoch, page.position.offset, messages, outcome)
+            }
+            Err(BrokerError::Unrecoverable { reason, position }) => (
+                position.epoch,
+                position.offset,
+                Vec::new(),
+                Some(Some(reason.as_str())),
+            ),
+            Err(BrokerError::Unavailable(why)) => match st.epoch.clone() {
+                Some(epoch) => (epoch, st.top, Vec::new(), Some(Some("unavailable"))),
+                None => {
+                    drop(st);
+                    self.remove_member(conn, room, None);
+                    return Err(Failure::new(ErrorCode::Unavailable, why));
+                }
+            },
+        };
+        if st.epoch.as_ref() != Some(&epoch) {
+            st.epoch = Some(epoch.clone());
+        }
+        st.top = st.top.max(offset);
+        // Held publications overflowed: start from the latest, and say that it is not exact.
+        let (offset, outcome, messages) = if buffered.overflowed {
+            (st.top, Some(Some("too_many")), Vec::new())
+        } else {
+            (offset, outcome, messages)
+        };
+        let mut reply = st
+            .joined_reply(&room.name, id, &epoch, offset, &limits)
+            .raw_list("messages", messages.iter().map(|p| p.v1_json(&room.name)));
+        match outcome {
+            None => {}
+            Some(None) => reply = reply.bool("recovered", true),
+            Some(Some(reason)) => reply = reply.bool("recovered", false).str("reason", reason),
+        }
+        conn.send(&reply.finish());
+        let mut floor = offset;
+        if !buffered.overflowed {
+            for p in buffered.publications.iter().filter(|p| p.offset > offset) {
+                conn.send(p.v1_frame(&room.name));
+                floor = p.offset;
+            }
+        }
+        if let Some(member) = st.members.get_mut(&conn.num) {
+            member.floor = floor;
+        }
+        Ok(())
     }
 
     /// Takes `conn` out of `room`, answering `left` when `id` is given (a request) or
@@ -353,69 +541,52 @@ impl Hub {
         if st.presence {
             let frame = presence_frame(&room.name, "leave", &member.json);
             st.send_to_all(&frame, None);
-            self.broker.forward_presence(&room.name, &frame);
         }
         if st.members.is_empty() {
             st.closed = true;
             self.rooms.remove_if(&*room.name, |r| Arc::ptr_eq(r, room));
-            self.broker.close_room(&room.name);
+            drop(st);
+            self.broker.unsubscribe(&room.name);
         }
     }
 
-    /// Gives the message the room's next offset and queues it for every member (the
-    /// sender too unless `echo` is false); answers `ok` with the offset when `id` is given.
+    /// Publishes `data` from member `conn` of `room`: the broker gives it the room's next
+    /// offset and hands it back for every member (the sender too unless `echo` is false).
     pub fn publish(
         &self,
         conn: &ConnHandle,
         room: &Room,
         data: &RawValue,
         echo: bool,
-        id: Option<i64>,
-    ) -> Result<u64, Failure> {
-        let mut st = room.lock();
-        let Some(from) = st.members.get(&conn.num).map(|m| m.json.clone()) else {
-            return Err(not_joined(&room.name));
+        key: Option<Box<str>>,
+        stream: StreamOptions,
+    ) -> Result<Pending<Published>, Failure> {
+        let from = {
+            let st = room.lock();
+            let member = st
+                .members
+                .get(&conn.num)
+                .ok_or_else(|| not_joined(&room.name))?;
+            member.json.clone()
         };
-        st.offset += 1;
-        let offset = st.offset;
-        let data = data.get();
-        let frame = Out::with_capacity("message", data.len() + from.len() + room.name.len() + 64)
-            .str("room", &room.name)
-            .raw("data", data)
-            .raw("from", &from)
-            .uint("offset", offset)
-            .uint("ts", now_ms())
-            .finish();
-        st.send_to_all(&frame, if echo { None } else { Some(conn.num) });
-        if id.is_some() {
-            conn.send(&Out::new("ok").opt_id(id).uint("offset", offset).finish());
+        let mut publication = Publication::new(data, from, key);
+        if !echo {
+            publication.exclude = Some(conn.num);
         }
-        self.broker.forward_message(&room.name, offset, &frame);
-        Ok(offset)
+        Ok(self.broker.publish(&room.name, publication, stream))
     }
 
-    /// Publishes `data` to room `name` on behalf of the server (the HTTP API): every member
-    /// gets it, with `from` naming the server. `None` when the room has no members (it does
-    /// not exist: there is no one to deliver to, and no history to keep it in yet).
-    pub fn publish_as_server(&self, name: &str, data: &RawValue) -> Option<u64> {
-        let room = self.rooms.get(name)?;
-        let mut st = room.lock();
-        if st.closed {
-            return None;
-        }
-        st.offset += 1;
-        let offset = st.offset;
-        let data = data.get();
-        let frame = Out::with_capacity("message", data.len() + name.len() + 128)
-            .str("room", &room.name)
-            .raw("data", data)
-            .raw("from", SERVER_MEMBER)
-            .uint("offset", offset)
-            .uint("ts", now_ms())
-            .finish();
-        st.send_to_all(&frame, None);
-        self.broker.forward_message(&room.name, offset, &frame);
-        Some(offset)
+    /// Publishes `data` to room `name` on behalf of the server (the HTTP API): with `from`
+    /// naming the server, into the room's history whether or not it has members.
+    pub fn publish_as_server(
+        &self,
+        name: &str,
+        data: &RawValue,
+        key: Option<Box<str>>,
+        stream: StreamOptions,
+    ) -> Pending<Published> {
+        let publication = Publication::new(data, server_member(), key);
+        self.broker.publish(&name.into(), publication, stream)
     }
 
     /// Rooms whose names start with `prefix`, with their member counts, sorted by name.
@@ -508,7 +679,6 @@ impl Hub {
         }
         let frame = presence_frame(&room.name, "update", &json);
         st.send_to_all(&frame, None);
-        self.broker.forward_presence(&room.name, &frame);
         Ok(())
     }
 
@@ -545,6 +715,51 @@ impl Hub {
     pub fn members_page_size(&self) -> usize {
         self.replies.members_page_size
     }
+}
+
+impl Inbound for Hub {
+    fn deliver(&self, name: &str, epoch: &Arc<str>, publication: &Arc<Publication>) {
+        let Some(room) = self.rooms.get(name) else {
+            return;
+        };
+        let mut st = room.lock();
+        if st.closed {
+            return;
+        }
+        if st.epoch.as_ref() != Some(epoch) {
+            // The first publication this room sees, or the broker started the room over:
+            // offsets count from 1 again.
+            if st.epoch.is_some() {
+                st.top = 0;
+                for m in st.members.values_mut() {
+                    m.floor = 0;
+                }
+            }
+            st.epoch = Some(epoch.clone());
+        }
+        st.top = st.top.max(publication.offset);
+        let frame = publication.v1_frame(&room.name);
+        let offset = publication.offset;
+        let cap = self.replies.max_recovery_messages;
+        for (num, m) in st.members.iter_mut() {
+            if publication.exclude == Some(*num) {
+                continue;
+            }
+            match &mut m.pending {
+                None if offset > m.floor => m.conn.send(frame),
+                None => {}
+                Some(held) if held.publications.len() < cap => {
+                    held.publications.push(publication.clone())
+                }
+                Some(held) => held.overflowed = true,
+            }
+        }
+    }
+}
+
+fn server_member() -> Arc<str> {
+    static SERVER: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    SERVER.get_or_init(|| SERVER_MEMBER.into()).clone()
 }
 
 /// The `presence` object of a member's JSON (which this module wrote).

@@ -146,6 +146,8 @@ fn main() -> ExitCode {
 async fn run(config: Config) -> anyhow::Result<()> {
     // Keys are read before listening: a bad key file stops start-up, naming the setting.
     let access = switchboard::auth::Access::from_config(&config)?;
+    // So is an unreadable history store (its file is named).
+    let broker = switchboard::server::open_broker(&config)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -156,7 +158,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         echo_endpoint = config.echo_endpoint,
         "listening"
     );
-    switchboard::server::serve(config, access, listener, shutdown_signal()).await;
+    switchboard::server::serve(config, access, broker, listener, shutdown_signal()).await;
     Ok(())
 }
 

@@ -26,6 +26,7 @@ pub enum ErrorCode {
     RateLimited,
     TooLarge,
     TooManyRooms,
+    UnrecoverablePosition,
     Unavailable,
     Internal,
 }
@@ -43,6 +44,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::TooLarge => "too_large",
             ErrorCode::TooManyRooms => "too_many_rooms",
+            ErrorCode::UnrecoverablePosition => "unrecoverable_position",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
@@ -99,6 +101,10 @@ pub struct Envelope<'a> {
     pub token: Field<'a>,
     #[serde(default, borrow)]
     pub cursor: Field<'a>,
+    #[serde(default, borrow)]
+    pub key: Field<'a>,
+    #[serde(default, borrow)]
+    pub reverse: Field<'a>,
 }
 
 /// The request types a client may send.
@@ -351,6 +357,58 @@ pub fn members_cursor(field: Field<'_>) -> Result<Option<u64>, Failure> {
         return Err(bad());
     }
     text.parse().map(Some).map_err(|_| bad())
+}
+
+/// Longest epoch a `since` may name (ours are 12 characters; other brokers' are longer).
+pub const MAX_EPOCH_LEN: usize = 64;
+/// Longest idempotency `key` of a publish.
+pub const MAX_KEY_LEN: usize = 128;
+
+/// Reads a `since` position: absent or null, or `{"epoch": string, "offset": integer ≥ 0}`.
+pub fn since(field: Field<'_>) -> Result<Option<crate::broker::Position>, Failure> {
+    #[derive(Deserialize)]
+    struct Since<'a> {
+        #[serde(borrow)]
+        epoch: Cow<'a, str>,
+        offset: u64,
+    }
+    let Some(raw) = field.0 else {
+        return Ok(None);
+    };
+    if raw.get() == "null" {
+        return Ok(None);
+    }
+    let bad = || {
+        Failure::new(
+            ErrorCode::BadRequest,
+            format!(
+                "\"since\" must be {{\"epoch\": a string of at most {MAX_EPOCH_LEN} bytes, \"offset\": an integer >= 0}}"
+            ),
+        )
+    };
+    let since: Since = serde_json::from_str(raw.get()).map_err(|_| bad())?;
+    if since.epoch.is_empty() || since.epoch.len() > MAX_EPOCH_LEN {
+        return Err(bad());
+    }
+    Ok(Some(crate::broker::Position {
+        epoch: since.epoch.as_ref().into(),
+        offset: since.offset,
+    }))
+}
+
+/// Reads a publish's idempotency `key`: absent, or a string of 1 to 128 bytes.
+pub fn publish_key(field: Field<'_>) -> Result<Option<Box<str>>, Failure> {
+    let bad = || {
+        Failure::new(
+            ErrorCode::BadRequest,
+            format!("\"key\" must be a string of 1 to {MAX_KEY_LEN} bytes"),
+        )
+    };
+    match optional_str(field, "key").map_err(|_| bad())? {
+        None => Ok(None),
+        Some(k) if k.is_empty() || k.len() > MAX_KEY_LEN => Err(bad()),
+        Some(k) => Ok(Some(k.as_ref().into())),
+    }
 }
 
 /// Reads an optional count from 1 to `max`.

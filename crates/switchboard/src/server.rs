@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::api::{self, Api};
 use crate::auth::{Access, Identity, Perm, TokenError};
-use crate::broker::MemoryBroker;
+use crate::broker::{Broker, Policy};
 use crate::config::Config;
 use crate::connection::{self, Ending, Settings};
 use crate::documents::{self, DocSettings, Documents};
@@ -56,6 +56,7 @@ struct Shared {
 pub async fn serve(
     mut config: Config,
     access: Access,
+    broker: Arc<dyn Broker>,
     listener: TcpListener,
     signal: impl Future<Output = ()>,
 ) {
@@ -69,14 +70,17 @@ pub async fn serve(
     let (drained_tx, mut drained_rx) = mpsc::channel::<()>(1);
     fit_connection_limits(&mut config);
     let access = Arc::new(access);
-    let hub = Arc::new(Hub::new(
-        Arc::new(MemoryBroker),
+    let hub = Hub::new(
+        broker.clone(),
         ReplyLimits {
             members_page_size: config.members_page_size,
             // A quarter of the queue: a reply always fits beside what else is queued.
             members_page_bytes: config.max_outbound_queue / 4,
+            max_recovery_messages: config.max_recovery_messages,
+            recovery_bytes: config.max_outbound_queue / 4,
         },
-    ));
+        history_policy(&config),
+    );
     let shared = Arc::new(Shared {
         limits: ConnectionLimits::new(config.max_connections, config.max_connections_per_ip),
         pending: PendingLimits::new(
@@ -176,6 +180,37 @@ pub async fn serve(
             "shutdown timeout: documents still closing (their updates are stored)"
         );
     }
+    // Every connection is closed: no publish can come after the windows are saved.
+    let _ = tokio::task::spawn_blocking(move || broker.shutdown()).await;
+}
+
+/// The history settings of `config`.
+pub fn history_policy(config: &Config) -> Policy {
+    Policy {
+        disk: config.history_storage == crate::config::HistoryStorage::Disk,
+        window_size: config.recovery_window_size,
+        window_ttl_ms: config.recovery_window_ttl.as_millis() as u64,
+        key_window_ms: config.idempotency_window.as_millis() as u64,
+        page_size: config.history_page_size,
+    }
+}
+
+/// Opens the broker `config` asks for: this node's streams, with the history store when
+/// some namespace keeps history on disk. An unreadable store stops start-up, naming it.
+pub fn open_broker(config: &Config) -> anyhow::Result<Arc<dyn Broker>> {
+    let policy = history_policy(config);
+    let durable_rooms = config.namespaces.as_ref().is_some_and(|table| {
+        table
+            .values()
+            .any(|o| policy.stream(&crate::auth::Namespace::from(o)).durable)
+    });
+    let storage = crate::broker::Storage {
+        disk: policy.disk,
+        data_dir: config.data_dir.clone(),
+        durable_rooms,
+    };
+    let local = crate::broker::Local::open(&storage).map_err(anyhow::Error::msg)?;
+    Ok(Arc::new(local))
 }
 
 /// Lowers the connection limits, with a warning, where the process may not open enough files

@@ -10,8 +10,9 @@ use serde_json::value::RawValue;
 use switchboard_ws::CloseCode;
 
 use crate::auth::{Access, Identity, Perm, RoomGrant, TokenError};
+use crate::broker::{BrokerError, HistoryQuery, Pending, Published, StreamOptions};
 use crate::connection::{Data, Flow, Handler};
-use crate::hub::{not_joined, ConnHandle, Hub, JoinRequest, Room};
+use crate::hub::{not_joined, ConnHandle, Hub, Join, JoinRequest, Room};
 use crate::protocol::{self, error_frame, ErrorCode, Failure, Kind, Out};
 use crate::rate::{RateLimiter, Verdict};
 
@@ -52,6 +53,8 @@ struct Joined {
     room: Arc<Room>,
     /// What the room token it joined with granted, if it used one.
     grant: Option<RoomGrant>,
+    /// How the room's stream is kept (its namespace's options).
+    stream: StreamOptions,
 }
 
 /// Close code for a bad token in an `auth` frame.
@@ -145,7 +148,7 @@ impl Session {
         Ok(joined)
     }
 
-    fn handle(&mut self, text: &[u8]) -> Result<Flow, (Option<i64>, Failure)> {
+    async fn handle(&mut self, text: &[u8]) -> Result<Flow, (Option<i64>, Failure)> {
         let (env, id, kind) = protocol::parse(text)?;
         let with_id = |f: Failure| (id, f);
         match kind {
@@ -160,16 +163,7 @@ impl Session {
                 if let Some(p) = presence {
                     self.check_presence(p).map_err(with_id)?;
                 }
-                let since = match env.since.0 {
-                    None => false,
-                    Some(raw) if raw.get().starts_with('{') => true,
-                    Some(_) => {
-                        return Err(with_id(Failure::new(
-                            ErrorCode::BadRequest,
-                            "\"since\" must be an object {\"epoch\", \"offset\"}",
-                        )))
-                    }
-                };
+                let since = protocol::since(env.since).map_err(with_id)?;
                 let grant = match protocol::optional_str(env.token, "token").map_err(with_id)? {
                     None => None,
                     Some(token) => Some(self.room_grant(&token, &room).map_err(with_id)?),
@@ -192,7 +186,9 @@ impl Session {
                     .as_ref()
                     .and_then(|g| g.info.clone())
                     .or_else(|| identity.and_then(|i| i.info.clone()));
-                let joined = self.hub.join(
+                let stream = self.hub.stream_options(&ns);
+                let recovering = since.is_some();
+                let step = self.hub.join(
                     &self.conn,
                     &room,
                     JoinRequest {
@@ -201,16 +197,45 @@ impl Session {
                         info,
                         announce: ns.presence,
                         presence,
-                        since,
+                        since: since.clone(),
+                        stream,
                     },
                 );
+                let (joined, pending) = match step {
+                    Join::Done(r) => (r, false),
+                    Join::Pending(r) => (r, true),
+                };
+                let name: Arc<str> = room.into_owned().into();
+                // In the map before anything is awaited: if the connection ends meanwhile,
+                // its close takes the member out.
                 self.rooms.insert(
-                    room.into_owned().into(),
+                    name.clone(),
                     Joined {
-                        room: joined,
+                        room: joined.clone(),
                         grant,
+                        stream,
                     },
                 );
+                if pending {
+                    // What was missed (with `since`), or only the room's position.
+                    let query = HistoryQuery {
+                        since,
+                        limit: if recovering {
+                            self.hub.replies().max_recovery_messages + 1
+                        } else {
+                            0
+                        },
+                        reverse: false,
+                    };
+                    let read = self.hub.broker().history(&name, query, stream).wait().await;
+                    if let Err(f) = self
+                        .hub
+                        .finish_join(&self.conn, &joined, id, recovering, read)
+                    {
+                        self.rooms.remove(&name);
+                        return Err(with_id(f));
+                    }
+                }
             }
             Kind::Leave => {
                 let name = protocol::room_name(env.room).map_err(with_id)?;
@@ -229,10 +254,23 @@ impl Session {
                 let echo = protocol::optional_bool(env.echo, "echo")
                     .map_err(with_id)?
                     .unwrap_or(true);
+                let key = protocol::publish_key(env.key).map_err(with_id)?;
                 let joined = self.joined(env.room, Perm::Publish).map_err(with_id)?;
-                self.hub
-                    .publish(&self.conn, &joined.room, data, echo, id)
+                let pending = self
+                    .hub
+                    .publish(&self.conn, &joined.room, data, echo, key, joined.stream)
                     .map_err(with_id)?;
+                match pending {
+                    Pending::Ready(result) => answer_publish(&self.conn, id, result),
+                    // On disk before `ok`: the connection goes on reading meanwhile, so a
+                    // client that pipelines publishes is not held to one commit each.
+                    waiting => {
+                        let conn = self.conn.clone();
+                        tokio::spawn(async move {
+                            answer_publish(&conn, id, waiting.wait().await);
+                        });
+                    }
+                }
             }
             Kind::Presence => {
                 let presence = protocol::presence_object(env.presence, true)
@@ -266,11 +304,47 @@ impl Session {
                 self.hub.members(&self.conn, room, cursor, limit, id);
             }
             Kind::History => {
-                self.joined(env.room, Perm::History).map_err(with_id)?;
-                return Err(with_id(Failure::new(
-                    ErrorCode::Unavailable,
-                    "this server keeps no history yet",
-                )));
+                let name = protocol::room_name(env.room).map_err(with_id)?;
+                let grant = self.rooms.get(&*name).and_then(|j| j.grant.as_ref());
+                let ns = self
+                    .access
+                    .check(self.identity.as_deref(), grant, &name, Perm::History)
+                    .map_err(with_id)?;
+                let stream = self.hub.stream_options(&ns);
+                let page_size = self.hub.history_page_size();
+                let query = HistoryQuery {
+                    since: protocol::since(env.since).map_err(with_id)?,
+                    limit: protocol::optional_count(env.limit, "limit", page_size)
+                        .map_err(with_id)?
+                        .unwrap_or(page_size),
+                    reverse: protocol::optional_bool(env.reverse, "reverse")
+                        .map_err(with_id)?
+                        .unwrap_or(false),
+                };
+                if !stream.keeps() {
+                    return Err(with_id(Failure::new(
+                        ErrorCode::Unavailable,
+                        "this room's namespace keeps no history (history_size) and no recovery window",
+                    )));
+                }
+                if id.is_none() {
+                    return Ok(Flow::Continue); // no id, no reply
+                }
+                let page = self
+                    .hub
+                    .broker()
+                    .history(&name, query, stream)
+                    .wait()
+                    .await
+                    .map_err(|e| with_id(history_failure(e)))?;
+                let reply = Out::new("history")
+                    .opt_id(id)
+                    .str("room", &name)
+                    .str("epoch", &page.position.epoch)
+                    .uint("offset", page.position.offset)
+                    .raw_list("messages", page.messages.iter().map(|p| p.v1_json(&name)))
+                    .finish();
+                self.conn.send(&reply);
             }
             Kind::Auth => return Ok(self.auth(env.token, id)),
         }
@@ -408,7 +482,7 @@ impl Handler for Session {
             }
         }
         match data {
-            Data::Text(text) => match self.handle(&text) {
+            Data::Text(text) => match self.handle(&text).await {
                 Ok(flow) => return flow,
                 Err((id, failure)) => self.fail(id, failure),
             },
@@ -450,6 +524,39 @@ impl Handler for Session {
     async fn on_close(&mut self) {
         let rooms: Vec<Arc<Room>> = self.rooms.drain().map(|(_, j)| j.room).collect();
         self.hub.unregister(&self.conn, rooms);
+    }
+}
+
+/// Answers a publish: `ok` with its offset (and `duplicate` for a repeated key), or the
+/// error that kept it from being stored and delivered.
+fn answer_publish(conn: &ConnHandle, id: Option<i64>, result: Result<Published, BrokerError>) {
+    match result {
+        Ok(p) => {
+            if id.is_some() {
+                let mut ok = Out::new("ok").opt_id(id).uint("offset", p.offset);
+                if p.duplicate {
+                    ok = ok.bool("duplicate", true);
+                }
+                conn.send(&ok.finish());
+            }
+        }
+        Err(e) => conn.send(&error_frame(id, &history_failure(e))),
+    }
+}
+
+/// The error a client is told when the broker cannot do what it asked.
+pub fn history_failure(e: BrokerError) -> Failure {
+    match e {
+        BrokerError::Unrecoverable { reason, position } => Failure::new(
+            ErrorCode::UnrecoverablePosition,
+            format!(
+                "cannot continue from that position ({}); the room is at epoch {:?}, offset {}",
+                reason.as_str(),
+                position.epoch,
+                position.offset
+            ),
+        ),
+        BrokerError::Unavailable(why) => Failure::new(ErrorCode::Unavailable, why),
     }
 }
 

@@ -77,6 +77,22 @@ impl<K: Hash + Eq, V: Clone> Shards<K, V> {
         self.len() == 0
     }
 
+    /// A snapshot of every key and value.
+    pub fn entries(&self) -> Vec<(K, V)>
+    where
+        K: Clone,
+    {
+        self.shards
+            .iter()
+            .flat_map(|s| {
+                read(s)
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// A snapshot of every value.
     pub fn values(&self) -> Vec<V> {
         self.shards

@@ -109,8 +109,8 @@ fn cases() -> Vec<(String, &'static str, Option<i64>)> {
             Some(21),
         ),
         (
-            r#"{"id":22,"type":"history","room":"r"}"#.into(),
-            "unavailable",
+            r#"{"id":22,"type":"history","room":"r","limit":100000}"#.into(),
+            "bad_request",
             Some(22),
         ),
         (

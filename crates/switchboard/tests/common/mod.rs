@@ -35,6 +35,11 @@ impl Server {
     /// `listening` log line to learn the port.
     pub fn start(args: &[&str]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+        // The stores go to a directory of the test's own unless it names one, so that
+        // servers of parallel tests never share (or leave behind) a history file.
+        if !args.iter().any(|a| a.starts_with("--data-dir")) {
+            cmd.arg("--data-dir").arg(temp_dir("server"));
+        }
         // Settings from the environment would change what the tests measure.
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("SWITCHBOARD_") {

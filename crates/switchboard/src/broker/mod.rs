@@ -1,0 +1,432 @@
+//! The broker: where a room's messages get their positions, are kept, and come back from.
+//!
+//! The contract (centrifuge's shape): [`Broker::publish`] assigns a publication the room's
+//! next offset in the room's epoch and keeps it in the room's stream for as long as the
+//! room's [`StreamOptions`] say; [`Broker::history`] reads a stream, from a position or from
+//! either end; and every publication reaches the hub through one inbound path,
+//! [`Inbound::deliver`], in offset order — this node's own publishes too. A broker for many
+//! nodes (Redis) implements the same trait, and one contract suite (`contract.rs`) runs
+//! against every implementation.
+//!
+//! Calls never block: an answer that is not ready at once (a disk commit, a network round
+//! trip) comes as [`Pending::Waiting`], which the caller awaits outside any lock. The hub
+//! never calls its broker while it holds a room lock; brokers call [`Inbound::deliver`],
+//! which takes room locks, so this is the one lock order there is.
+//!
+//! This node's brokers: [`memory`] keeps streams in memory (recovery windows, and history
+//! with `history_storage = "memory"`); [`durable`] keeps them in `history.redb`, committed
+//! before a publish is delivered or acknowledged. [`Local`] routes each room to one of them
+//! by its options.
+
+pub mod durable;
+pub mod memory;
+mod stored;
+
+#[cfg(test)]
+mod contract;
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock, Weak};
+
+use serde_json::value::RawValue;
+use switchboard_ws::Frame;
+use tokio::sync::oneshot;
+
+use crate::protocol::Out;
+
+/// A position in a room's stream: the offset of the last message, in an epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub epoch: Arc<str>,
+    pub offset: u64,
+}
+
+/// One published message, the same for every protocol and every node: what the hub fans
+/// out. Its encodings are made on first use and shared by every member that receives it.
+pub struct Publication {
+    /// The message's JSON (`data`), as the publisher sent it.
+    pub data: Box<str>,
+    /// The publisher as a member (`{"conn",..}`), or the server.
+    pub from: Arc<str>,
+    /// Milliseconds since the Unix epoch, when it was published.
+    pub ts: u64,
+    /// The publisher's idempotency key.
+    pub key: Option<Box<str>>,
+    /// Set by the broker.
+    pub offset: u64,
+    /// The connection (on this node) that asked not to receive its own message (`echo:
+    /// false`); not kept in history.
+    pub exclude: Option<u64>,
+    /// The protocol v1 `message` frame, made once.
+    v1: OnceLock<Frame>,
+}
+
+impl Publication {
+    pub fn new(data: &RawValue, from: Arc<str>, key: Option<Box<str>>) -> Publication {
+        Publication::from_parts(data.get().into(), from, crate::hub::now_ms(), key, 0)
+    }
+
+    pub fn from_parts(
+        data: Box<str>,
+        from: Arc<str>,
+        ts: u64,
+        key: Option<Box<str>>,
+        offset: u64,
+    ) -> Publication {
+        Publication {
+            data,
+            from,
+            ts,
+            key,
+            offset,
+            exclude: None,
+            v1: OnceLock::new(),
+        }
+    }
+
+    /// The protocol v1 `message` frame of this publication in `room`.
+    pub fn v1_frame(&self, room: &str) -> &Frame {
+        self.v1.get_or_init(|| {
+            Out::with_capacity(
+                "message",
+                self.data.len() + self.from.len() + room.len() + 64,
+            )
+            .str("room", room)
+            .raw("data", &self.data)
+            .raw("from", &self.from)
+            .uint("offset", self.offset)
+            .uint("ts", self.ts)
+            .finish()
+        })
+    }
+
+    /// The `message` object (the v1 frame's payload), for lists of messages in replies.
+    pub fn v1_json(&self, room: &str) -> &str {
+        let bytes = self.v1_frame(room).as_bytes();
+        // A server frame is unmasked: a 2-byte header, plus 2 or 8 bytes of length.
+        let header = match bytes.get(1).map(|b| b & 0x7f) {
+            Some(126) => 4,
+            Some(127) => 10,
+            _ => 2,
+        };
+        // The payload was written from a str by `Out`.
+        std::str::from_utf8(&bytes[header.min(bytes.len())..]).unwrap_or("{}")
+    }
+}
+
+/// How a room's stream is kept: from its namespace's options and the server's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// Kept in `history.redb` (history with `history_storage = "disk"`), else in memory.
+    pub durable: bool,
+    /// Most messages kept; 0 keeps none (the position still lives while there are members).
+    pub size: usize,
+    /// How long each message is kept, in milliseconds.
+    pub ttl_ms: u64,
+    /// How long an idempotency key is remembered, in milliseconds.
+    pub key_window_ms: u64,
+}
+
+impl StreamOptions {
+    /// Whether the room keeps anything once its members are gone.
+    pub fn keeps(&self) -> bool {
+        self.size > 0
+    }
+}
+
+/// The result of a publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub epoch: Arc<str>,
+    pub offset: u64,
+    /// The key was seen before: nothing was stored or delivered; `offset` is the first one's.
+    pub duplicate: bool,
+}
+
+/// What [`Broker::history`] reads.
+#[derive(Debug, Clone)]
+pub struct HistoryQuery {
+    /// Forward: the messages after this position; reverse: the ones before it.
+    pub since: Option<Position>,
+    /// Most messages; 0 reads only the position (and checks `since`).
+    pub limit: usize,
+    /// Latest first.
+    pub reverse: bool,
+}
+
+/// What [`Broker::history`] found: messages and the room's current position.
+pub struct HistoryPage {
+    pub position: Position,
+    pub messages: Vec<Arc<Publication>>,
+}
+
+/// Why a `since` cannot be continued from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unrecoverable {
+    /// The room's epoch is another one: what `since` counted in is gone.
+    EpochChanged,
+    /// Messages after `since` are no longer kept.
+    TooOld,
+    /// `since` is ahead of the room.
+    InvalidPosition,
+}
+
+impl Unrecoverable {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unrecoverable::EpochChanged => "epoch_changed",
+            Unrecoverable::TooOld => "too_old",
+            Unrecoverable::InvalidPosition => "invalid_position",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerError {
+    /// The position cannot be continued from; `position` is the room's current one.
+    Unrecoverable {
+        reason: Unrecoverable,
+        position: Position,
+    },
+    /// The store or the network failed: nothing was stored or delivered.
+    Unavailable(String),
+}
+
+/// An answer that may not be ready yet: `Ready` costs no allocation and no task switch.
+pub enum Pending<T> {
+    Ready(Result<T, BrokerError>),
+    Waiting(oneshot::Receiver<Result<T, BrokerError>>),
+}
+
+impl<T> Pending<T> {
+    pub async fn wait(self) -> Result<T, BrokerError> {
+        match self {
+            Pending::Ready(r) => r,
+            Pending::Waiting(rx) => rx.await.unwrap_or_else(|_| {
+                Err(BrokerError::Unavailable(
+                    "the history store stopped".to_owned(),
+                ))
+            }),
+        }
+    }
+}
+
+/// Where brokers hand publications to: the hub.
+pub trait Inbound: Send + Sync + 'static {
+    /// A publication of `room`, with its offset in `epoch`. Called in offset order per room,
+    /// never concurrently for one room.
+    fn deliver(&self, room: &str, epoch: &Arc<str>, publication: &Arc<Publication>);
+}
+
+pub trait Broker: Send + Sync + 'static {
+    /// Names the broker in logs and `/healthz`.
+    fn name(&self) -> &'static str;
+    /// Where publications go: called once, before any other call.
+    fn attach(&self, inbound: Weak<dyn Inbound>);
+    /// Gives `publication` the room's next offset, keeps it as `opts` say, delivers it
+    /// (unless its `key` was seen within the key window) and answers its position.
+    fn publish(
+        &self,
+        room: &Arc<str>,
+        publication: Publication,
+        opts: StreamOptions,
+    ) -> Pending<Published>;
+    /// Reads the room's stream: its position, and messages as `query` says.
+    fn history(&self, room: &str, query: HistoryQuery, opts: StreamOptions)
+        -> Pending<HistoryPage>;
+    /// The room's position if it is known here without waiting (`None`: read it with
+    /// [`history`](Broker::history)). May be called under a hub room lock: it takes no lock
+    /// that is held while [`Inbound::deliver`] runs, and a publication it counts is either
+    /// delivered already or not yet (its delivery waits for the caller's room lock).
+    fn position(&self, room: &str) -> Option<Position>;
+    /// The room has members on this node (the first joined): its publications must reach
+    /// this node, and its position must live.
+    fn subscribe(&self, room: &str, opts: StreamOptions);
+    /// The last member on this node left.
+    fn unsubscribe(&self, room: &str);
+    /// A graceful shutdown: keep what can be kept for the next start.
+    fn shutdown(&self);
+}
+
+/// Reads `query` from a stream held as a sorted list of publications: the one rule of what
+/// `since`, `limit` and `reverse` mean, shared by the brokers. `kept` are the kept messages
+/// oldest first; `first` is the offset of the oldest kept (or `top + 1` when none).
+pub(crate) fn check_since(
+    query: &HistoryQuery,
+    position: &Position,
+    first: u64,
+) -> Result<(), BrokerError> {
+    let Some(since) = &query.since else {
+        return Ok(());
+    };
+    let fail = |reason| {
+        Err(BrokerError::Unrecoverable {
+            reason,
+            position: position.clone(),
+        })
+    };
+    if since.epoch != position.epoch {
+        return fail(Unrecoverable::EpochChanged);
+    }
+    if since.offset > position.offset {
+        return fail(Unrecoverable::InvalidPosition);
+    }
+    if !query.reverse && since.offset + 1 < first && since.offset < position.offset {
+        return fail(Unrecoverable::TooOld);
+    }
+    Ok(())
+}
+
+/// The offsets `query` asks for, as an inclusive range (`lo..=hi`) and a direction.
+pub(crate) fn wanted(query: &HistoryQuery, top: u64) -> Option<(u64, u64)> {
+    let (lo, hi) = match (&query.since, query.reverse) {
+        (None, _) => (1, top),
+        (Some(s), false) => (s.offset + 1, top),
+        (Some(s), true) => (1, s.offset.saturating_sub(1)),
+    };
+    (query.limit > 0 && lo <= hi && hi > 0).then_some((lo, hi))
+}
+
+/// How the server keeps history: the settings that, with a namespace's options, make a
+/// room's [`StreamOptions`].
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// `history_storage = "disk"`.
+    pub disk: bool,
+    pub window_size: usize,
+    pub window_ttl_ms: u64,
+    pub key_window_ms: u64,
+    /// Most messages in one `history` reply.
+    pub page_size: usize,
+}
+
+impl Policy {
+    /// A room of namespace `ns` keeps the larger of its history and the recovery window;
+    /// history goes to disk unless storage is memory.
+    pub fn stream(&self, ns: &crate::auth::Namespace) -> StreamOptions {
+        let (window, window_ttl) = if ns.recovery_window {
+            (self.window_size, self.window_ttl_ms)
+        } else {
+            (0, 0)
+        };
+        let history_ttl = if ns.history_size > 0 {
+            ns.history_ttl.as_millis() as u64
+        } else {
+            0
+        };
+        StreamOptions {
+            durable: self.disk && ns.history_size > 0,
+            size: ns.history_size.max(window),
+            ttl_ms: history_ttl.max(window_ttl),
+            key_window_ms: self.key_window_ms,
+        }
+    }
+}
+
+/// This node's broker: rooms with history on disk go to the durable store, all others to
+/// memory.
+pub struct Local {
+    memory: memory::MemoryBroker,
+    durable: Option<durable::DurableBroker>,
+}
+
+/// Where and whether the server keeps history.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    /// `history.redb` is used (`history_storage = "disk"`).
+    pub disk: bool,
+    pub data_dir: PathBuf,
+    /// Some namespace keeps history on disk: the store is opened at start and kept open.
+    pub durable_rooms: bool,
+}
+
+impl Local {
+    /// Opens the store as `storage` says and reads back the recovery windows saved at the
+    /// last graceful shutdown. An unreadable store is an error naming its file.
+    pub fn open(storage: &Storage) -> Result<Local, String> {
+        let memory = memory::MemoryBroker::new(storage.disk.then(|| storage.data_dir.clone()));
+        let durable = if storage.disk && storage.durable_rooms {
+            let store = stored::Store::open(&storage.data_dir)?;
+            memory.restore(store.take_windows()?);
+            Some(durable::DurableBroker::start(store))
+        } else {
+            if storage.disk {
+                memory.restore_from(&storage.data_dir)?;
+            }
+            None
+        };
+        Ok(Local { memory, durable })
+    }
+
+    pub fn memory() -> Local {
+        Local {
+            memory: memory::MemoryBroker::new(None),
+            durable: None,
+        }
+    }
+}
+
+impl Broker for Local {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn attach(&self, inbound: Weak<dyn Inbound>) {
+        if let Some(d) = &self.durable {
+            d.attach(inbound.clone());
+        }
+        self.memory.attach(inbound);
+    }
+
+    fn publish(
+        &self,
+        room: &Arc<str>,
+        publication: Publication,
+        opts: StreamOptions,
+    ) -> Pending<Published> {
+        match (&self.durable, opts.durable) {
+            (Some(d), true) => d.publish(room, publication, opts),
+            _ => self.memory.publish(room, publication, opts),
+        }
+    }
+
+    fn history(
+        &self,
+        room: &str,
+        query: HistoryQuery,
+        opts: StreamOptions,
+    ) -> Pending<HistoryPage> {
+        match (&self.durable, opts.durable) {
+            (Some(d), true) => d.history(room, query, opts),
+            _ => self.memory.history(room, query, opts),
+        }
+    }
+
+    fn position(&self, room: &str) -> Option<Position> {
+        match self.memory.position(room) {
+            Some(p) => Some(p),
+            None => self.durable.as_ref()?.position(room),
+        }
+    }
+
+    fn subscribe(&self, room: &str, opts: StreamOptions) {
+        match (&self.durable, opts.durable) {
+            (Some(d), true) => d.subscribe(room, opts),
+            _ => self.memory.subscribe(room, opts),
+        }
+    }
+
+    fn unsubscribe(&self, room: &str) {
+        self.memory.unsubscribe(room);
+        if let Some(d) = &self.durable {
+            d.unsubscribe(room);
+        }
+    }
+
+    fn shutdown(&self) {
+        match &self.durable {
+            Some(d) => d.save_windows(self.memory.windows()),
+            None => self.memory.shutdown(),
+        }
+    }
+}
