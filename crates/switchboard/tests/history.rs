@@ -1172,15 +1172,32 @@ fn crash_data(p: usize, i: usize) -> Value {
     json!({"p": p, "i": i})
 }
 
+/// What the publishers of phase one share with the test: how many acks they got, and
+/// whether the server is about to be killed.
+#[derive(Clone, Default)]
+struct Progress {
+    acked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// What one publisher knows after phase one: the keys it sent, the offsets of those acked,
+/// and the `ok`s it read once the kill was on its way, which it treats as lost in the
+/// disconnect (so some retries are of messages that were stored).
+struct Before {
+    sent: HashSet<String>,
+    acked: HashMap<String, u64>,
+    lost: HashMap<String, u64>,
+}
+
 /// Phase one of a publisher: publishes its plan in batches of four (keys and ids `i`)
-/// until the connection breaks. Returns the keys it sent and the offsets of those acked.
-async fn publish_until_cut(
-    url: String,
-    p: usize,
-    acked_total: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) -> (HashSet<String>, HashMap<String, u64>) {
-    let mut sent = HashSet::new();
-    let mut acked = HashMap::new();
+/// until the connection breaks.
+async fn publish_until_cut(url: String, p: usize, progress: Progress) -> Before {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut before = Before {
+        sent: HashSet::new(),
+        acked: HashMap::new(),
+        lost: HashMap::new(),
+    };
     let mut client = timeout(STEP, Client::connect(&url))
         .await
         .expect("connect timed out")
@@ -1205,7 +1222,7 @@ async fn publish_until_cut(
             if client.send_json(&frame).await.is_err() {
                 break 'plan;
             }
-            sent.insert(crash_key(p, i));
+            before.sent.insert(crash_key(p, i));
         }
         let mut waiting: HashSet<usize> = batch.iter().copied().collect();
         while !waiting.is_empty() {
@@ -1214,8 +1231,8 @@ async fn publish_until_cut(
                 Ok(Err(_)) => break 'plan,
                 Err(_) => panic!("publisher {p}: no reply within {STEP:?}"),
             };
-            if f["type"] == "message" {
-                continue;
+            if f.get("id").is_none() {
+                continue; // messages of the others, presence events
             }
             let i = f["id"]
                 .as_u64()
@@ -1226,13 +1243,18 @@ async fn publish_until_cut(
                 json!(true),
                 "publisher {p}: a first publish: {f}"
             );
-            acked.insert(crash_key(p, i), f["offset"].as_u64().expect("offset"));
-            acked_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let offset = f["offset"].as_u64().expect("offset");
+            if progress.cut.load(Relaxed) {
+                before.lost.insert(crash_key(p, i), offset);
+            } else {
+                before.acked.insert(crash_key(p, i), offset);
+                progress.acked.fetch_add(1, Relaxed);
+            }
             waiting.remove(&i);
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    (sent, acked)
+    before
 }
 
 /// Phase one of a reader (joined already): collects `message` frames until the
@@ -1268,22 +1290,27 @@ async fn five_publishers_two_readers_and_a_sigkill_lose_nothing_and_double_nothi
         assert!(peer.stashed().is_empty());
         readers.push(tokio::spawn(read_until_cut(peer.client)));
     }
-    let acked_total = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let progress = Progress::default();
     let mut publishers = Vec::new();
     for p in 0..PUBLISHERS {
         publishers.push(tokio::spawn(publish_until_cut(
             server.url(),
             p,
-            acked_total.clone(),
+            progress.clone(),
         )));
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while acked_total.load(std::sync::atomic::Ordering::Relaxed) < PUBLISHERS * PLAN / 4 {
+    while progress.acked.load(std::sync::atomic::Ordering::Relaxed) < PUBLISHERS * PLAN / 4 {
         assert!(Instant::now() < deadline, "the publishers got too few acks");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    // From here on, `ok`s count as lost in the disconnect; the server keeps going a little.
+    progress
+        .cut
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(30)).await;
     server.sigkill();
-    let mut before: Vec<(HashSet<String>, HashMap<String, u64>)> = Vec::new();
+    let mut before: Vec<Before> = Vec::new();
     for t in publishers {
         before.push(t.await.expect("publisher task"));
     }
@@ -1291,14 +1318,20 @@ async fn five_publishers_two_readers_and_a_sigkill_lose_nothing_and_double_nothi
     for t in readers {
         seen_before.push(t.await.expect("reader task"));
     }
-    let acked_before: usize = before.iter().map(|(_, a)| a.len()).sum();
-    let in_flight: usize = before.iter().map(|(s, a)| s.len() - a.len()).sum();
-    eprintln!("killed with {acked_before} acknowledged and {in_flight} unanswered publishes");
+    let acked_before: usize = before.iter().map(|b| b.acked.len()).sum();
+    let lost: usize = before.iter().map(|b| b.lost.len()).sum();
+    let unanswered: usize = before
+        .iter()
+        .map(|b| b.sent.len() - b.acked.len() - b.lost.len())
+        .sum();
+    eprintln!(
+        "killed with {acked_before} acknowledged, {lost} oks lost and {unanswered} unanswered publishes"
+    );
 
     let server = restart(&dir, addr, &[]);
     // Publishers resend everything without an `ok`, with the same key, then go on.
     let mut publishers = Vec::new();
-    for (p, (sent, acked)) in before.iter().cloned().enumerate() {
+    for (p, Before { sent, acked, lost }) in before.into_iter().enumerate() {
         let mut peer = Peer::connect(&server).await;
         publishers.push(tokio::spawn(async move {
             peer.join(CRASH_ROOM, None).await;
@@ -1316,6 +1349,13 @@ async fn five_publishers_two_readers_and_a_sigkill_lose_nothing_and_double_nothi
                 )
                 .await;
                 assert_eq!(ok["type"], "ok", "publisher {p} {key}: {ok}");
+                if let Some(&off) = lost.get(&key) {
+                    assert_eq!(
+                        (&ok["offset"], &ok["duplicate"]),
+                        (&json!(off), &json!(true)),
+                        "publisher {p}: {key} was stored with {off} before the crash (its ok was read after the kill began): {ok}"
+                    );
+                }
                 if ok["duplicate"] == json!(true) {
                     assert!(
                         sent.contains(&key),
