@@ -347,6 +347,11 @@ async fn live_messages_during_a_recovering_join_are_neither_lost_nor_doubled() {
             offsets(&after).is_empty(),
             "nothing after {last}: {after:?}"
         );
+        eprintln!(
+            "round {round}: {} recovered in `joined`, {} live after it",
+            recovered.len(),
+            live.len()
+        );
         let mut all: Vec<Value> = joined["messages"].as_array().unwrap().clone();
         all.extend(live);
         let seen: Vec<u64> = all.iter().map(|m| m["offset"].as_u64().unwrap()).collect();
