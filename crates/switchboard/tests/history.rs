@@ -1488,7 +1488,12 @@ async fn recovery_windows_survive_a_graceful_restart() {
     assert_eq!(offsets(&a.barrier().await), vec![1, 2]);
     drop(a);
     publish_n(&mut b, "r", "n", 3).await;
+    // b is there when the server stops: it is told, and closed with 1001.
+    let closing = tokio::spawn(async move { b.until_closed(STEP).await });
     stop(server).await;
+    let (frames, how) = closing.await.expect("b");
+    assert_eq!(how, common::Closed::Code(1001), "{frames:?}");
+    assert_eq!(frames.last().unwrap()["type"], "shutdown", "{frames:?}");
     assert!(
         dir.join("history.redb").exists(),
         "the windows are saved in history.redb"
@@ -1570,12 +1575,27 @@ async fn memory_storage_writes_nothing_and_forgets_at_a_restart() {
 async fn a_corrupt_or_unreadable_history_store_stops_the_start_and_names_the_file() {
     // Garbage in the file, and a directory where the file should be (root reads any file,
     // so that is the unreadable store a test running as root can make).
-    for damage in ["garbage", "directory"] {
+    // And a real store cut in half (a copy that did not finish).
+    for damage in ["garbage", "directory", "truncated"] {
         let dir = data_dir("corrupt", DURABLE);
         let store = dir.join("history.redb");
         match damage {
             "garbage" => std::fs::write(&store, b"this is not a redb file\n".repeat(200)).unwrap(),
-            _ => std::fs::create_dir(&store).unwrap(),
+            "directory" => std::fs::create_dir(&store).unwrap(),
+            _ => {
+                let server = start(&dir, &[]);
+                let mut a = Peer::connect(&server).await;
+                a.join("keep:r", None).await;
+                publish_n(&mut a, "keep:r", "m", 5).await;
+                drop(a);
+                stop(server).await;
+                let len = std::fs::metadata(&store).unwrap().len();
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&store)
+                    .unwrap();
+                file.set_len(len / 2).unwrap();
+            }
         }
         let a = args(&dir, &[]);
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
@@ -1615,6 +1635,7 @@ async fn a_corrupt_or_unreadable_history_store_stops_the_start_and_names_the_fil
     let mut a = Peer::connect(&server).await;
     a.join("keep:r", None).await;
     assert_eq!(a.publish("keep:r", json!(1)).await, 1);
+    drop(a);
     stop(server).await;
     assert_eq!(
         std::fs::read(dir.join("history.redb")).unwrap(),
