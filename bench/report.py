@@ -17,15 +17,20 @@ import os
 import statistics
 from collections import defaultdict
 
-ORDER = ["switchboard", "node-ws", "socketio", "python-websockets"]
+ORDER = ["switchboard", "switchboard-history", "switchboard-nowindow", "node-ws", "socketio",
+         "python-websockets"]
 LABEL = {
     "switchboard": "Switchboard",
+    "switchboard-history": "Switchboard, history on disk",
+    "switchboard-nowindow": "Switchboard, no recovery window",
     "node-ws": "Node ws",
     "socketio": "Socket.IO",
     "python-websockets": "Python websockets",
 }
 COLOR = {
     "switchboard": "#1f77b4",
+    "switchboard-history": "#17becf",
+    "switchboard-nowindow": "#aec7e8",
     "node-ws": "#2ca02c",
     "socketio": "#d62728",
     "python-websockets": "#9467bd",

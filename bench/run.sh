@@ -15,7 +15,11 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 
-SERVERS=${SERVERS:-"switchboard node-ws socketio python-websockets"}
+# switchboard-history: the fan-out rooms keep 1,000 messages of history on disk
+# (history.redb, committed before delivery); switchboard-nowindow: no recovery window
+# either (rooms keep nothing). Plain switchboard is the default: a 100-message recovery
+# window in memory.
+SERVERS=${SERVERS:-"switchboard switchboard-history switchboard-nowindow node-ws socketio python-websockets"}
 RUNS=${RUNS:-3}
 SERVER_CPU=${SERVER_CPU:-0}
 GEN_CPU=${GEN_CPU:-1}
@@ -114,14 +118,24 @@ start_server() {
     local name=$1 log=$OUT/$1.server.log
     local port=""
     case $name in
-    switchboard)
+    switchboard | switchboard-history | switchboard-nowindow)
         # --log warn: the peers log nothing per connection either. The address is then not
         # logged, so pick a free port first.
         port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        local data=$OUT/$name.data extra=()
+        rm -rf "$data"
+        case $name in
+        switchboard-history)
+            # Every room the generator uses (fanout*, sat*, churn*, after*) is in `default`.
+            printf '[namespaces.default]\nhistory_size = 1000\nhistory_ttl = "10m"\n' >"$OUT/history.toml"
+            extra=(--config "$OUT/history.toml")
+            ;;
+        switchboard-nowindow) extra=(--recovery-window-size 0) ;;
+        esac
         taskset -c "$SERVER_CPU" "$SB" --listen "127.0.0.1:$port" --log warn \
             --message-rate 1000000 --message-burst 1000000 \
             --max-connections-per-ip 1000000 --max-connections 1000000 \
-            --max-outbound-queue 16MiB >"$log" 2>&1 &
+            --max-outbound-queue 16MiB --data-dir "$data" "${extra[@]}" >"$log" 2>&1 &
         ;;
     node-ws) taskset -c "$SERVER_CPU" node bench/peers/node/ws-server.js 0 >"$log" 2>&1 & ;;
     socketio) taskset -c "$SERVER_CPU" node bench/peers/node/socketio-server.js 0 >"$log" 2>&1 & ;;
@@ -146,10 +160,18 @@ start_server() {
 
 # The load generator, pinned, against the running server. Its exit status is recorded,
 # not fatal: a peer failing a scenario is a result.
+# The protocol a server speaks: its configurations speak Switchboard's.
+kind() {
+    case $1 in
+    switchboard-*) echo switchboard ;;
+    *) echo "$1" ;;
+    esac
+}
+
 gen() {
     local name=$1
     shift
-    timeout --kill-after=10 900 taskset -c "$GEN_CPU" "$GEN" --server "$name" --addr "$SERVER_ADDR" \
+    timeout --kill-after=10 900 taskset -c "$GEN_CPU" "$GEN" --server "$(kind "$name")" --name "$name" --addr "$SERVER_ADDR" \
         --server-pid "$SERVER_PID" --json "$RESULTS" --max-other-cpu "$MAX_OTHER_CPU" \
         --retries "$RETRIES" --retry-budget "$RETRY_BUDGET" --quiet-wait "$QUIET_WAIT" "$@" >>"$OUT/generator.log" 2>&1 \
         || echo "    (generator exited with $? for $name: $*; see $OUT/generator.log)" >&2
@@ -167,7 +189,7 @@ for run in $(seq "$RUNS"); do
         step "run $run/$RUNS, $name: fan-out, saturation, churn"
         start_server "$name"
         # Warm-up (JIT, allocator, caches): a fan-out run that is not recorded.
-        timeout 120 taskset -c "$GEN_CPU" "$GEN" --server "$name" --addr "$SERVER_ADDR" \
+        timeout 120 taskset -c "$GEN_CPU" "$GEN" --server "$(kind "$name")" --addr "$SERVER_ADDR" \
             --retries 0 --quiet-wait 0 fanout \
             "${shape[@]}" --rate "$FANOUT_RATE" --duration 3 --warmup 1 >>"$OUT/generator.log" 2>&1 || true
         gen "$name" --tag "run=$run" fanout "${shape[@]}" "${limits[@]}" \
@@ -180,6 +202,8 @@ for run in $(seq "$RUNS"); do
     done
 done
 for name in $SERVERS; do
+    # A configuration of history changes nothing for an idle connection.
+    case $name in switchboard-*) continue ;; esac
     for n in $IDLE_SIZES; do
         step "$name: $n idle connections (fresh server)"
         start_server "$name"

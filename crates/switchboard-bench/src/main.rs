@@ -48,6 +48,10 @@ struct Cli {
     /// Connect from this many source addresses, 127.0.0.2 onwards (0: let the kernel pick).
     #[arg(long, default_value_t = 0, global = true)]
     sources: usize,
+    /// Record results under this name instead of the server's (one configuration of it,
+    /// e.g. switchboard-history).
+    #[arg(long, global = true)]
+    name: Option<String>,
     /// A label added to every JSON line as "tag" (e.g. run=2).
     #[arg(long, global = true)]
     tag: Option<String>,
@@ -297,6 +301,9 @@ fn emit(cli: &Cli, scenario: &str, mut record: Map<String, Value>) -> anyhow::Re
         .map_or(0, |d| d.as_secs());
     r.insert("unix_time".into(), json!(ts));
     r.append(&mut record);
+    if let Some(name) = &cli.name {
+        r.insert("server".into(), json!(name));
+    }
     stats::emit(&Value::Object(r), cli.json.as_deref())
 }
 

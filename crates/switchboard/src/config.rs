@@ -717,7 +717,8 @@ impl FromStr for Millis {
             "s" => n.checked_mul(1000),
             "m" => n.checked_mul(60_000),
             "h" => n.checked_mul(3_600_000),
-            _ => return Err(format!("invalid duration {s:?} (units: ms, s, m, h)")),
+            "d" => n.checked_mul(86_400_000),
+            _ => return Err(format!("invalid duration {s:?} (units: ms, s, m, h, d)")),
         };
         ms.map(|ms| Millis(Duration::from_millis(ms)))
             .ok_or_else(|| format!("duration {s:?} is too long"))
