@@ -1103,6 +1103,98 @@ async fn history_expires_after_its_ttl_and_pages_follow_the_page_size() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_key_at_the_same_moment_is_stored_once() {
+    // In a room with only the window in memory and in one with history on disk, where
+    // publishes arriving together are committed together.
+    let dir = data_dir("idempotent-race", DURABLE);
+    let server = start(&dir, &[]);
+    for room in ["default-race", "keep:race"] {
+        let mut a = Peer::connect(&server).await;
+        let mut b = Peer::connect(&server).await;
+        let mut member = Peer::connect(&server).await;
+        for p in [&mut a, &mut b, &mut member] {
+            p.join(room, None).await;
+        }
+        for round in 0..20 {
+            let key = format!("same-{round}");
+            let (ida, idb) = (fresh_id(), fresh_id());
+            let frame = |id: i64, who: &str| {
+                json!({"type": "publish", "id": id, "room": room, "data": {"round": round, "by": who},
+                       "key": key, "echo": false})
+            };
+            a.send(frame(ida, "a")).await;
+            b.send(frame(idb, "b")).await;
+            let ra = a.next_where("a's ok", |f| f["id"] == ida).await;
+            let rb = b.next_where("b's ok", |f| f["id"] == idb).await;
+            assert_eq!(
+                (&ra["type"], &rb["type"]),
+                (&json!("ok"), &json!("ok")),
+                "{ra} {rb}"
+            );
+            assert_eq!(
+                ra["offset"], rb["offset"],
+                "{room} round {round}: one offset: {ra} {rb}"
+            );
+            let dups = [&ra, &rb]
+                .iter()
+                .filter(|r| r["duplicate"] == json!(true))
+                .count();
+            assert_eq!(
+                dups, 1,
+                "{room} round {round}: exactly one is the duplicate: {ra} {rb}"
+            );
+        }
+        let got: Vec<u64> = offsets(&member.barrier().await);
+        assert_eq!(got, range(1, 20), "{room}: the member got each round once");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn too_many_counts_bytes_too_and_a_window_of_zero_keeps_nothing() {
+    // A quarter of max_outbound_queue (64 KiB) is 16 KiB: ten 4 KiB messages are too many
+    // for one reply, though far fewer than max_recovery_messages.
+    let dir = data_dir("too-many-bytes", "");
+    let server = start(
+        &dir,
+        &[
+            "--max-message-size",
+            "16KiB",
+            "--max-outbound-queue",
+            "64KiB",
+        ],
+    );
+    let mut a = Peer::connect(&server).await;
+    let epoch = a.join("r", None).await["epoch"].clone();
+    for i in 0..10 {
+        let ok = req(
+            &mut a,
+            json!({"type": "publish", "room": "r", "data": format!("{i}{}", "x".repeat(4096)), "echo": false}),
+        )
+        .await;
+        assert_eq!(ok["type"], "ok", "{}", short(&ok));
+    }
+    let mut b = Peer::connect(&server).await;
+    let joined = not_recovered(&mut b, "r", &epoch, 0, "too_many").await;
+    assert_eq!(joined["offset"], 10);
+    let joined = recover(&mut b, "r", &epoch, 8).await;
+    assert_eq!(list_offsets(&joined["messages"]), vec![9, 10]);
+    drop(server);
+
+    // recovery_window_size = 0: rooms without history keep nothing anywhere.
+    let server = start(&dir, &["--recovery-window-size", "0"]);
+    let mut a = Peer::connect(&server).await;
+    let epoch = a.join("r", None).await["epoch"].clone();
+    a.publish("r", json!(1)).await;
+    let err = history(&mut a, "r", json!({})).await;
+    assert_eq!(error_code(&err), "unavailable", "{err}");
+    req(&mut a, json!({"type": "leave", "room": "r"})).await;
+    let joined = not_recovered(&mut a, "r", &epoch, 1, "epoch_changed").await;
+    assert_eq!(joined["offset"], 0, "{joined}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 // ---------------------------------------------------------------------------------------
 // Durability: restarts and crashes
 
