@@ -372,6 +372,72 @@ async fn live_messages_during_a_recovering_join_are_neither_lost_nor_doubled() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn recovering_joins_under_pipelined_publishers_see_each_offset_once() {
+    let dir = data_dir("recover-load", DURABLE);
+    let server = start(&dir, &["--recovery-window-size", "1000"]);
+    for room in ["load", "keep:load"] {
+        let mut first = Peer::connect(&server).await;
+        let epoch = first.join(room, None).await["epoch"].clone();
+        publish_n(&mut first, room, "old", 5).await;
+        let mut waiting = Vec::new();
+        for _ in 0..3 {
+            waiting.push(Peer::connect(&server).await);
+        }
+        // Three publishers, ten publishes in flight each, sixty each.
+        let mut publishers = Vec::new();
+        for p in 0..3 {
+            let mut peer = Peer::connect(&server).await;
+            peer.join(room, None).await;
+            let room = room.to_string();
+            publishers.push(tokio::spawn(async move {
+                for burst in 0..6 {
+                    let ids: Vec<i64> = (0..10).map(|_| fresh_id()).collect();
+                    for (j, id) in ids.iter().enumerate() {
+                        peer.send(json!({"type": "publish", "id": id, "room": room,
+                                         "data": {"p": p, "n": burst * 10 + j}, "echo": false}))
+                            .await;
+                    }
+                    for id in ids {
+                        let ok = peer.next_where("ok", |f| f["id"] == id).await;
+                        assert_eq!(ok["type"], "ok", "{ok}");
+                    }
+                }
+            }));
+        }
+        // Three readers come back with since = 5 at different moments of the stream.
+        let mut readers = Vec::new();
+        for (k, mut peer) in waiting.into_iter().enumerate() {
+            tokio::time::sleep(Duration::from_millis(k as u64)).await;
+            let joined = recover(&mut peer, room, &epoch, 5).await;
+            readers.push((peer, joined));
+        }
+        for t in publishers {
+            t.await.expect("publisher");
+        }
+        let last = 5 + 3 * 60;
+        for (k, (mut peer, joined)) in readers.into_iter().enumerate() {
+            let mut seen = list_offsets(&joined["messages"]);
+            let in_reply = seen.len();
+            while seen.last().copied().unwrap_or(5) < last {
+                let m = peer.next_of("message").await;
+                seen.push(m["offset"].as_u64().unwrap());
+            }
+            seen.extend(offsets(&peer.barrier().await));
+            eprintln!(
+                "{room} reader {k}: {in_reply} in `joined`, {} live",
+                seen.len() - in_reply
+            );
+            assert_eq!(
+                seen,
+                range(6, last),
+                "{room} reader {k} ({in_reply} in `joined`): each offset once, in order"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_room_keeps_its_position_after_its_last_member_leaves() {
     let dir = data_dir("position", "");
     let server = start(&dir, &[]);
