@@ -1657,16 +1657,20 @@ async fn recovery_windows_survive_a_graceful_restart() {
         "the windows are saved in history.redb"
     );
 
+    // b is back first and sends what it queued while offline; a comes back later.
     let server = restart(&dir, addr, &[]);
-    let mut a = Peer::connect(&server).await;
-    let joined = recover(&mut a, "r", &epoch, 2).await;
-    assert_eq!(list_offsets(&joined["messages"]), vec![3, 4, 5]);
-    assert_eq!(joined["messages"][0]["data"], "n1");
     let mut b = Peer::connect(&server).await;
     let joined = recover(&mut b, "r", &epoch, 5).await;
     assert_eq!(joined["messages"], json!([]));
-    assert_eq!(b.publish("r", json!("after")).await, 6);
-    assert_eq!(offsets(&a.barrier().await), vec![6]);
+    assert_eq!(b.publish("r", json!("queued 1")).await, 6);
+    assert_eq!(b.publish("r", json!("queued 2")).await, 7);
+    let mut a = Peer::connect(&server).await;
+    let joined = recover(&mut a, "r", &epoch, 2).await;
+    assert_eq!(list_offsets(&joined["messages"]), vec![3, 4, 5, 6, 7]);
+    assert_eq!(joined["messages"][0]["data"], "n1");
+    assert_eq!(joined["messages"][4]["data"], "queued 2");
+    assert_eq!(b.publish("r", json!("after")).await, 8);
+    assert_eq!(offsets(&a.barrier().await), vec![8]);
     let _ = std::fs::remove_dir_all(dir);
 }
 
