@@ -2042,6 +2042,16 @@ async fn fill_the_disk(full: FullDisk) {
         full.describe(),
         acked.len()
     );
+    // The HTTP API too: 503, nothing stored or delivered.
+    let pad = "y".repeat(32 * 1024);
+    let res = api(
+        server.addr,
+        "POST",
+        "/api/publish",
+        &format!(r#"{{"room":"keep:full","data":{{"i":"api","pad":"{pad}"}}}}"#),
+    )
+    .await;
+    api_error(&res, 503, "unavailable");
     member_frames.extend(member.barrier().await);
     let got: Vec<(u64, Value)> = common::messages(&member_frames)
         .iter()
