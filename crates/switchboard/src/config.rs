@@ -208,6 +208,14 @@ pub struct ServeArgs {
     /// On SIGINT/SIGTERM, time given to clients to receive what is queued and close. [default: 10s]
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
     pub shutdown_timeout: Option<Millis>,
+    /// Redis that several nodes share (redis://[user:password@]host:port[/db]): rooms, history and recovery across nodes. [default: none: this node alone]
+    #[arg(
+        long,
+        env = "SWITCHBOARD_REDIS_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub redis_url: Option<String>,
     /// Where history is kept: disk (history.redb in data-dir: survives restarts and crashes) or memory (nothing on disk). [default: disk]
     #[arg(long, env = "SWITCHBOARD_HISTORY_STORAGE", value_name = "disk|memory")]
     pub history_storage: Option<HistoryStorage>,
@@ -351,6 +359,7 @@ pub struct Config {
     pub namespaces: Option<BTreeMap<String, NamespaceOptions>>,
     pub shutdown_timeout: Duration,
     pub echo_endpoint: bool,
+    pub redis_url: Option<String>,
     pub history_storage: HistoryStorage,
     pub recovery_window_size: usize,
     pub recovery_window_ttl: Duration,
@@ -405,6 +414,7 @@ impl Default for Config {
             namespaces: None,
             shutdown_timeout: Duration::from_secs(10),
             echo_endpoint: false,
+            redis_url: None,
             history_storage: HistoryStorage::Disk,
             recovery_window_size: 100,
             recovery_window_ttl: Duration::from_secs(120),
@@ -468,7 +478,8 @@ impl Config {
                 token_audience,
                 token_issuer,
                 allowed_origins,
-                namespaces
+                namespaces,
+                redis_url
             ]
         );
         overlay!(

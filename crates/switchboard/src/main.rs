@@ -147,7 +147,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // Keys are read before listening: a bad key file stops start-up, naming the setting.
     let access = switchboard::auth::Access::from_config(&config)?;
     // So is an unreadable history store (its file is named).
-    let broker = switchboard::server::open_broker(&config)?;
+    let broker = switchboard::server::open_broker(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -195,9 +195,16 @@ pub fn history_policy(config: &Config) -> Policy {
     }
 }
 
-/// Opens the broker `config` asks for: this node's streams, with the history store when
-/// some namespace keeps history on disk. An unreadable store stops start-up, naming it.
-pub fn open_broker(config: &Config) -> anyhow::Result<Arc<dyn Broker>> {
+/// Opens the broker `config` asks for: Redis, shared with other nodes, with `redis_url`;
+/// else this node's streams, with the history store when some namespace keeps history on
+/// disk. An unreadable store or an unreachable Redis stops start-up, naming it.
+pub async fn open_broker(config: &Config) -> anyhow::Result<Arc<dyn Broker>> {
+    if let Some(url) = &config.redis_url {
+        let redis = crate::broker::redis::RedisBroker::connect(url)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        return Ok(Arc::new(redis));
+    }
     let policy = history_policy(config);
     let durable_rooms = config.namespaces.as_ref().is_some_and(|table| {
         table

@@ -40,7 +40,49 @@ fn opts(durable: bool, size: usize) -> StreamOptions {
 /// A broker under test: its name, itself, whether its rooms are durable, what it delivered.
 type UnderTest = (&'static str, Arc<dyn Broker>, bool, Arc<Recorder>);
 
-fn brokers() -> Vec<UnderTest> {
+/// A `redis-server` of the test's own on a free port, stopped when dropped.
+struct RedisServer {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn redis_server() -> RedisServer {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let child = std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed for the broker contract tests (apt-get install redis-server)");
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    RedisServer {
+        child,
+        url: format!("redis://127.0.0.1:{port}/"),
+    }
+}
+
+/// Subscribes to `room` the way the hub does: then reads its position, after which every
+/// publication reaches the inbound handler.
+async fn join(b: &dyn Broker, room: &str, o: StreamOptions) {
+    b.subscribe(room, o);
+    history(b, room, None, 0, false, o).await.expect("position");
+}
+
+async fn brokers() -> (Vec<UnderTest>, RedisServer) {
     let dir = std::env::temp_dir().join(format!(
         "switchboard-contract-{}-{}",
         std::process::id(),
@@ -51,15 +93,20 @@ fn brokers() -> Vec<UnderTest> {
         memory: MemoryBroker::new(None),
         durable: Some(DurableBroker::start(store)),
     };
+    let redis = redis_server();
+    let shared = super::redis::RedisBroker::connect(&redis.url)
+        .await
+        .expect("connect to the test's redis-server");
     let mut out: Vec<UnderTest> = vec![
         ("memory", Arc::new(Local::memory()), false, Arc::default()),
         ("durable", Arc::new(durable), true, Arc::default()),
+        ("redis", Arc::new(shared), false, Arc::default()),
     ];
     for (_, b, _, rec) in &mut out {
         let weak: Weak<dyn Inbound> = Arc::downgrade(rec) as Weak<dyn Inbound>;
         b.attach(weak);
     }
-    out
+    (out, redis)
 }
 
 fn publication(data: &str, key: Option<&str>) -> Publication {
@@ -107,9 +154,10 @@ fn offsets(page: &HistoryPage) -> Vec<u64> {
 
 #[tokio::test]
 async fn offsets_count_from_one_in_one_epoch_and_deliveries_are_in_order() {
-    for (name, b, durable, rec) in brokers() {
+    let (brokers, _redis) = brokers().await;
+    for (name, b, durable, rec) in brokers {
         let o = opts(durable, 100);
-        b.subscribe("r", o);
+        join(&*b, "r", o).await;
         let mut epochs = Vec::new();
         for i in 1..=20u64 {
             let p = publish(&*b, "r", &i.to_string(), None, o).await;
@@ -141,9 +189,10 @@ async fn offsets_count_from_one_in_one_epoch_and_deliveries_are_in_order() {
 
 #[tokio::test]
 async fn history_reads_forward_backward_and_from_a_position() {
-    for (name, b, durable, _) in brokers() {
+    let (brokers, _redis) = brokers().await;
+    for (name, b, durable, _) in brokers {
         let o = opts(durable, 100);
-        b.subscribe("h", o);
+        join(&*b, "h", o).await;
         let mut epoch = None;
         for i in 1..=10 {
             epoch = Some(publish(&*b, "h", &i.to_string(), None, o).await.epoch);
@@ -190,9 +239,10 @@ async fn history_reads_forward_backward_and_from_a_position() {
 
 #[tokio::test]
 async fn positions_it_cannot_continue_from_are_refused_with_a_reason() {
-    for (name, b, durable, _) in brokers() {
+    let (brokers, _redis) = brokers().await;
+    for (name, b, durable, _) in brokers {
         let o = opts(durable, 5);
-        b.subscribe("u", o);
+        join(&*b, "u", o).await;
         let mut epoch = None;
         for i in 1..=12 {
             epoch = Some(publish(&*b, "u", &i.to_string(), None, o).await.epoch);
@@ -251,9 +301,10 @@ async fn positions_it_cannot_continue_from_are_refused_with_a_reason() {
 
 #[tokio::test]
 async fn a_repeated_key_is_answered_with_the_first_offset_and_not_delivered() {
-    for (name, b, durable, rec) in brokers() {
+    let (brokers, _redis) = brokers().await;
+    for (name, b, durable, rec) in brokers {
         let o = opts(durable, 100);
-        b.subscribe("k", o);
+        join(&*b, "k", o).await;
         let first = publish(&*b, "k", "1", Some("key-a"), o).await;
         publish(&*b, "k", "2", Some("key-b"), o).await;
         let again = publish(&*b, "k", "1", Some("key-a"), o).await;
@@ -281,16 +332,16 @@ async fn a_repeated_key_is_answered_with_the_first_offset_and_not_delivered() {
 async fn a_room_that_keeps_nothing_starts_over_when_its_last_member_leaves() {
     let b = Local::memory();
     let o = opts(false, 0);
-    b.subscribe("e", o);
+    join(&b, "e", o).await;
     let first = publish(&b, "e", "1", None, o).await;
     b.unsubscribe("e");
-    b.subscribe("e", o);
+    join(&b, "e", o).await;
     let page = history(&b, "e", None, 0, false, o).await.unwrap();
     assert_ne!(page.position.epoch, first.epoch, "a new epoch");
     assert_eq!(page.position.offset, 0);
     // One that keeps messages keeps its position after its members leave.
     let o = opts(false, 10);
-    b.subscribe("w", o);
+    join(&b, "w", o).await;
     let first = publish(&b, "w", "1", None, o).await;
     b.unsubscribe("w");
     let page = history(&b, "w", None, 0, false, o).await.unwrap();

@@ -20,6 +20,7 @@
 
 pub mod durable;
 pub mod memory;
+pub mod redis;
 mod stored;
 
 #[cfg(test)]
