@@ -605,3 +605,123 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
+
+// Launching the binary in ways `Server::start` does not: on a given address (a restart on
+// the port of a server that was killed), under a shell prefix (`ulimit -f`), or expecting
+// it to fail at start. Used by tests/history.rs.
+
+/// Why a launch did not reach `listening`: its exit status (`None`: still running at the
+/// deadline, then killed) and its stderr.
+#[derive(Debug)]
+pub struct NotListening {
+    pub status: Option<ExitStatus>,
+    pub stderr: String,
+}
+
+impl Server {
+    /// Starts the server with exactly `--listen listen`, the log flags of [`Server::start`],
+    /// and `args`; run directly, or as `bash -c '<shell_prefix>; exec BIN ARGS…'` when
+    /// `shell_prefix` is given (the shell execs, so the process id is the server's).
+    /// Waits up to `limit` for `listening`.
+    pub fn launch(
+        shell_prefix: Option<&str>,
+        listen: &str,
+        args: &[&str],
+        limit: Duration,
+    ) -> Result<Server, NotListening> {
+        let bin = env!("CARGO_BIN_EXE_switchboard");
+        let mut cmd = match shell_prefix {
+            Some(prefix) => {
+                let mut cmd = Command::new("bash");
+                cmd.args(["-c", &format!("{prefix}\nexec \"$0\" \"$@\""), bin]);
+                cmd
+            }
+            None => Command::new(bin),
+        };
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("SWITCHBOARD_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.args(["--listen", listen, "--log", "info", "--log-format", "text"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("cannot start the switchboard binary");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
+        let reader = {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                let mut tx = Some(tx);
+                let mut reader = BufReader::new(stderr);
+                let mut raw = Vec::new();
+                loop {
+                    raw.clear();
+                    match reader.read_until(b'\n', &mut raw) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    let line = String::from_utf8_lossy(&raw).trim_end().to_owned();
+                    if line.contains("listening") {
+                        if let Some(addr) = field(&line, "addr").and_then(|a| a.parse().ok()) {
+                            if let Some(tx) = tx.take() {
+                                let _ = tx.send(addr);
+                            }
+                        }
+                    }
+                    logs.lock().unwrap().push(line);
+                }
+            })
+        };
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(addr) = rx.recv_timeout(Duration::from_millis(20)) {
+                return Ok(Server {
+                    child,
+                    addr,
+                    logs,
+                    exit: None,
+                });
+            }
+            let status = child.try_wait().expect("try_wait");
+            if status.is_some() || Instant::now() >= deadline {
+                if status.is_none() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                let _ = reader.join();
+                let stderr = logs.lock().unwrap().join("\n");
+                return Err(NotListening { status, stderr });
+            }
+        }
+    }
+
+    /// Starts the server on `addr` (e.g. the address of a server that was just killed) with
+    /// `args`, retrying for a few seconds while the address is still in use.
+    pub fn start_on(addr: SocketAddr, args: &[&str]) -> Server {
+        let deadline = Instant::now() + STEP;
+        loop {
+            match Server::launch(None, &addr.to_string(), args, Duration::from_secs(30)) {
+                Ok(server) => return server,
+                Err(e) if Instant::now() < deadline && e.stderr.contains("in use") => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                Err(e) => panic!(
+                    "the server did not report `listening` on {addr} (exit {:?}); stderr:\n{}",
+                    e.status, e.stderr
+                ),
+            }
+        }
+    }
+
+    /// Kills the process with SIGKILL (no shutdown of any kind) and reaps it.
+    pub fn sigkill(&mut self) {
+        let _ = self.child.kill();
+        if let Ok(status) = self.child.wait() {
+            self.exit = Some(status);
+        }
+    }
+}
