@@ -257,6 +257,9 @@ fn read_page(
         messages = store
             .read_messages(room, lo, hi, query.limit, query.reverse)
             .map_err(|e| unavailable(store, &e))?;
+        // Past its ttl a message is gone, whether or not a trim has removed it yet.
+        let now = now_ms();
+        messages.retain(|p| p.ts.saturating_add(meta.ttl_ms) >= now);
         // Trimmed since `meta` was read: what was asked for from `since` is gone (an empty
         // page included: it would pass for "nothing missed").
         if query.since.is_some() && !query.reverse && messages.first().map(|p| p.offset) != Some(lo)
