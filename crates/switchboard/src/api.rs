@@ -213,6 +213,21 @@ impl Api {
         }
     }
 
+    /// The room named by a URL path segment (`/api/rooms/{room}/…`): decoded, valid, and in
+    /// a namespace that exists.
+    fn room_in_path(&self, room: &str) -> Result<String, Refusal> {
+        let name = percent_decode(room).unwrap_or_default();
+        protocol::check_room_name(&name).map_err(|f| Box::new(bad(f.code, &f.message)))?;
+        self.access.namespace(&name).map_err(|f| {
+            Box::new(error(
+                StatusCode::NOT_FOUND,
+                "unknown_namespace",
+                &f.message,
+            ))
+        })?;
+        Ok(name)
+    }
+
     /// Checks a room name for the API: valid, and in a namespace that exists.
     fn room<'a>(&self, field: Field<'a>) -> Result<std::borrow::Cow<'a, str>, Refusal> {
         let room = protocol::room_name(field).map_err(|f| bad(f.code, &f.message))?;
@@ -386,13 +401,10 @@ impl Api {
     }
 
     fn members(&self, room: &str, query: &str) -> Response<Body> {
-        let name = percent_decode(room).unwrap_or_default();
-        if let Err(f) = protocol::check_room_name(&name) {
-            return bad(f.code, &f.message);
-        }
-        if let Err(f) = self.access.namespace(&name) {
-            return error(StatusCode::NOT_FOUND, "unknown_namespace", &f.message);
-        }
+        let name = match self.room_in_path(room) {
+            Ok(n) => n,
+            Err(res) => return *res,
+        };
         let cursor = match query_param(query, "cursor") {
             None => None,
             Some(c) => match c.parse::<u64>() {
@@ -401,17 +413,9 @@ impl Api {
             },
         };
         let max = self.hub.members_page_size();
-        let limit = match query_param(query, "limit") {
-            None => max,
-            Some(l) => match l.parse::<usize>() {
-                Ok(n) if (1..=max).contains(&n) => n,
-                _ => {
-                    return bad(
-                        ErrorCode::BadRequest,
-                        &format!("\"limit\" must be from 1 to {max}"),
-                    )
-                }
-            },
+        let limit = match page_limit(query, max) {
+            Ok(n) => n,
+            Err(res) => return *res,
         };
         match self.hub.member_page(&name, cursor, limit) {
             None => error(
@@ -436,25 +440,14 @@ impl Api {
 
     /// `GET /api/rooms/{room}/history?limit=&reverse=&since_epoch=&since_offset=`.
     async fn history(&self, room: &str, query: &str) -> Response<Body> {
-        let name = percent_decode(room).unwrap_or_default();
-        if let Err(f) = protocol::check_room_name(&name) {
-            return bad(f.code, &f.message);
-        }
-        if let Err(f) = self.access.namespace(&name) {
-            return error(StatusCode::NOT_FOUND, "unknown_namespace", &f.message);
-        }
+        let name = match self.room_in_path(room) {
+            Ok(n) => n,
+            Err(res) => return *res,
+        };
         let max = self.hub.history_page_size();
-        let limit = match query_param(query, "limit") {
-            None => max,
-            Some(l) => match l.parse::<usize>() {
-                Ok(n) if (1..=max).contains(&n) => n,
-                _ => {
-                    return bad(
-                        ErrorCode::BadRequest,
-                        &format!("\"limit\" must be from 1 to {max}"),
-                    )
-                }
-            },
+        let limit = match page_limit(query, max) {
+            Ok(n) => n,
+            Err(res) => return *res,
         };
         let reverse = match query_param(query, "reverse").as_deref() {
             None | Some("false") | Some("0") => false,
@@ -534,6 +527,20 @@ impl Api {
 }
 
 /// `/api/rooms/{room}/members` → `{room}`.
+/// `limit` of a page request: absent (`max`), or from 1 to `max`.
+fn page_limit(query: &str, max: usize) -> Result<usize, Refusal> {
+    match query_param(query, "limit") {
+        None => Ok(max),
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(Box::new(bad(
+                ErrorCode::BadRequest,
+                &format!("\"limit\" must be from 1 to {max}"),
+            ))),
+        },
+    }
+}
+
 fn history_path(path: &str) -> Option<&str> {
     path.strip_prefix("/api/rooms/")?
         .strip_suffix("/history")
