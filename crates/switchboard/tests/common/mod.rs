@@ -34,78 +34,24 @@ impl Server {
     /// Starts the server with `--listen 127.0.0.1:0` plus `args`, and waits for its
     /// `listening` log line to learn the port.
     pub fn start(args: &[&str]) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
         // The stores go to a directory of the test's own unless it names one, so that
         // servers of parallel tests never share (or leave behind) a history file.
+        let data_dir;
+        let mut all: Vec<&str> = Vec::with_capacity(args.len() + 2);
         if !args.iter().any(|a| a.starts_with("--data-dir")) {
-            cmd.arg("--data-dir").arg(temp_dir("server"));
+            data_dir = temp_dir("server").to_string_lossy().into_owned();
+            all.extend(["--data-dir", data_dir.as_str()]);
         }
-        // Settings from the environment would change what the tests measure.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("SWITCHBOARD_") {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.args([
-            "--listen",
-            "127.0.0.1:0",
-            "--log",
-            "info",
-            "--log-format",
-            "text",
-        ])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("cannot start the switchboard binary");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
-        {
-            let logs = logs.clone();
-            std::thread::spawn(move || {
-                let mut tx = Some(tx);
-                let mut reader = BufReader::new(stderr);
-                let mut raw = Vec::new();
-                loop {
-                    raw.clear();
-                    match reader.read_until(b'\n', &mut raw) {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {}
-                    }
-                    let line = String::from_utf8_lossy(&raw).trim_end().to_owned();
-                    if line.contains("listening") {
-                        if let Some(addr) = field(&line, "addr").and_then(|a| a.parse().ok()) {
-                            if let Some(tx) = tx.take() {
-                                let _ = tx.send(addr);
-                            }
-                        }
-                    }
-                    logs.lock().unwrap().push(line);
-                }
-            });
-        }
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(addr) => Server {
-                child,
-                addr,
-                logs,
-                exit: None,
-            },
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                std::thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "the server did not report `listening`; stderr:\n{}",
-                    logs.lock().unwrap().join("\n")
-                );
-            }
+        all.extend_from_slice(args);
+        match Server::launch(None, "127.0.0.1:0", &all, Duration::from_secs(30)) {
+            Ok(server) => server,
+            Err(e) => panic!(
+                "the server did not report `listening`; stderr:\n{}",
+                e.stderr
+            ),
         }
     }
 
-    /// `ws://127.0.0.1:PORT/ws`
     pub fn url(&self) -> String {
         format!("ws://{}/ws", self.addr)
     }
