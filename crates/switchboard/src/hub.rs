@@ -327,6 +327,13 @@ impl Hub {
     /// [`finish_join`](Hub::finish_join).
     pub fn join(&self, conn: &Arc<ConnHandle>, name: &str, req: JoinRequest<'_>) -> Join {
         loop {
+            // A room that is not here yet is subscribed to before it is put in the map
+            // (outside every lock: the broker's locks come first), so that whoever finds it
+            // there can read its position under its lock: no join waits for the broker.
+            let new = self.rooms.get(name).is_none();
+            if new {
+                self.broker.subscribe(name, req.stream);
+            }
             let mut created = false;
             let room = self.rooms.get_or_insert_with(name, || {
                 created = true;
@@ -346,9 +353,12 @@ impl Hub {
                 });
                 (name, room)
             });
-            if created {
-                // Before the room lock (the broker's locks come first), so that the
-                // position below is known to the first member too.
+            if new && !created {
+                // Another join put the room in first (with its own subscription).
+                self.broker.unsubscribe(name);
+            }
+            if created && !new {
+                // The room we found closed meanwhile and this join made it again.
                 self.broker.subscribe(name, req.stream);
             }
             let mut st = room.lock();
