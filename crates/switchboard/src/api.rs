@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use switchboard_ws::CloseCode;
 
 use crate::auth::Access;
-use crate::broker::{BrokerError, HistoryQuery, Position, StreamOptions};
+use crate::broker::{BrokerError, HistoryQuery, Position, StreamOptions, Survey};
 use crate::hub::{Hub, Who};
 use crate::protocol::{self, ErrorCode, Field};
 use crate::rate::{RateLimiter, Verdict};
@@ -113,13 +113,14 @@ impl Api {
                 Err(res) => *res,
             },
             (Method::POST, "/api/disconnect") => match self.body(req).await {
-                Ok(body) => self.disconnect(&body),
+                Ok(body) => self.disconnect(&body).await,
                 Err(res) => *res,
             },
-            (Method::GET | Method::HEAD, "/api/rooms") => self.rooms(&query),
-            (Method::GET | Method::HEAD, "/api/info") => self.info(counts()),
+            (Method::GET | Method::HEAD, "/api/rooms") => self.rooms(&query).await,
+            (Method::GET | Method::HEAD, "/api/info") => self.info(counts()).await,
             (Method::GET | Method::HEAD, p) if members_path(p).is_some() => {
                 self.members(members_path(p).unwrap_or_default(), &query)
+                    .await
             }
             (Method::GET | Method::HEAD, p) if history_path(p).is_some() => {
                 self.history(history_path(p).unwrap_or_default(), &query)
@@ -348,7 +349,7 @@ impl Api {
         ok(json!({ "results": results }))
     }
 
-    fn disconnect(&self, body: &[u8]) -> Response<Body> {
+    async fn disconnect(&self, body: &[u8]) -> Response<Body> {
         #[derive(Deserialize)]
         struct Disconnect {
             user: Option<String>,
@@ -384,13 +385,43 @@ impl Api {
         if reason.len() > 120 {
             return bad(ErrorCode::BadRequest, "\"reason\" is at most 120 bytes");
         }
+        if self.hub.broker().shared() {
+            // Every node closes its own connections of the user.
+            let survey = Survey::Disconnect {
+                user: req.user.clone(),
+                conn: req.conn.clone(),
+                code,
+                reason: reason.to_owned(),
+            };
+            return match self.hub.broker().survey(survey).wait().await {
+                Ok(answers) => {
+                    let n: u64 = answers
+                        .iter()
+                        .filter_map(|(_, a)| a["disconnected"].as_u64())
+                        .sum();
+                    ok(json!({ "disconnected": n, "nodes": answers.len() }))
+                }
+                Err(e) => broker_error(e),
+            };
+        }
         let n = self.hub.disconnect(who, CloseCode(code), reason);
         ok(json!({ "disconnected": n }))
     }
 
-    fn rooms(&self, query: &str) -> Response<Body> {
+    async fn rooms(&self, query: &str) -> Response<Body> {
         let prefix = query_param(query, "prefix").unwrap_or_default();
-        let mut rooms = self.hub.room_list(&prefix);
+        let mut rooms = if self.hub.broker().shared() {
+            match self.hub.broker().rooms().wait().await {
+                Ok(mut all) => {
+                    all.retain(|(room, _)| room.starts_with(&*prefix));
+                    all.sort_unstable();
+                    all
+                }
+                Err(e) => return broker_error(e),
+            }
+        } else {
+            self.hub.room_list(&prefix)
+        };
         let truncated = rooms.len() > MAX_ROOM_LIST;
         rooms.truncate(MAX_ROOM_LIST);
         let list: Vec<Value> = rooms
@@ -400,7 +431,7 @@ impl Api {
         ok(json!({ "rooms": list, "truncated": truncated }))
     }
 
-    fn members(&self, room: &str, query: &str) -> Response<Body> {
+    async fn members(&self, room: &str, query: &str) -> Response<Body> {
         let name = match self.room_in_path(room) {
             Ok(n) => n,
             Err(res) => return *res,
@@ -417,7 +448,31 @@ impl Api {
             Ok(n) => n,
             Err(res) => return *res,
         };
-        match self.hub.member_page(&name, cursor, limit) {
+        let page = if self.hub.broker().shared() {
+            match self.hub.broker().members(&name).wait().await {
+                Ok(all) if all.is_empty() => None,
+                Ok(all) => {
+                    let count = all.len();
+                    let after = cursor.unwrap_or(0);
+                    let mut rest = all.into_iter().filter(|(seq, _)| *seq > after).peekable();
+                    let mut page = Vec::new();
+                    let mut last = None;
+                    while page.len() < limit {
+                        let Some((seq, member)) = rest.next() else {
+                            break;
+                        };
+                        page.push(member);
+                        last = Some(seq);
+                    }
+                    let next = rest.peek().and(last);
+                    Some((page, count, next))
+                }
+                Err(e) => return broker_error(e),
+            }
+        } else {
+            self.hub.member_page(&name, cursor, limit)
+        };
+        match page {
             None => error(
                 StatusCode::NOT_FOUND,
                 "not_found",
@@ -512,8 +567,37 @@ impl Api {
         }
     }
 
-    fn info(&self, counts: Counts) -> Response<Body> {
+    async fn info(&self, counts: Counts) -> Response<Body> {
+        let mut nodes = Value::Null;
+        if self.hub.broker().shared() {
+            match self.hub.broker().survey(Survey::Info).wait().await {
+                Ok(answers) => {
+                    let list: Vec<Value> = answers
+                        .iter()
+                        .map(|(node, a)| {
+                            json!({
+                                "node": node,
+                                "connections": a["connections"],
+                                "rooms": a["rooms"],
+                            })
+                        })
+                        .collect();
+                    let connections: u64 = answers
+                        .iter()
+                        .filter_map(|(_, a)| a["connections"].as_u64())
+                        .sum();
+                    let rooms = match self.hub.broker().rooms().wait().await {
+                        Ok(r) => json!(r.len()),
+                        Err(_) => Value::Null,
+                    };
+                    nodes = json!({ "nodes": list, "connections": connections, "rooms": rooms });
+                }
+                Err(e) => return broker_error(e),
+            }
+        }
         ok(json!({
+            "node": crate::ids::node_id(),
+            "cluster": nodes,
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_ms": self.started.elapsed().as_millis() as u64,
             "broker": self.hub.broker_name(),

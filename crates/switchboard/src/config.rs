@@ -216,6 +216,9 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub redis_url: Option<String>,
+    /// With redis_url: a node that has not heartbeated in Redis for this long is taken for dead, and its members leave every room on the other nodes (within this plus a quarter of it). [default: 10s]
+    #[arg(long, env = "SWITCHBOARD_NODE_TIMEOUT", value_name = "DURATION")]
+    pub node_timeout: Option<Millis>,
     /// Where history is kept: disk (history.redb in data-dir: survives restarts and crashes) or memory (nothing on disk). [default: disk]
     #[arg(long, env = "SWITCHBOARD_HISTORY_STORAGE", value_name = "disk|memory")]
     pub history_storage: Option<HistoryStorage>,
@@ -369,6 +372,7 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub echo_endpoint: bool,
     pub redis_url: Option<String>,
+    pub node_timeout: Duration,
     pub history_storage: HistoryStorage,
     pub recovery_window_size: usize,
     pub recovery_window_ttl: Duration,
@@ -427,6 +431,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(10),
             echo_endpoint: false,
             redis_url: None,
+            node_timeout: Duration::from_secs(10),
             history_storage: HistoryStorage::Disk,
             recovery_window_size: 100,
             recovery_window_ttl: Duration::from_secs(120),
@@ -558,7 +563,8 @@ impl Config {
                 shutdown_timeout,
                 document_sync_timeout,
                 recovery_window_ttl,
-                idempotency_window
+                idempotency_window,
+                node_timeout
             ]
         );
     }
@@ -598,6 +604,7 @@ impl Config {
             ("heartbeat_interval", self.heartbeat_interval),
             ("heartbeat_timeout", self.heartbeat_timeout),
             ("write_timeout", self.write_timeout),
+            ("node_timeout", self.node_timeout),
             ("handshake_timeout", self.handshake_timeout),
             ("document_sync_timeout", self.document_sync_timeout),
         ];

@@ -21,8 +21,8 @@ use serde_json::value::RawValue;
 use switchboard_ws::{CloseCode, Frame};
 
 use crate::broker::{
-    Broker, BrokerError, HistoryPage, Inbound, Pending, Policy, Position, Publication, Published,
-    StreamOptions,
+    Broker, BrokerError, HistoryPage, Inbound, Pending, Policy, Position, PresenceChange,
+    Publication, Published, StreamOptions, Survey,
 };
 use crate::outbox::Outbox;
 use crate::protocol::{member_json, ErrorCode, Failure, Out};
@@ -77,9 +77,11 @@ struct RoomState {
     members: HashMap<u64, Member>,
     /// Whether members are listed and presence events sent (the namespace's `presence`).
     presence: bool,
-    /// Join order (member `seq` → connection number): member lists are read from here a
-    /// page at a time, so a join costs the same in a room of ten or ten thousand.
-    order: BTreeMap<u64, u64>,
+    /// Join order (member `seq` → who): member lists are read from here a page at a time,
+    /// so a join costs the same in a room of ten or ten thousand.
+    order: BTreeMap<u64, Slot>,
+    /// Members on other nodes (a shared broker), by connection id.
+    remote: HashMap<Arc<str>, Remote>,
     next_seq: u64,
     /// Set when the last member left and the room was removed from the hub: a connection
     /// that looked it up just before must look again.
@@ -87,6 +89,20 @@ struct RoomState {
     /// Its creator subscribed the broker to it: whoever closes it unsubscribes (once per
     /// room, so that the broker's count of members here never drops below the truth).
     subscribed: bool,
+}
+
+/// A place in a room's join order.
+enum Slot {
+    /// A member on this node: its connection number.
+    Local(u64),
+    /// A member on another node: its connection id.
+    Remote(Arc<str>),
+}
+
+/// A member on another node, as its node announced it.
+struct Remote {
+    json: Arc<str>,
+    seq: u64,
 }
 
 struct Member {
@@ -139,23 +155,71 @@ impl RoomState {
         let mut bytes = 0;
         let mut last = None;
         let mut rest = self.order.range(after.saturating_add(1)..);
-        for (&seq, num) in rest.by_ref() {
-            let Some(m) = self.members.get(num) else {
+        for (&seq, slot) in rest.by_ref() {
+            let json = match slot {
+                Slot::Local(num) => self.members.get(num).map(|m| &m.json),
+                Slot::Remote(conn) => self.remote.get(conn).map(|r| &r.json),
+            };
+            let Some(json) = json else {
                 continue;
             };
-            if !members.is_empty() && (members.len() == limit || bytes + m.json.len() > budget) {
+            if !members.is_empty() && (members.len() == limit || bytes + json.len() > budget) {
                 return Page {
                     members,
                     next: last,
                 };
             }
-            bytes += m.json.len() + 1;
-            members.push(m.json.clone());
+            bytes += json.len() + 1;
+            members.push(json.clone());
             last = Some(seq);
         }
         Page {
             members,
             next: None,
+        }
+    }
+
+    /// Members on this node and on the others.
+    fn member_count(&self) -> usize {
+        self.members.len() + self.remote.len()
+    }
+
+    /// Records a member of another node joining or changing (`Some`) or leaving (`None`),
+    /// and tells this node's members.
+    fn set_remote(&mut self, room: &str, conn: &Arc<str>, member: Option<&Arc<str>>) {
+        match member {
+            Some(json) => {
+                let event = match self.remote.get_mut(conn) {
+                    Some(r) if r.json == *json => return,
+                    Some(r) => {
+                        r.json = json.clone();
+                        "update"
+                    }
+                    None => {
+                        self.next_seq += 1;
+                        let seq = self.next_seq;
+                        self.order.insert(seq, Slot::Remote(conn.clone()));
+                        let remote = Remote {
+                            json: json.clone(),
+                            seq,
+                        };
+                        self.remote.insert(conn.clone(), remote);
+                        "join"
+                    }
+                };
+                if self.presence {
+                    self.send_to_all(&presence_frame(room, event, json), None);
+                }
+            }
+            None => {
+                let Some(r) = self.remote.remove(conn) else {
+                    return;
+                };
+                self.order.remove(&r.seq);
+                if self.presence {
+                    self.send_to_all(&presence_frame(room, "leave", &r.json), None);
+                }
+            }
         }
     }
 
@@ -186,7 +250,7 @@ impl RoomState {
             let page = self.page(0, replies.members_page_size, replies.members_page_bytes);
             reply = reply
                 .raw_list("members", page.members.iter().map(|m| &**m))
-                .uint("member_count", self.members.len() as u64);
+                .uint("member_count", self.member_count() as u64);
             if let Some(next) = page.next {
                 reply = reply.str("members_cursor", &next.to_string());
             }
@@ -346,6 +410,7 @@ impl Hub {
                         members: HashMap::new(),
                         presence: req.announce,
                         order: BTreeMap::new(),
+                        remote: HashMap::new(),
                         next_seq: 0,
                         closed: false,
                         subscribed: false,
@@ -432,7 +497,15 @@ impl Hub {
                     pending: ready.is_none().then(Box::default),
                 },
             );
-            st.order.insert(seq, conn.num);
+            st.order.insert(seq, Slot::Local(conn.num));
+            let changed = previous.as_ref().is_none_or(|p| p.json != json);
+            if st.presence && changed {
+                let change = PresenceChange::Set {
+                    conn: conn.id.clone(),
+                    member: json.clone(),
+                };
+                self.broker.presence(name, change);
+            }
             if let Some(epoch) = &ready {
                 let reply = st.joined_reply(name, req.id, epoch, st.top, &self.replies);
                 conn.send(&reply.raw_list("messages", []).finish());
@@ -567,6 +640,10 @@ impl Hub {
         if st.presence {
             let frame = presence_frame(&room.name, "leave", &member.json);
             st.send_to_all(&frame, None);
+            let change = PresenceChange::Remove {
+                conn: conn.id.clone(),
+            };
+            self.broker.presence(&room.name, change);
         }
         if st.members.is_empty() {
             st.closed = true;
@@ -649,7 +726,7 @@ impl Hub {
             return None;
         }
         let page = st.page(cursor.unwrap_or(0), limit, self.replies.members_page_bytes);
-        Some((page.members, st.members.len(), page.next))
+        Some((page.members, st.member_count(), page.next))
     }
 
     /// Closes every connection of `user` (or the one connection `conn`) with `code`:
@@ -703,6 +780,13 @@ impl Hub {
         )
         .into();
         member.json = json.clone();
+        if st.presence {
+            let change = PresenceChange::Set {
+                conn: conn.id.clone(),
+                member: json.clone(),
+            };
+            self.broker.presence(&room.name, change);
+        }
         if id.is_some() {
             conn.send(&Out::new("ok").opt_id(id).finish());
         }
@@ -731,7 +815,7 @@ impl Hub {
             .opt_id(id)
             .str("room", &room.name)
             .raw_list("members", page.members.iter().map(|m| &**m))
-            .uint("member_count", st.members.len() as u64);
+            .uint("member_count", st.member_count() as u64);
         drop(st);
         let reply = match page.next {
             Some(next) => reply.str("cursor", &next.to_string()),
@@ -747,6 +831,51 @@ impl Hub {
 }
 
 impl Inbound for Hub {
+    fn remote_presence(&self, room: &str, conn: &Arc<str>, member: Option<&Arc<str>>) {
+        self.remote_presence_in(room, conn, member);
+    }
+
+    fn remote_members(&self, room: &str, members: Vec<(Arc<str>, Arc<str>)>) {
+        self.remote_members_in(room, members);
+    }
+
+    fn local_members(&self, name: &str) -> Vec<(Arc<str>, Arc<str>)> {
+        let Some(room) = self.rooms.get(name) else {
+            return Vec::new();
+        };
+        let st = room.lock();
+        if st.closed || !st.presence {
+            return Vec::new();
+        }
+        st.members
+            .values()
+            .map(|m| (m.conn.id.clone(), m.json.clone()))
+            .collect()
+    }
+
+    fn answer(&self, survey: &Survey) -> serde_json::Value {
+        match survey {
+            Survey::Disconnect {
+                user,
+                conn,
+                code,
+                reason,
+            } => {
+                let who = match (user, conn) {
+                    (Some(u), _) => Who::User(u),
+                    (None, Some(c)) => Who::Conn(c),
+                    (None, None) => return serde_json::json!({ "disconnected": 0 }),
+                };
+                let n = self.disconnect(who, CloseCode(*code), reason);
+                serde_json::json!({ "disconnected": n })
+            }
+            Survey::Info => serde_json::json!({
+                "connections": self.connection_count(),
+                "rooms": self.room_count(),
+            }),
+        }
+    }
+
     fn deliver(&self, name: &str, epoch: &Arc<str>, publication: &Arc<Publication>) {
         let Some(room) = self.rooms.get(name) else {
             return;
@@ -792,6 +921,44 @@ impl Inbound for Hub {
                     held.bytes += frame.len();
                 }
                 Some(held) => held.overflowed = true,
+            }
+        }
+    }
+}
+
+/// Other nodes' members, as a shared broker tells them.
+impl Hub {
+    fn remote_presence_in(&self, name: &str, conn: &Arc<str>, member: Option<&Arc<str>>) {
+        let Some(room) = self.rooms.get(name) else {
+            return;
+        };
+        let mut st = room.lock();
+        if !st.closed {
+            st.set_remote(name, conn, member);
+        }
+    }
+
+    fn remote_members_in(&self, name: &str, members: Vec<(Arc<str>, Arc<str>)>) {
+        let Some(room) = self.rooms.get(name) else {
+            return;
+        };
+        let mut st = room.lock();
+        if st.closed {
+            return;
+        }
+        let known: HashMap<Arc<str>, Arc<str>> = members.into_iter().collect();
+        let gone: Vec<Arc<str>> = st
+            .remote
+            .keys()
+            .filter(|c| !known.contains_key(*c))
+            .cloned()
+            .collect();
+        for conn in gone {
+            st.set_remote(name, &conn, None);
+        }
+        for (conn, json) in &known {
+            if !st.members.values().any(|m| m.conn.id == *conn) {
+                st.set_remote(name, conn, Some(json));
             }
         }
     }

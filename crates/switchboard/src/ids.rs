@@ -18,8 +18,9 @@ pub fn random_token() -> String {
     base36(random_u64(), 12)
 }
 
-/// This process's prefix for connection ids, so ids stay unique across nodes and restarts.
-fn node_prefix() -> &'static str {
+/// This process's name among the nodes sharing a Redis, and the prefix of its connection
+/// ids, so that ids stay unique across nodes and restarts.
+pub fn node_id() -> &'static str {
     static PREFIX: OnceLock<String> = OnceLock::new();
     PREFIX.get_or_init(|| base36(random_u64(), 6))
 }
@@ -28,7 +29,7 @@ fn node_prefix() -> &'static str {
 pub fn next_conn_id() -> (u64, String) {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    (n, format!("{}.{}", node_prefix(), base36(n, 0)))
+    (n, format!("{}.{}", node_id(), base36(n, 0)))
 }
 
 /// `n` in base 36, left-padded with zeros to `width` digits (and cut to the low `width`

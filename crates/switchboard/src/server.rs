@@ -201,7 +201,10 @@ pub fn history_policy(config: &Config) -> Policy {
 /// disk. An unreadable store or an unreachable Redis stops start-up, naming it.
 pub async fn open_broker(config: &Config) -> anyhow::Result<Arc<dyn Broker>> {
     if let Some(url) = &config.redis_url {
-        let redis = crate::broker::redis::RedisBroker::connect(url)
+        let options = crate::broker::redis::RedisOptions {
+            node_timeout: config.node_timeout,
+        };
+        let redis = crate::broker::redis::RedisBroker::connect(url, options)
             .await
             .map_err(anyhow::Error::msg)?;
         return Ok(Arc::new(redis));

@@ -250,3 +250,283 @@ async fn redis_restarting_mid_stream_loses_no_acknowledged_message() {
     let h = writer.next_of("history").await;
     assert_eq!(h["offset"].as_u64(), acked.last().map(|a| a.0), "{h}");
 }
+
+fn node_with(redis: &Redis, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--redis-url",
+        &redis.url,
+        "--message-rate",
+        "10000",
+        "--message-burst",
+        "10000",
+        "--api-keys",
+        API_KEY,
+    ];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+const API_KEY: &str = "api-key-for-the-cluster-tests-0123";
+
+async fn api(server: &Server, method: &str, path: &str, body: &str) -> Value {
+    let res = common::http(
+        server.addr,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await;
+    assert_eq!(res.status, 200, "{method} {path}: {}", res.text());
+    res.json()
+}
+
+/// The next presence event of `room` seen by `peer`, as (event, member conn).
+async fn presence(peer: &mut Peer, room: &str) -> (String, Value) {
+    let f = peer
+        .next_where("presence", |f| f["type"] == "presence" && f["room"] == room)
+        .await;
+    (f["event"].as_str().unwrap().to_owned(), f["member"].clone())
+}
+
+fn conns(members: &Value) -> Vec<String> {
+    let mut v: Vec<String> = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["conn"].as_str().unwrap().to_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn presence_spans_nodes_joins_updates_and_leaves() {
+    let redis = redis();
+    let nodes = [node(&redis), node(&redis), node(&redis)];
+    let mut a = Peer::connect(&nodes[0]).await;
+    a.join("p", Some(json!({"name": "ann"}))).await;
+    let mut b = Peer::connect(&nodes[1]).await;
+    let joined = b.join("p", Some(json!({"name": "bob"}))).await;
+    // The joiner on another node is told who is there.
+    assert_eq!(joined["member_count"], 2, "{joined}");
+    let mut want = vec![a.conn.clone(), b.conn.clone()];
+    want.sort();
+    assert_eq!(conns(&joined["members"]), want, "{joined}");
+    let (event, member) = presence(&mut a, "p").await;
+    assert_eq!(
+        (event.as_str(), &member),
+        ("join", &b.member(json!({"name": "bob"})))
+    );
+
+    let mut c = Peer::connect(&nodes[2]).await;
+    let joined = c.join("p", Some(json!({"name": "cy"}))).await;
+    assert_eq!(joined["member_count"], 3, "{joined}");
+    assert_eq!(presence(&mut a, "p").await.0, "join");
+    assert_eq!(
+        presence(&mut b, "p").await,
+        ("join".into(), c.member(json!({"name": "cy"})))
+    );
+
+    // An update on one node reaches the others.
+    b.send(json!({"type": "presence", "room": "p", "presence": {"name": "bob", "away": true}}))
+        .await;
+    let updated = b.member(json!({"name": "bob", "away": true}));
+    assert_eq!(
+        presence(&mut b, "p").await,
+        ("update".into(), updated.clone())
+    );
+    assert_eq!(
+        presence(&mut a, "p").await,
+        ("update".into(), updated.clone())
+    );
+    assert_eq!(
+        presence(&mut c, "p").await,
+        ("update".into(), updated.clone())
+    );
+
+    // `members` on any node lists everyone, as they are now.
+    let reply = a
+        .request(json!({"type": "members", "id": 5, "room": "p"}))
+        .await;
+    assert_eq!(reply["member_count"], 3, "{reply}");
+    let listed = reply["members"].as_array().unwrap();
+    assert!(listed.contains(&updated), "{reply}");
+
+    // The HTTP API of a node with no member in the room sees them too.
+    let d = node_with(&redis, &[]);
+    let members = api(&d, "GET", "/api/rooms/p/members", "").await;
+    assert_eq!(members["member_count"], 3, "{members}");
+    let mut all = vec![a.conn.clone(), b.conn.clone(), c.conn.clone()];
+    all.sort();
+    assert_eq!(conns(&members["members"]), all, "{members}");
+    // Paged: one at a time, in join order, with a cursor.
+    let first = api(&d, "GET", "/api/rooms/p/members?limit=1", "").await;
+    assert_eq!(first["members"][0]["conn"], a.conn, "{first}");
+    let cursor = first["cursor"].as_str().unwrap().to_owned();
+    let second = api(
+        &d,
+        "GET",
+        &format!("/api/rooms/p/members?limit=2&cursor={cursor}"),
+        "",
+    )
+    .await;
+    assert_eq!(second["members"][0]["conn"], b.conn, "{second}");
+    assert_eq!(second["members"][1]["conn"], c.conn, "{second}");
+    assert!(second["cursor"].is_null(), "{second}");
+    let rooms = api(&d, "GET", "/api/rooms", "").await;
+    assert_eq!(
+        rooms["rooms"],
+        json!([{"room": "p", "members": 3}]),
+        "{rooms}"
+    );
+
+    // A leave on one node reaches the others.
+    c.send(json!({"type": "leave", "id": 6, "room": "p"})).await;
+    assert_eq!(
+        presence(&mut a, "p").await,
+        ("leave".into(), c.member(json!({"name": "cy"})))
+    );
+    assert_eq!(presence(&mut b, "p").await.0, "leave");
+    let reply = b
+        .request(json!({"type": "members", "id": 7, "room": "p"}))
+        .await;
+    assert_eq!(reply["member_count"], 2, "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_node_s_members_leave_everywhere_within_the_node_timeout() {
+    let redis = redis();
+    let a = node_with(&redis, &["--node-timeout", "2s"]);
+    let mut b = node_with(&redis, &["--node-timeout", "2s"]);
+    let c = node_with(&redis, &["--node-timeout", "2s"]);
+    let mut watcher = Peer::connect(&a).await;
+    watcher.join("k", None).await;
+    let mut other = Peer::connect(&c).await;
+    other.join("k", None).await;
+    assert_eq!(presence(&mut watcher, "k").await.0, "join");
+    let mut doomed = Vec::new();
+    let mut on_b = Vec::new();
+    for _ in 0..3 {
+        let mut p = Peer::connect(&b).await;
+        p.join("k", None).await;
+        assert_eq!(presence(&mut watcher, "k").await.0, "join");
+        assert_eq!(presence(&mut other, "k").await.0, "join");
+        doomed.push(p.conn.clone());
+        on_b.push(p);
+    }
+    b.sigkill();
+    let killed = std::time::Instant::now();
+    for peer in [&mut watcher, &mut other] {
+        let mut left = Vec::new();
+        while left.len() < doomed.len() {
+            let (event, member) = presence(peer, "k").await;
+            assert_eq!(event, "leave", "{member}");
+            left.push(member["conn"].as_str().unwrap().to_owned());
+        }
+        left.sort();
+        let mut want = doomed.clone();
+        want.sort();
+        assert_eq!(left, want);
+    }
+    // node_timeout (2 s) plus a heartbeat (0.5 s), and some slack for a loaded machine.
+    let took = killed.elapsed();
+    assert!(took < Duration::from_secs(8), "members left after {took:?}");
+    let reply = watcher
+        .request(json!({"type": "members", "id": 3, "room": "k"}))
+        .await;
+    assert_eq!(reply["member_count"], 2, "{reply}");
+    let members = api(&a, "GET", "/api/rooms/k/members", "").await;
+    assert_eq!(members["member_count"], 2, "{members}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_shut_down_gracefully_takes_its_members_out_at_once() {
+    let redis = redis();
+    // A long node timeout: what the others see is the node's own goodbye.
+    let a = node_with(&redis, &["--node-timeout", "60s"]);
+    let mut b = node_with(
+        &redis,
+        &["--node-timeout", "60s", "--shutdown-timeout", "2s"],
+    );
+    let mut watcher = Peer::connect(&a).await;
+    watcher.join("g", None).await;
+    let mut leaving = Peer::connect(&b).await;
+    leaving.join("g", None).await;
+    assert_eq!(presence(&mut watcher, "g").await.0, "join");
+    b.sigterm();
+    let started = std::time::Instant::now();
+    let (event, member) = presence(&mut watcher, "g").await;
+    assert_eq!(
+        (event.as_str(), &member["conn"]),
+        ("leave", &json!(leaving.conn))
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(b.wait_exit(Duration::from_secs(10)).await.is_some());
+    let rooms = api(&a, "GET", "/api/rooms", "").await;
+    assert_eq!(
+        rooms["rooms"],
+        json!([{"room": "g", "members": 1}]),
+        "{rooms}"
+    );
+    let info = api(&a, "GET", "/api/info", "").await;
+    assert_eq!(
+        info["cluster"]["nodes"].as_array().map(Vec::len),
+        Some(1),
+        "{info}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_of_any_node_disconnects_a_user_everywhere_and_counts_every_node() {
+    let redis = redis();
+    let secret = "a-cluster-test-secret-long-enough-for-hs256";
+    let nodes = [
+        node_with(&redis, &["--token-hmac-secret", secret]),
+        node_with(&redis, &["--token-hmac-secret", secret]),
+    ];
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": "zoe", "exp": 4102444800u64}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let mut zoes = Vec::new();
+    for n in &nodes {
+        for _ in 0..2 {
+            let url = format!("{}?token={token}", n.url());
+            let client = switchboard_client::Client::connect(&url).await.unwrap();
+            zoes.push(Peer::from_client(client).await);
+        }
+    }
+    let mut bystander = Peer::connect(&nodes[1]).await;
+    let info = api(&nodes[0], "GET", "/api/info", "").await;
+    assert_eq!(info["cluster"]["connections"], 5, "{info}");
+    assert_eq!(
+        info["cluster"]["nodes"].as_array().map(Vec::len),
+        Some(2),
+        "{info}"
+    );
+    let res = api(
+        &nodes[0],
+        "POST",
+        "/api/disconnect",
+        r#"{"user":"zoe","code":4003,"reason":"banned"}"#,
+    )
+    .await;
+    assert_eq!(res["disconnected"], 4, "{res}");
+    assert_eq!(res["nodes"], 2, "{res}");
+    for z in &mut zoes {
+        let (_, closed) = z.until_closed(Duration::from_secs(5)).await;
+        assert_eq!(closed, common::Closed::Code(4003), "{closed:?}");
+    }
+    // Others stay.
+    let reply = bystander
+        .request(json!({"type": "members", "id": 1, "room": "none"}))
+        .await;
+    assert_eq!(reply["type"], "error", "{reply}");
+}

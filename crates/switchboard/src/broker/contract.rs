@@ -94,9 +94,14 @@ async fn brokers() -> (Vec<UnderTest>, RedisServer) {
         durable: Some(DurableBroker::start(store)),
     };
     let redis = redis_server();
-    let shared = super::redis::RedisBroker::connect(&redis.url)
-        .await
-        .expect("connect to the test's redis-server");
+    let shared = super::redis::RedisBroker::connect(
+        &redis.url,
+        super::redis::RedisOptions {
+            node_timeout: std::time::Duration::from_secs(10),
+        },
+    )
+    .await
+    .expect("connect to the test's redis-server");
     let mut out: Vec<UnderTest> = vec![
         ("memory", Arc::new(Local::memory()), false, Arc::default()),
         ("durable", Arc::new(durable), true, Arc::default()),

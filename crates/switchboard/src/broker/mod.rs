@@ -10,8 +10,9 @@
 //!
 //! Calls never block: an answer that is not ready at once (a disk commit, a network round
 //! trip) comes as [`Pending::Waiting`], which the caller awaits outside any lock. The hub
-//! never calls its broker while it holds a room lock; brokers call [`Inbound::deliver`],
-//! which takes room locks, so this is the one lock order there is.
+//! never calls its broker while it holds a room lock (but for [`Broker::presence`], which
+//! only queues); brokers call [`Inbound::deliver`], which takes room locks, so this is the
+//! one lock order there is.
 //!
 //! This node's brokers: [`memory`] keeps streams in memory (recovery windows, and history
 //! with `history_storage = "memory"`); [`durable`] keeps them in `history.redb`, committed
@@ -215,11 +216,49 @@ impl<T> Pending<T> {
     }
 }
 
+/// A change to one of this node's members, for a broker that other nodes share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PresenceChange {
+    /// The member joined, or its presence changed: its member JSON (`{"conn",..}`).
+    Set { conn: Arc<str>, member: Arc<str> },
+    /// The member left.
+    Remove { conn: Arc<str> },
+}
+
+/// A question every node answers (a shared broker's [`Broker::survey`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Survey {
+    /// Close the connections of `user` (or the one connection `conn`); answer how many.
+    Disconnect {
+        user: Option<String>,
+        conn: Option<String>,
+        code: u16,
+        reason: String,
+    },
+    /// Answer this node's counts.
+    Info,
+}
+
 /// Where brokers hand publications to: the hub.
 pub trait Inbound: Send + Sync + 'static {
     /// A publication of `room`, with its offset in `epoch`. Called in offset order per room,
     /// never concurrently for one room.
     fn deliver(&self, room: &str, epoch: &Arc<str>, publication: &Arc<Publication>);
+    /// A member of `room` on another node joined or changed (`member` is its JSON) or left
+    /// (`None`). Called in the order of the changes, for rooms this node is subscribed to.
+    fn remote_presence(&self, _room: &str, _conn: &Arc<str>, _member: Option<&Arc<str>>) {}
+    /// Every member of `room` on the other nodes, as `(conn, member JSON)`: replaces what
+    /// was known of them (on subscribing, and again after a lost connection).
+    fn remote_members(&self, _room: &str, _members: Vec<(Arc<str>, Arc<str>)>) {}
+    /// This node's members of `room`, as `(conn, member JSON)`.
+    fn local_members(&self, _room: &str) -> Vec<(Arc<str>, Arc<str>)> {
+        Vec::new()
+    }
+    /// This node's answer to `survey` (JSON).
+    fn answer(&self, _survey: &Survey) -> serde_json::Value {
+        serde_json::Value::Null
+    }
 }
 
 pub trait Broker: Send + Sync + 'static {
@@ -250,6 +289,29 @@ pub trait Broker: Send + Sync + 'static {
     fn unsubscribe(&self, room: &str);
     /// A graceful shutdown: keep what can be kept for the next start.
     fn shutdown(&self);
+
+    /// Whether other nodes share this broker: presence, member lists, room lists and
+    /// disconnects then span every node.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// One of this node's members of `room` joined, changed or left. Called under the
+    /// room's lock, in the order of the changes: it only queues the change.
+    fn presence(&self, _room: &str, _change: PresenceChange) {}
+    /// Every member of `room` on every node, as `(join order, member JSON)` in join order
+    /// (shared brokers; others answer an empty list: ask the hub).
+    fn members(&self, _room: &str) -> Pending<Vec<(u64, Arc<str>)>> {
+        Pending::Ready(Ok(Vec::new()))
+    }
+    /// Every room with members on some node, with its member count (shared brokers).
+    fn rooms(&self) -> Pending<Vec<(Arc<str>, usize)>> {
+        Pending::Ready(Ok(Vec::new()))
+    }
+    /// Asks every node (this one too) `survey`; answers `(node, answer)` for each node that
+    /// answered in time (shared brokers; others answer nothing: ask the hub).
+    fn survey(&self, _survey: Survey) -> Pending<Vec<(String, serde_json::Value)>> {
+        Pending::Ready(Ok(Vec::new()))
+    }
 }
 
 /// Reads `query` from a stream held as a sorted list of publications: the one rule of what

@@ -16,6 +16,18 @@
 //! A node subscribes to a room when its first local member joins; reads of the room's
 //! position wait until the subscription is confirmed, so that every publication after the
 //! position read reaches the node.
+//!
+//! Presence across nodes:
+//! - `sb:{room}:p`, a hash: every member on every node, field the connection id, value
+//!   `node \n join-seq \n member JSON`; fields `#e` (the hash's epoch) and `#s` (its change
+//!   counter). Each change is published on the room's channel as
+//!   `p \n epoch \n seq \n node \n j|u|l \n conn \n member`; a node that subscribes reads the
+//!   hash (after subscribing) and skips the changes the read already holds.
+//! - `sb:n:{node}`, a set: the rooms where `node` has members;
+//! - `sb:nodes`, a sorted set: every node and its last heartbeat (Redis's clock). A node
+//!   missing for `node_timeout` is taken for dead: one live node takes its members out of
+//!   every room (each other node's members see `leave`), and forgets it.
+//! - channel `sb:control`: surveys every node answers, on the asker's `sb:r:<node>`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
@@ -28,8 +40,8 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::stored;
 use super::{
-    check_since, BrokerError, HistoryPage, HistoryQuery, Inbound, Pending, Position, Publication,
-    Published, StreamOptions, Unrecoverable,
+    check_since, BrokerError, HistoryPage, HistoryQuery, Inbound, Pending, Position,
+    PresenceChange, Publication, Published, StreamOptions, Survey, Unrecoverable,
 };
 
 /// How long a room's position outlives its last publish (a room whose members stay quiet
@@ -85,6 +97,83 @@ if first[1] then firstid = first[1][1] end
 return {epoch, offset, firstid, entries}
 "#;
 
+/// One member change (ARGV[1] `set`/`remove`/`sync`), atomically with its event.
+/// KEYS: the presence hash, the room's channel. ARGV: op, node, a new epoch for the hash,
+/// then `set`: conn, member; `remove`: conn; `sync`: whether to answer the hash (`1`), then
+/// conn, member pairs: the node's members — its others are removed.
+const PRESENCE: &str = r#"
+local h, ch, node, fresh = KEYS[1], KEYS[2], ARGV[2], ARGV[3]
+local function split(v)
+  local a = string.find(v, '\n', 1, true)
+  local b = string.find(v, '\n', a + 1, true)
+  return string.sub(v, 1, a - 1), string.sub(v, a + 1, b - 1), string.sub(v, b + 1)
+end
+local function event(kind, conn, member)
+  redis.call('hsetnx', h, '#e', fresh)
+  local e = redis.call('hget', h, '#e')
+  local s = redis.call('hincrby', h, '#s', 1)
+  redis.call('publish', ch, 'p\n' .. e .. '\n' .. s .. '\n' .. node .. '\n' .. kind .. '\n' .. conn .. '\n' .. member)
+  return s
+end
+local function set(conn, member)
+  local old = redis.call('hget', h, conn)
+  local seq = nil
+  local kind = 'j'
+  if old then
+    local onode, oseq, omember = split(old)
+    if onode == node and omember == member then return 0 end
+    seq = oseq
+    kind = 'u'
+  end
+  local s = event(kind, conn, member)
+  redis.call('hset', h, conn, node .. '\n' .. (seq or s) .. '\n' .. member)
+  return 1
+end
+local function remove(conn)
+  local old = redis.call('hget', h, conn)
+  if not old then return 0 end
+  local onode = split(old)
+  if onode ~= node then return 0 end
+  redis.call('hdel', h, conn)
+  event('l', conn, '')
+  if redis.call('hlen', h) <= 2 then redis.call('del', h) end
+  return 1
+end
+local op = ARGV[1]
+if op == 'set' then return set(ARGV[4], ARGV[5]) end
+if op == 'remove' then return remove(ARGV[4]) end
+local keep = {}
+for i = 5, #ARGV, 2 do keep[ARGV[i]] = true end
+local all = redis.call('hgetall', h)
+for i = 1, #all, 2 do
+  local conn = all[i]
+  if string.sub(conn, 1, 1) ~= '#' and not keep[conn] then
+    local onode = split(all[i + 1])
+    if onode == node then remove(conn) end
+  end
+end
+for i = 5, #ARGV, 2 do set(ARGV[i], ARGV[i + 1]) end
+if ARGV[4] == '1' then return redis.call('hgetall', h) end
+return {}
+"#;
+
+/// A node's heartbeat: records it (Redis's clock), answers whether it was not known (it was
+/// taken for dead, or Redis lost its data) and the nodes silent for ARGV[2] ms.
+const HEARTBEAT: &str = r#"
+local t = redis.call('time')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local added = redis.call('zadd', KEYS[1], now, ARGV[1])
+local dead = redis.call('zrangebyscore', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+local live = redis.call('zrangebyscore', KEYS[1], now - tonumber(ARGV[2]), '+inf')
+return {added, dead, live}
+"#;
+
+const NODES: &str = "sb:nodes";
+const CONTROL: &str = "sb:control";
+
+/// How long a survey waits for the nodes' answers.
+const SURVEY_TIMEOUT: Duration = Duration::from_secs(2);
+
 pub struct RedisBroker {
     inner: Arc<Inner>,
 }
@@ -101,6 +190,44 @@ struct Inner {
     rooms: Mutex<HashMap<Arc<str>, Sub>>,
     commands: mpsc::UnboundedSender<Command>,
     publishes: mpsc::UnboundedSender<Publish>,
+    presence: Script,
+    heartbeat: Script,
+    /// Presence changes, syncs and room index updates: written to Redis in this order.
+    presence_ops: mpsc::UnboundedSender<PresenceOp>,
+    node_timeout: Duration,
+    /// The nodes that heartbeated within `node_timeout`, as of the last heartbeat.
+    live_nodes: Mutex<Vec<String>>,
+    /// Surveys this node asked, waiting for answers.
+    surveys: Mutex<HashMap<String, mpsc::UnboundedSender<(String, serde_json::Value)>>>,
+    /// A graceful shutdown started: no more heartbeats.
+    closing: std::sync::atomic::AtomicBool,
+}
+
+/// What the presence writer sends to Redis, in order.
+enum PresenceOp {
+    Change(Arc<str>, PresenceChange),
+    /// Make this node's members of the room in Redis what the hub has, and (with `reply`)
+    /// read every member.
+    Sync(Arc<str>, Option<oneshot::Sender<Option<Snapshot>>>),
+    /// The node has members in the room (`true`), or none any more.
+    Index(Arc<str>, bool),
+    /// Answered once everything queued before it was written.
+    Flush(oneshot::Sender<()>),
+}
+
+/// A room's presence hash as read.
+struct Snapshot {
+    epoch: Arc<str>,
+    seq: u64,
+    /// Members on other nodes: (conn, member JSON).
+    others: Vec<(Arc<str>, Arc<str>)>,
+}
+
+/// How a Redis broker runs.
+#[derive(Debug, Clone, Copy)]
+pub struct RedisOptions {
+    /// A node silent for this long is taken for dead.
+    pub node_timeout: Duration,
 }
 
 /// A publish waiting for the batcher.
@@ -123,6 +250,8 @@ struct Sub {
     last: Option<(Arc<str>, u64)>,
     /// Publishers and readers waiting for `active` or for a delivery.
     changed: Arc<Notify>,
+    /// The room's presence hash as last known here: (epoch, change counter).
+    presence: Option<(Arc<str>, u64)>,
 }
 
 enum Command {
@@ -142,6 +271,15 @@ fn idem_key(room: &str, key: &str) -> String {
 fn channel(room: &str) -> String {
     format!("sb:{{{room}}}")
 }
+fn presence_key(room: &str) -> String {
+    format!("sb:{{{room}}}:p")
+}
+fn node_rooms_key(node: &str) -> String {
+    format!("sb:n:{{{node}}}")
+}
+fn reply_channel(node: &str) -> String {
+    format!("sb:r:{node}")
+}
 fn room_of(channel: &str) -> Option<&str> {
     channel.strip_prefix("sb:{")?.strip_suffix('}')
 }
@@ -157,7 +295,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl RedisBroker {
     /// Connects to `url` (`redis://[user:password@]host:port[/db]`); fails if Redis cannot
     /// be reached now. Afterwards the connections reconnect by themselves.
-    pub async fn connect(url: &str) -> Result<RedisBroker, String> {
+    pub async fn connect(url: &str, options: RedisOptions) -> Result<RedisBroker, String> {
         let client = redis::Client::open(url).map_err(|e| format!("redis_url {url:?}: {e}"))?;
         // A command fails within a few seconds when Redis is away (its publish answers
         // `unavailable`), and the connection is made again in the background.
@@ -171,18 +309,33 @@ impl RedisBroker {
             .map_err(|e| format!("cannot connect to Redis at {url}: {e}"))?;
         let (commands, rx) = mpsc::unbounded_channel();
         let (publishes, queue) = mpsc::unbounded_channel();
+        let (presence_ops, presence_queue) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             conn,
             publish: Script::new(PUBLISH),
             read: Script::new(READ),
-            node: crate::ids::random_token(),
+            node: crate::ids::node_id().to_owned(),
             inbound: OnceLock::new(),
             rooms: Mutex::new(HashMap::new()),
             commands,
             publishes,
+            presence: Script::new(PRESENCE),
+            heartbeat: Script::new(HEARTBEAT),
+            presence_ops,
+            node_timeout: options.node_timeout,
+            live_nodes: Mutex::new(Vec::new()),
+            surveys: Mutex::new(HashMap::new()),
+            closing: std::sync::atomic::AtomicBool::new(false),
         });
+        // Registered before any member joins: no other node takes this one for dead.
+        inner
+            .beat()
+            .await
+            .map_err(|e| format!("redis at {url}: {e}"))?;
         tokio::spawn(subscriber(client, Arc::downgrade(&inner), rx));
         tokio::spawn(batcher(Arc::downgrade(&inner), queue));
+        tokio::spawn(presence_writer(Arc::downgrade(&inner), presence_queue));
+        tokio::spawn(heartbeat(Arc::downgrade(&inner)));
         Ok(RedisBroker { inner })
     }
 
@@ -239,10 +392,15 @@ impl RedisBroker {
             active: false,
             last: None,
             changed: Arc::new(Notify::new()),
+            presence: None,
         });
         sub.members += 1;
         if sub.members == 1 {
             let _ = self.inner.commands.send(Command::Subscribe(room.into()));
+            let _ = self
+                .inner
+                .presence_ops
+                .send(PresenceOp::Index(room.into(), true));
         }
     }
 
@@ -255,11 +413,491 @@ impl RedisBroker {
         if sub.members == 0 {
             rooms.remove(room);
             let _ = self.inner.commands.send(Command::Unsubscribe(room.into()));
+            let _ = self
+                .inner
+                .presence_ops
+                .send(PresenceOp::Index(room.into(), false));
         }
+    }
+
+    /// Every member of `room` on every node, in join order.
+    pub fn members(&self, room: &str) -> Pending<Vec<(u64, Arc<str>)>> {
+        let (reply, rx) = oneshot::channel();
+        let inner = self.inner.clone();
+        let key = presence_key(room);
+        tokio::spawn(async move {
+            let mut conn = inner.conn.clone();
+            let read: redis::RedisResult<Vec<Vec<u8>>> =
+                redis::cmd("HGETALL").arg(key).query_async(&mut conn).await;
+            let answer = read.map_err(unavailable).map(|flat| {
+                let mut members: Vec<(u64, Arc<str>)> = flat
+                    .chunks_exact(2)
+                    .filter(|kv| !kv[0].starts_with(b"#"))
+                    .filter_map(|kv| {
+                        let (_, seq, member) = split_member(&kv[1])?;
+                        Some((seq, member.into()))
+                    })
+                    .collect();
+                members.sort_unstable_by_key(|(seq, _)| *seq);
+                members
+            });
+            let _ = reply.send(answer);
+        });
+        Pending::Waiting(rx)
+    }
+
+    /// Every room with members on a live node, with its member count.
+    pub fn rooms(&self) -> Pending<Vec<(Arc<str>, usize)>> {
+        let (reply, rx) = oneshot::channel();
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let _ = reply.send(inner.room_counts().await.map_err(unavailable));
+        });
+        Pending::Waiting(rx)
+    }
+
+    /// Asks every live node `survey`, this one too; answers those that answered within
+    /// [`SURVEY_TIMEOUT`].
+    pub fn survey(&self, survey: Survey) -> Pending<Vec<(String, serde_json::Value)>> {
+        let (reply, rx) = oneshot::channel();
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let _ = reply.send(inner.survey(survey).await);
+        });
+        Pending::Waiting(rx)
+    }
+
+    /// A graceful shutdown: this node's members leave every room at once, and the node
+    /// leaves the list of nodes. Runs on a blocking thread of the runtime.
+    pub fn shutdown(&self) {
+        use std::sync::atomic::Ordering;
+        self.inner.closing.store(true, Ordering::Relaxed);
+        let inner = self.inner.clone();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.block_on(async move {
+            let done = async {
+                let (tx, rx) = oneshot::channel();
+                if inner.presence_ops.send(PresenceOp::Flush(tx)).is_ok() {
+                    let _ = rx.await;
+                }
+                let node = inner.node.clone();
+                inner.remove_node(&node).await
+            };
+            match tokio::time::timeout(Duration::from_secs(5), done).await {
+                Ok(Ok(rooms)) => tracing::info!(rooms, "this node's members left Redis"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not remove this node's members from Redis; the other nodes will when it stops heartbeating"),
+                Err(_) => tracing::warn!("timed out removing this node's members from Redis; the other nodes will when it stops heartbeating"),
+            }
+        });
     }
 }
 
 impl Inner {
+    /// Records this node's heartbeat; answers whether Redis did not know the node, and the
+    /// nodes silent for `node_timeout`.
+    async fn beat(&self) -> redis::RedisResult<(bool, Vec<String>)> {
+        let mut conn = self.conn.clone();
+        let (added, dead, live): (u8, Vec<String>, Vec<String>) = self
+            .heartbeat
+            .key(NODES)
+            .arg(&self.node)
+            .arg(self.node_timeout.as_millis() as u64)
+            .invoke_async(&mut conn)
+            .await?;
+        *lock(&self.live_nodes) = live;
+        Ok((added == 1, dead))
+    }
+
+    /// Adds one call of the presence script to `pipe`: `op` for `node`'s members of `room`;
+    /// the caller adds the op's own arguments.
+    fn add_presence<'p>(
+        &self,
+        pipe: &'p mut redis::Pipeline,
+        room: &str,
+        op: &str,
+        node: &str,
+    ) -> &'p mut redis::Pipeline {
+        pipe.cmd("EVALSHA")
+            .arg(self.presence.get_hash())
+            .arg(2)
+            .arg(presence_key(room))
+            .arg(channel(room))
+            .arg(op)
+            .arg(node)
+            .arg(crate::ids::random_token())
+    }
+
+    /// Runs `pipe` (built with `ignore_errors`), loading the presence script first if Redis
+    /// does not know it (a restart) and running it again: its calls are idempotent.
+    async fn run_presence(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> redis::RedisResult<Vec<redis::RedisResult<Value>>> {
+        let mut conn = self.conn.clone();
+        let results: Vec<redis::RedisResult<Value>> = pipe.query_async(&mut conn).await?;
+        let no_script = results.iter().any(|r| {
+            r.as_ref()
+                .err()
+                .is_some_and(|e| e.code() == Some("NOSCRIPT"))
+        });
+        if !no_script {
+            return Ok(results);
+        }
+        self.presence.prepare_invoke().load_async(&mut conn).await?;
+        pipe.query_async(&mut conn).await
+    }
+
+    /// Writes a batch of presence operations as one pipeline, in order.
+    async fn write_presence(&self, ops: Vec<PresenceOp>) -> bool {
+        let inbound = self.inbound.get().and_then(Weak::upgrade);
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        let mut commands = 0;
+        let mut syncs = Vec::new();
+        let mut flushes = Vec::new();
+        for op in ops {
+            match op {
+                PresenceOp::Change(room, PresenceChange::Set { conn, member }) => {
+                    self.add_presence(&mut pipe, &room, "set", &self.node)
+                        .arg(&*conn)
+                        .arg(&*member);
+                    commands += 1;
+                }
+                PresenceOp::Change(room, PresenceChange::Remove { conn }) => {
+                    self.add_presence(&mut pipe, &room, "remove", &self.node)
+                        .arg(&*conn);
+                    commands += 1;
+                }
+                PresenceOp::Sync(room, reply) => {
+                    let members = inbound
+                        .as_ref()
+                        .map(|i| i.local_members(&room))
+                        .unwrap_or_default();
+                    let answer = if reply.is_some() { "1" } else { "0" };
+                    self.add_presence(&mut pipe, &room, "sync", &self.node)
+                        .arg(answer);
+                    for (conn, member) in &members {
+                        pipe.arg(&**conn).arg(&**member);
+                    }
+                    if let Some(reply) = reply {
+                        syncs.push((commands, reply));
+                    }
+                    commands += 1;
+                }
+                PresenceOp::Index(room, add) => {
+                    pipe.cmd(if add { "SADD" } else { "SREM" })
+                        .arg(node_rooms_key(&self.node))
+                        .arg(&*room);
+                    commands += 1;
+                }
+                PresenceOp::Flush(reply) => flushes.push(reply),
+            }
+        }
+        let written = if commands == 0 {
+            Ok(Vec::new())
+        } else {
+            self.run_presence(&pipe).await
+        };
+        let ok = match written {
+            Ok(mut results) => {
+                for (i, reply) in syncs {
+                    let snapshot = match results.get_mut(i).map(take_result) {
+                        Some(Ok(value)) => self.snapshot(value),
+                        Some(Err(e)) => {
+                            tracing::warn!(error = %e, "could not read a room's members from Redis");
+                            None
+                        }
+                        None => None,
+                    };
+                    let _ = reply.send(snapshot);
+                }
+                let failed = results.iter().filter(|r| r.is_err()).count();
+                if failed > 0 {
+                    tracing::warn!(failed, "presence changes were refused by Redis");
+                }
+                failed == 0
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "presence changes could not be written to Redis; this node's members will be announced again");
+                false
+            }
+        };
+        for flush in flushes {
+            let _ = flush.send(());
+        }
+        ok
+    }
+
+    /// A presence hash as `HGETALL` answered it.
+    fn snapshot(&self, value: Value) -> Option<Snapshot> {
+        let Value::Array(flat) = value else {
+            return None;
+        };
+        let mut snapshot = Snapshot {
+            epoch: "".into(),
+            seq: 0,
+            others: Vec::new(),
+        };
+        for kv in flat.chunks_exact(2) {
+            let (Value::BulkString(k), Value::BulkString(v)) = (&kv[0], &kv[1]) else {
+                continue;
+            };
+            match &k[..] {
+                b"#e" => snapshot.epoch = String::from_utf8_lossy(v).into(),
+                b"#s" => {
+                    snapshot.seq = std::str::from_utf8(v).ok()?.parse().ok()?;
+                }
+                _ => {
+                    let Some((node, _, member)) = split_member(v) else {
+                        continue;
+                    };
+                    if node != self.node {
+                        let conn = String::from_utf8_lossy(k);
+                        snapshot.others.push((conn.into(), member.into()));
+                    }
+                }
+            }
+        }
+        Some(snapshot)
+    }
+
+    /// Announces this node's members of every room again (after Redis lost them, or took
+    /// this node for dead).
+    fn resync_all(&self) {
+        let rooms: Vec<Arc<str>> = lock(&self.rooms).keys().cloned().collect();
+        for room in rooms {
+            let _ = self
+                .presence_ops
+                .send(PresenceOp::Index(room.clone(), true));
+            let _ = self.presence_ops.send(PresenceOp::Sync(room, None));
+        }
+    }
+
+    /// Takes the members of `node` (silent for `node_timeout`) out of every room, once for
+    /// all the nodes that noticed: the first to claim it does it.
+    async fn reap(&self, node: &str) {
+        let mut conn = self.conn.clone();
+        let claimed: redis::RedisResult<Option<String>> = redis::cmd("SET")
+            .arg(format!("{}:reap", node_rooms_key(node)))
+            .arg(&self.node)
+            .arg("NX")
+            .arg("PX")
+            .arg(60_000)
+            .query_async(&mut conn)
+            .await;
+        if !matches!(claimed, Ok(Some(_))) {
+            return;
+        }
+        match self.remove_node(node).await {
+            Ok(rooms) => tracing::warn!(
+                node,
+                rooms,
+                "a node stopped heartbeating: its members left its rooms"
+            ),
+            Err(e) => {
+                tracing::warn!(node, error = %e, "could not remove the members of a dead node")
+            }
+        }
+    }
+
+    /// Removes every member of `node` from every room it had members in (each other node's
+    /// members see them leave), and the node from the list of nodes. Answers the rooms.
+    async fn remove_node(&self, node: &str) -> redis::RedisResult<usize> {
+        let mut conn = self.conn.clone();
+        let rooms: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(node_rooms_key(node))
+            .query_async(&mut conn)
+            .await?;
+        for chunk in rooms.chunks(MAX_BATCH) {
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for room in chunk {
+                self.add_presence(&mut pipe, room, "sync", node).arg("0");
+            }
+            self.run_presence(&pipe).await?;
+        }
+        let () = redis::pipe()
+            .cmd("DEL")
+            .arg(node_rooms_key(node))
+            .ignore()
+            .cmd("ZREM")
+            .arg(NODES)
+            .arg(node)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(rooms.len())
+    }
+
+    /// Every room with members on some node, with its member count.
+    async fn room_counts(&self) -> redis::RedisResult<Vec<(Arc<str>, usize)>> {
+        let mut conn = self.conn.clone();
+        let nodes: Vec<String> = redis::cmd("ZRANGE")
+            .arg(NODES)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await?;
+        let mut pipe = redis::pipe();
+        for node in &nodes {
+            pipe.cmd("SMEMBERS").arg(node_rooms_key(node));
+        }
+        let sets: Vec<Vec<String>> = pipe.query_async(&mut conn).await?;
+        let rooms: std::collections::BTreeSet<String> = sets.into_iter().flatten().collect();
+        let mut counts = Vec::with_capacity(rooms.len());
+        let rooms: Vec<String> = rooms.into_iter().collect();
+        for chunk in rooms.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for room in chunk {
+                pipe.cmd("HLEN").arg(presence_key(room));
+            }
+            let lens: Vec<usize> = pipe.query_async(&mut conn).await?;
+            for (room, len) in chunk.iter().zip(lens) {
+                // Less the hash's epoch and counter.
+                if len > 2 {
+                    counts.push((room.as_str().into(), len - 2));
+                }
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Asks every node `survey` through `sb:control`, and gathers their answers.
+    async fn survey(
+        &self,
+        survey: Survey,
+    ) -> Result<Vec<(String, serde_json::Value)>, BrokerError> {
+        let id = crate::ids::random_token();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        lock(&self.surveys).insert(id.clone(), tx);
+        let request = serde_json::json!({ "id": id, "from": self.node, "survey": survey });
+        let mut conn = self.conn.clone();
+        let sent: redis::RedisResult<usize> = redis::cmd("PUBLISH")
+            .arg(CONTROL)
+            .arg(request.to_string())
+            .query_async(&mut conn)
+            .await;
+        let result = match sent {
+            Err(e) => Err(unavailable(e)),
+            Ok(listeners) => {
+                let mut answers: Vec<(String, serde_json::Value)> = Vec::new();
+                let deadline = tokio::time::Instant::now() + SURVEY_TIMEOUT;
+                while answers.len() < listeners {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(answer)) => answers.push(answer),
+                        _ => break,
+                    }
+                }
+                if !answers.iter().any(|(n, _)| *n == self.node) {
+                    // This node's subscription is down: it answers for itself.
+                    if let Some(inbound) = self.inbound.get().and_then(Weak::upgrade) {
+                        answers.push((self.node.clone(), inbound.answer(&survey)));
+                    }
+                }
+                answers.sort_by(|a, b| a.0.cmp(&b.0));
+                Ok(answers)
+            }
+        };
+        lock(&self.surveys).remove(&id);
+        result
+    }
+
+    /// A survey from another node (or this one) on `sb:control`: answered on the asker's
+    /// reply channel.
+    fn on_control(self: &Arc<Self>, payload: &[u8]) {
+        #[derive(serde::Deserialize)]
+        struct Request {
+            id: String,
+            from: String,
+            survey: Survey,
+        }
+        let Ok(request) = serde_json::from_slice::<Request>(payload) else {
+            return;
+        };
+        let Some(inbound) = self.inbound.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let answer = inbound.answer(&request.survey);
+        let reply = serde_json::json!({ "id": request.id, "node": self.node, "answer": answer });
+        let inner = self.clone();
+        tokio::spawn(async move {
+            let mut conn = inner.conn.clone();
+            let _: redis::RedisResult<usize> = redis::cmd("PUBLISH")
+                .arg(reply_channel(&request.from))
+                .arg(reply.to_string())
+                .query_async(&mut conn)
+                .await;
+        });
+    }
+
+    /// An answer to one of this node's surveys.
+    fn on_reply(&self, payload: &[u8]) {
+        #[derive(serde::Deserialize)]
+        struct Reply {
+            id: String,
+            node: String,
+            answer: serde_json::Value,
+        }
+        let Ok(reply) = serde_json::from_slice::<Reply>(payload) else {
+            return;
+        };
+        if let Some(tx) = lock(&self.surveys).get(&reply.id) {
+            let _ = tx.send((reply.node, reply.answer));
+        }
+    }
+
+    /// A presence change published on a room's channel: handed to the hub unless this
+    /// node made it or the room's presence read already held it.
+    fn on_presence(&self, room: &str, payload: &[u8]) {
+        let mut parts = payload.splitn(7, |b| *b == b'\n');
+        let (Some(_), Some(epoch), Some(seq), Some(node), Some(kind), Some(conn), Some(member)) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return;
+        };
+        let (Ok(epoch), Some(seq), Ok(node), Ok(conn), Ok(member)) = (
+            std::str::from_utf8(epoch),
+            std::str::from_utf8(seq)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok()),
+            std::str::from_utf8(node),
+            std::str::from_utf8(conn),
+            std::str::from_utf8(member),
+        ) else {
+            return;
+        };
+        {
+            let mut rooms = lock(&self.rooms);
+            let Some(sub) = rooms.get_mut(room) else {
+                return;
+            };
+            if matches!(&sub.presence, Some((e, s)) if **e == *epoch && seq <= *s) {
+                return;
+            }
+            sub.presence = Some((epoch.into(), seq));
+        }
+        if node == self.node {
+            return;
+        }
+        let Some(inbound) = self.inbound.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let conn: Arc<str> = conn.into();
+        match kind {
+            b"j" | b"u" => inbound.remote_presence(room, &conn, Some(&member.into())),
+            b"l" => inbound.remote_presence(room, &conn, None),
+            _ => {}
+        }
+    }
+
     /// Adds one publish script call to `pipe`.
     fn add_publish(
         &self,
@@ -521,6 +1159,83 @@ impl Inner {
     }
 }
 
+/// `node \n join-seq \n member` of a presence hash's field.
+fn split_member(v: &[u8]) -> Option<(&str, u64, &str)> {
+    let mut parts = v.splitn(3, |b| *b == b'\n');
+    let node = std::str::from_utf8(parts.next()?).ok()?;
+    let seq = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+    let member = std::str::from_utf8(parts.next()?).ok()?;
+    Some((node, seq, member))
+}
+
+/// Writes presence operations to Redis in the order they were queued, as many at a time as
+/// are waiting. After a failed write this node's members are announced again.
+async fn presence_writer(inner: Weak<Inner>, mut queue: mpsc::UnboundedReceiver<PresenceOp>) {
+    let mut ops = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = queue.recv().await {
+        ops.push(first);
+        while ops.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        let Some(node) = inner.upgrade() else {
+            return;
+        };
+        if !node.write_presence(std::mem::take(&mut ops)).await {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            node.resync_all();
+        }
+    }
+}
+
+/// Heartbeats in Redis every quarter of `node_timeout`; takes the members of nodes silent
+/// for `node_timeout` out of their rooms (once this node itself has been in touch with
+/// Redis for that long: after an outage every node gets its time to beat again).
+async fn heartbeat(inner: Weak<Inner>) {
+    use std::sync::atomic::Ordering;
+    let Some(period) = inner
+        .upgrade()
+        .map(|n| (n.node_timeout / 4).max(Duration::from_millis(50)))
+    else {
+        return;
+    };
+    let mut in_touch_since = Some(tokio::time::Instant::now());
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(node) = inner.upgrade() else {
+            return;
+        };
+        if node.closing.load(Ordering::Relaxed) {
+            return;
+        }
+        match node.beat().await {
+            Ok((added, dead)) => {
+                let since = *in_touch_since.get_or_insert_with(tokio::time::Instant::now);
+                if added {
+                    tracing::warn!("Redis did not know this node (it lost its data, or took the node for dead): announcing its members again");
+                    node.resync_all();
+                }
+                if since.elapsed() >= node.node_timeout {
+                    for d in dead.iter().filter(|d| **d != node.node) {
+                        node.reap(d).await;
+                    }
+                }
+            }
+            Err(e) => {
+                if in_touch_since.take().is_some() {
+                    tracing::warn!(error = %e, "cannot heartbeat in Redis");
+                }
+            }
+        }
+    }
+}
+
+fn take_result(r: &mut redis::RedisResult<Value>) -> redis::RedisResult<Value> {
+    std::mem::replace(r, Ok(Value::Nil))
+}
+
 fn text(v: &Value) -> Option<&str> {
     match v {
         Value::BulkString(b) => std::str::from_utf8(b).ok(),
@@ -619,7 +1334,13 @@ async fn subscriber(
         backoff = Duration::from_millis(100);
         let (mut sink, mut stream) = pubsub.split();
         let rooms: Vec<Arc<str>> = lock(&node.rooms).keys().cloned().collect();
+        let control = sink
+            .subscribe(&[CONTROL.to_owned(), reply_channel(&node.node)])
+            .await;
         drop(node);
+        if control.is_err() {
+            continue;
+        }
         for room in rooms {
             if !subscribe(&inner, &mut sink, room).await {
                 break;
@@ -643,7 +1364,20 @@ async fn subscriber(
                 message = stream.next() => {
                     let Some(message) = message else { break };
                     let Some(node) = inner.upgrade() else { return };
-                    let Some(room) = room_of(message.get_channel_name()) else { continue };
+                    let name = message.get_channel_name();
+                    if name == CONTROL {
+                        node.on_control(message.get_payload_bytes());
+                        continue;
+                    }
+                    if name.starts_with("sb:r:") {
+                        node.on_reply(message.get_payload_bytes());
+                        continue;
+                    }
+                    let Some(room) = room_of(name) else { continue };
+                    if message.get_payload_bytes().starts_with(b"p\n") {
+                        node.on_presence(room, message.get_payload_bytes());
+                        continue;
+                    }
                     let Some((offset, epoch, exclude, encoded)) = parse_message(message.get_payload_bytes()) else {
                         continue;
                     };
@@ -690,6 +1424,26 @@ async fn subscribe(inner: &Weak<Inner>, sink: &mut redis::aio::PubSubSink, room:
             node.catch_up(&room, epoch.clone(), *l, page.position.offset)
                 .await;
         }
+    }
+    // Everyone in the room now (this node's members written first); the changes after the
+    // read arrive on the channel, and those the read holds are skipped.
+    let (tx, rx) = oneshot::channel();
+    let _ = node
+        .presence_ops
+        .send(PresenceOp::Sync(room.clone(), Some(tx)));
+    match tokio::time::timeout(Duration::from_secs(5), rx).await {
+        Ok(Ok(Some(snapshot))) => {
+            if let Some(sub) = lock(&node.rooms).get_mut(&room) {
+                sub.presence = Some((snapshot.epoch.clone(), snapshot.seq));
+            }
+            if let Some(inbound) = node.inbound.get().and_then(Weak::upgrade) {
+                inbound.remote_members(&room, snapshot.others);
+            }
+        }
+        _ => tracing::warn!(
+            room = &*room,
+            "could not read the room's members on other nodes"
+        ),
     }
     let mut rooms = lock(&node.rooms);
     if let Some(sub) = rooms.get_mut(&room) {
@@ -747,5 +1501,30 @@ impl super::Broker for RedisBroker {
         RedisBroker::unsubscribe(self, room);
     }
 
-    fn shutdown(&self) {}
+    fn shutdown(&self) {
+        RedisBroker::shutdown(self);
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn presence(&self, room: &str, change: PresenceChange) {
+        let _ = self
+            .inner
+            .presence_ops
+            .send(PresenceOp::Change(room.into(), change));
+    }
+
+    fn members(&self, room: &str) -> Pending<Vec<(u64, Arc<str>)>> {
+        RedisBroker::members(self, room)
+    }
+
+    fn rooms(&self) -> Pending<Vec<(Arc<str>, usize)>> {
+        RedisBroker::rooms(self)
+    }
+
+    fn survey(&self, survey: Survey) -> Pending<Vec<(String, serde_json::Value)>> {
+        RedisBroker::survey(self, survey)
+    }
 }
