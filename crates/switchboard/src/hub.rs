@@ -305,7 +305,8 @@ pub enum Who<'a> {
     Conn(&'a str),
 }
 
-/// Close code for members of a room whose broker started it over in a new epoch.
+/// Close code for members of a room whose broker started it over in a new epoch, or whose
+/// missed publications this node could not read back: they rejoin and recover.
 pub const EPOCH_CHANGED_CLOSE: CloseCode = CloseCode(4011);
 
 /// `from` of a message the server published (the HTTP API): not a member.
@@ -851,6 +852,19 @@ impl Inbound for Hub {
             .values()
             .map(|m| (m.conn.id.clone(), m.json.clone()))
             .collect()
+    }
+
+    fn lost(&self, name: &str) {
+        let Some(room) = self.rooms.get(name) else {
+            return;
+        };
+        let st = room.lock();
+        for m in st.members.values() {
+            m.conn.outbox.close_with(
+                EPOCH_CHANGED_CLOSE,
+                "messages of a room were missed: rejoin",
+            );
+        }
     }
 
     fn answer(&self, survey: &Survey) -> serde_json::Value {

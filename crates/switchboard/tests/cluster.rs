@@ -530,3 +530,154 @@ async fn the_api_of_any_node_disconnects_a_user_everywhere_and_counts_every_node
         .await;
     assert_eq!(reply["type"], "error", "{reply}");
 }
+
+fn redis_cli(redis: &Redis, args: &[&str]) -> String {
+    let port = redis.url.rsplit(':').next().unwrap().trim_end_matches('/');
+    let out = Command::new("redis-cli")
+        .args(["-p", port])
+        .args(args)
+        .output()
+        .expect("redis-cli (from redis-tools)");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_that_missed_messages_it_cannot_read_back_makes_its_members_rejoin() {
+    let redis = redis();
+    assert_eq!(
+        redis_cli(
+            &redis,
+            &[
+                "ACL",
+                "SETUSER",
+                "cut",
+                "on",
+                ">pw-of-cut",
+                "~*",
+                "&*",
+                "+@all"
+            ]
+        ),
+        "OK"
+    );
+    let cut_url = redis.url.replace("redis://", "redis://cut:pw-of-cut@");
+    // Rooms keep nothing: what a node misses cannot be read back.
+    let a = Server::start(&["--redis-url", &cut_url, "--recovery-window-size", "0"]);
+    let b = node_with(&redis, &["--recovery-window-size", "0"]);
+    let mut reader = Peer::connect(&a).await;
+    let epoch = reader.join("gap", None).await["epoch"].clone();
+    let mut writer = Peer::connect(&b).await;
+    writer.join("gap", None).await;
+    assert_eq!(writer.publish("gap", json!(1)).await, 1);
+    assert_eq!(reader.next_of("message").await["offset"], 1);
+    // Node a loses Redis (its user is switched off and its connections closed) while b
+    // goes on publishing.
+    assert_eq!(redis_cli(&redis, &["ACL", "SETUSER", "cut", "off"]), "OK");
+    let killed = redis_cli(&redis, &["CLIENT", "KILL", "USER", "cut"]);
+    assert_eq!(
+        killed, "2",
+        "the node's command and subscription connections"
+    );
+    for i in 2..=4 {
+        assert_eq!(writer.publish("gap", json!(i)).await, i);
+    }
+    assert_eq!(redis_cli(&redis, &["ACL", "SETUSER", "cut", "on"]), "OK");
+    // Back in touch, a cannot deliver 2..4: its member is told to rejoin, not left with a
+    // silent gap.
+    let (frames, closed) = reader.until_closed(Duration::from_secs(15)).await;
+    assert_eq!(
+        closed,
+        common::Closed::Code(4011),
+        "{frames:?}\n{}",
+        a.logs().join("\n")
+    );
+    assert!(
+        !frames.iter().any(|f| f["type"] == "message"),
+        "nothing after the gap: {frames:?}"
+    );
+    // Rejoining with its position, it learns what was lost.
+    let mut back = Peer::connect(&a).await;
+    let j = back
+        .request(
+            json!({"type": "join", "id": 3, "room": "gap", "since": {"epoch": epoch, "offset": 1}}),
+        )
+        .await;
+    assert_eq!(
+        (&j["recovered"], &j["reason"]),
+        (&json!(false), &json!("too_old")),
+        "{j}"
+    );
+    assert_eq!(j["offset"], 4, "{j}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_redis_loses_its_data_every_node_announces_its_members_again() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let start = || {
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server")
+    };
+    let wait_up = || {
+        for _ in 0..500 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("redis-server did not start");
+    };
+    let mut redis = Redis {
+        child: start(),
+        url: format!("redis://127.0.0.1:{port}/"),
+    };
+    wait_up();
+    let a = node_with(&redis, &["--node-timeout", "2s"]);
+    let b = node_with(&redis, &["--node-timeout", "2s"]);
+    let mut pa = Peer::connect(&a).await;
+    pa.join("r", None).await;
+    let mut pb = Peer::connect(&b).await;
+    pb.join("r", None).await;
+    let members = api(&a, "GET", "/api/rooms/r/members", "").await;
+    assert_eq!(members["member_count"], 2, "{members}");
+    // Redis restarts empty.
+    let _ = redis.child.kill();
+    let _ = redis.child.wait();
+    redis.child = start();
+    wait_up();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut want = vec![pa.conn.clone(), pb.conn.clone()];
+    want.sort();
+    loop {
+        let res = common::http(
+            a.addr,
+            &format!("GET /api/rooms/r/members HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        if res.status == 200 && conns(&res.json()["members"]) == want {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "members after the restart: {} {}",
+            res.status,
+            res.text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // And each node's members list the other's.
+    let reply = pa
+        .request(json!({"type": "members", "id": 1, "room": "r"}))
+        .await;
+    assert_eq!(conns(&reply["members"]), want, "{reply}");
+    let reply = pb
+        .request(json!({"type": "members", "id": 1, "room": "r"}))
+        .await;
+    assert_eq!(conns(&reply["members"]), want, "{reply}");
+}

@@ -255,6 +255,9 @@ pub trait Inbound: Send + Sync + 'static {
     fn local_members(&self, _room: &str) -> Vec<(Arc<str>, Arc<str>)> {
         Vec::new()
     }
+    /// Publications of `room` were missed on this node and cannot be read back (Redis was
+    /// away, or no longer keeps them): its members have a gap they must learn about.
+    fn lost(&self, _room: &str) {}
     /// This node's answer to `survey` (JSON).
     fn answer(&self, _survey: &Survey) -> serde_json::Value {
         serde_json::Value::Null

@@ -1090,11 +1090,20 @@ impl Inner {
         let messages = match self.read(room, &query).await {
             Ok(page) => page.messages,
             Err(e) => {
-                tracing::warn!(room, error = ?e, "messages missed on this node could not be read back");
+                self.lost(room, &e);
                 return;
             }
         };
         self.hand_over(room, &epoch, messages);
+    }
+
+    /// Publications missed here could not be read back: the room's members are told
+    /// (they rejoin, and recover what the stream still has or learn `recovered: false`).
+    fn lost(&self, room: &str, error: &BrokerError) {
+        tracing::warn!(room, error = ?error, "messages missed on this node could not be read back: its members rejoin");
+        if let Some(inbound) = self.inbound.get().and_then(Weak::upgrade) {
+            inbound.lost(room);
+        }
     }
 
     /// Delivers `messages` in order, recording each as the last delivered first.
@@ -1145,9 +1154,7 @@ impl Inner {
                 };
                 match self.read(room, &query).await {
                     Ok(page) => missing = page.messages,
-                    Err(e) => {
-                        tracing::warn!(room, error = ?e, "messages missed on this node could not be read back");
-                    }
+                    Err(e) => self.lost(room, &e),
                 }
             }
             _ => {}
@@ -1416,14 +1423,27 @@ async fn subscribe(inner: &Weak<Inner>, sink: &mut redis::aio::PubSubSink, room:
         reverse: false,
         open: true,
     };
-    let read = node.read(&room, &query).await;
+    let mut read = node.read(&room, &query).await;
+    for wait in [100, 400, 1600] {
+        if read.is_ok() {
+            break;
+        }
+        // The command connection may still be coming back.
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        read = node.read(&room, &query).await;
+    }
     let last = lock(&node.rooms).get(&room).and_then(|s| s.last.clone());
-    if let (Ok(page), Some((epoch, l))) = (&read, &last) {
+    match (&read, &last) {
         // Resubscribed after a lost connection: deliver what was published meanwhile.
-        if *epoch == page.position.epoch && *l < page.position.offset {
+        (Ok(page), Some((epoch, l)))
+            if *epoch == page.position.epoch && *l < page.position.offset =>
+        {
             node.catch_up(&room, epoch.clone(), *l, page.position.offset)
                 .await;
         }
+        // What was missed meanwhile cannot be known.
+        (Err(e), Some(_)) => node.lost(&room, e),
+        _ => {}
     }
     // Everyone in the room now (this node's members written first); the changes after the
     // read arrive on the channel, and those the read holds are skipped.
