@@ -115,6 +115,12 @@ export async function startServer({ port = 0, args = [], dataDir } = {}) {
     pid: child.pid,
     dataDir,
     log: () => output,
+    /** SIGKILL: no shutdown of any kind (a crash, a lost machine). */
+    async kill() {
+      if (child.exitCode !== null || child.signalCode !== null) return exited;
+      killNow(child);
+      return exited;
+    },
     /** SIGTERM (the server's graceful shutdown), SIGKILL if it is not gone in time. */
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return exited;

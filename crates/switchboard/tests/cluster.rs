@@ -681,3 +681,34 @@ async fn after_redis_loses_its_data_every_node_announces_its_members_again() {
         .await;
     assert_eq!(conns(&reply["members"]), want, "{reply}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_redis_a_publisher_gets_its_own_copy_before_its_ok() {
+    let redis = redis();
+    let a = node(&redis);
+    let b = node(&redis);
+    let mut listener = Peer::connect(&b).await;
+    listener.join("own", None).await;
+    let mut p = Peer::connect(&a).await;
+    p.join("own", None).await;
+    for i in 0..200i64 {
+        p.send(json!({"type": "publish", "id": i + 1, "room": "own", "data": i}))
+            .await;
+    }
+    let mut copies = std::collections::HashSet::new();
+    let mut oks = 0;
+    while oks < 200 {
+        let f = p.next().await;
+        match f["type"].as_str() {
+            Some("message") => {
+                copies.insert(f["offset"].as_u64().unwrap());
+            }
+            Some("ok") => {
+                let offset = f["offset"].as_u64().unwrap();
+                assert!(copies.contains(&offset), "ok for {offset} before its copy");
+                oks += 1;
+            }
+            _ => {}
+        }
+    }
+}

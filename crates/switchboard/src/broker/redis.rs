@@ -252,6 +252,9 @@ struct Sub {
     changed: Arc<Notify>,
     /// The room's presence hash as last known here: (epoch, change counter).
     presence: Option<(Arc<str>, u64)>,
+    /// The last publication handed to the hub (`last` is set just before the hand-over):
+    /// a publisher's `ok` waits for this, so that its own copy is queued first.
+    handed: Option<(Arc<str>, u64)>,
 }
 
 enum Command {
@@ -393,6 +396,7 @@ impl RedisBroker {
             last: None,
             changed: Arc::new(Notify::new()),
             presence: None,
+            handed: None,
         });
         sub.members += 1;
         if sub.members == 1 {
@@ -981,7 +985,7 @@ impl Inner {
         self.wait_until(
             room,
             Duration::from_secs(1),
-            |sub| matches!(&sub.last, Some((e, last)) if &**e == epoch && *last >= offset),
+            |sub| matches!(&sub.handed, Some((e, last)) if &**e == epoch && *last >= offset),
         )
         .await;
     }
@@ -1125,6 +1129,9 @@ impl Inner {
             }
             if let Some(inbound) = &inbound {
                 inbound.deliver(room, epoch, &p);
+            }
+            if let Some(sub) = lock(&self.rooms).get_mut(room) {
+                sub.handed = Some((epoch.clone(), p.offset));
             }
         }
         if let Some(changed) = changed {
@@ -1473,7 +1480,9 @@ async fn subscribe(inner: &Weak<Inner>, sink: &mut redis::aio::PubSubSink, room:
                 None => true,
             };
             if behind {
+                // Nothing of it is for this node's members: they joined after.
                 sub.last = Some((page.position.epoch, page.position.offset));
+                sub.handed = sub.last.clone();
             }
         }
         sub.active = true;
