@@ -204,6 +204,13 @@ pub async fn open_broker(config: &Config) -> anyhow::Result<Arc<dyn Broker>> {
         let options = crate::broker::redis::RedisOptions {
             node_timeout: config.node_timeout,
         };
+        let urls: Vec<&str> = url.split(',').map(str::trim).collect();
+        if urls.len() > 1 {
+            let redis = crate::broker::redis::ShardedRedis::connect(&urls, options)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            return Ok(Arc::new(redis));
+        }
         let redis = crate::broker::redis::RedisBroker::connect(url, options)
             .await
             .map_err(anyhow::Error::msg)?;

@@ -712,3 +712,49 @@ async fn over_redis_a_publisher_gets_its_own_copy_before_its_ok() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rooms_are_sharded_over_several_redis_servers_and_still_span_nodes() {
+    let shards = [redis(), redis()];
+    let urls = format!("{},{}", shards[0].url, shards[1].url);
+    let a = Server::start(&["--redis-url", &urls, "--api-keys", API_KEY]);
+    let b = Server::start(&["--redis-url", &urls, "--api-keys", API_KEY]);
+    let mut pa = Peer::connect(&a).await;
+    let mut pb = Peer::connect(&b).await;
+    let rooms: Vec<String> = (0..8).map(|i| format!("s{i}")).collect();
+    for room in &rooms {
+        pa.join(room, None).await;
+        let joined = pb.join(room, None).await;
+        assert_eq!(joined["member_count"], 2, "{joined}");
+    }
+    for (i, room) in rooms.iter().enumerate() {
+        assert_eq!(pb.publish(room, json!(i)).await, 1);
+        let m = pa
+            .next_where("message", |f| {
+                f["type"] == "message" && f["room"] == room.as_str()
+            })
+            .await;
+        assert_eq!(m["data"], i, "{m}");
+    }
+    // Each room's stream is on exactly one of the servers, and both servers hold some.
+    let mut per_shard = [0, 0];
+    for room in &rooms {
+        let key = format!("sb:{{{room}}}:s");
+        let held: Vec<bool> = shards
+            .iter()
+            .map(|s| redis_cli(s, &["EXISTS", &key]) == "1")
+            .collect();
+        assert_eq!(held.iter().filter(|h| **h).count(), 1, "{room}: {held:?}");
+        per_shard[usize::from(held[1])] += 1;
+    }
+    assert!(per_shard[0] > 0 && per_shard[1] > 0, "{per_shard:?}");
+    // The API of either node sees every room, whichever server keeps it.
+    let listed = api(&a, "GET", "/api/rooms", "").await;
+    assert_eq!(
+        listed["rooms"].as_array().map(Vec::len),
+        Some(8),
+        "{listed}"
+    );
+    let info = api(&b, "GET", "/api/info", "").await;
+    assert_eq!(info["cluster"]["connections"], 2, "{info}");
+}

@@ -1557,3 +1557,118 @@ impl super::Broker for RedisBroker {
         RedisBroker::survey(self, survey)
     }
 }
+
+/// Rooms spread over several Redis servers (`redis_url` lists them, comma-separated): each
+/// room lives on one of them, chosen by a hash of its name that every node computes alike;
+/// the node heartbeats on each, and surveys go through the first. Every node must list the
+/// same servers in the same order.
+pub struct ShardedRedis {
+    shards: Vec<RedisBroker>,
+}
+
+impl ShardedRedis {
+    pub async fn connect(urls: &[&str], options: RedisOptions) -> Result<ShardedRedis, String> {
+        let mut shards = Vec::with_capacity(urls.len());
+        for url in urls {
+            shards.push(RedisBroker::connect(url, options).await?);
+        }
+        Ok(ShardedRedis { shards })
+    }
+
+    fn shard(&self, room: &str) -> &RedisBroker {
+        &self.shards[shard_of(room, self.shards.len())]
+    }
+}
+
+/// The shard of `room` among `n`: FNV-1a of its name, the same on every node and release.
+pub fn shard_of(room: &str, n: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in room.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % n.max(1) as u64) as usize
+}
+
+impl super::Broker for ShardedRedis {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn attach(&self, inbound: Weak<dyn Inbound>) {
+        for shard in &self.shards {
+            shard.attach(inbound.clone());
+        }
+    }
+
+    fn publish(
+        &self,
+        room: &Arc<str>,
+        publication: Publication,
+        opts: StreamOptions,
+    ) -> Pending<Published> {
+        self.shard(room).publish(room, publication, opts)
+    }
+
+    fn history(
+        &self,
+        room: &str,
+        query: HistoryQuery,
+        opts: StreamOptions,
+    ) -> Pending<HistoryPage> {
+        self.shard(room).history(room, query, opts)
+    }
+
+    fn position(&self, room: &str) -> Option<Position> {
+        self.shard(room).position(room)
+    }
+
+    fn subscribe(&self, room: &str, _opts: StreamOptions) {
+        self.shard(room).subscribe(room);
+    }
+
+    fn unsubscribe(&self, room: &str) {
+        self.shard(room).unsubscribe(room);
+    }
+
+    fn shutdown(&self) {
+        for shard in &self.shards {
+            shard.shutdown();
+        }
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn presence(&self, room: &str, change: PresenceChange) {
+        super::Broker::presence(self.shard(room), room, change);
+    }
+
+    fn members(&self, room: &str) -> Pending<Vec<(u64, Arc<str>)>> {
+        self.shard(room).members(room)
+    }
+
+    fn rooms(&self) -> Pending<Vec<(Arc<str>, usize)>> {
+        let pending: Vec<_> = self.shards.iter().map(RedisBroker::rooms).collect();
+        let (reply, rx) = oneshot::channel();
+        tokio::spawn(async move {
+            let mut all = Vec::new();
+            for p in pending {
+                match p.wait().await {
+                    Ok(rooms) => all.extend(rooms),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                        return;
+                    }
+                }
+            }
+            let _ = reply.send(Ok(all));
+        });
+        Pending::Waiting(rx)
+    }
+
+    fn survey(&self, survey: Survey) -> Pending<Vec<(String, serde_json::Value)>> {
+        self.shards[0].survey(survey)
+    }
+}
