@@ -493,7 +493,7 @@ pub fn unix_now() -> u64 {
 pub struct Namespace {
     pub anonymous: bool,
     pub client_publish: bool,
-    pub presence: bool,
+    pub presence: crate::config::PresenceMode,
     /// Messages kept per room (0: only the recovery window, if on).
     pub history_size: usize,
     pub history_ttl: std::time::Duration,
@@ -514,7 +514,7 @@ impl From<&NamespaceOptions> for Namespace {
         Namespace {
             anonymous: o.anonymous.unwrap_or(false),
             client_publish: o.client_publish.unwrap_or(true),
-            presence: o.presence.unwrap_or(true),
+            presence: o.presence.unwrap_or(crate::config::PresenceMode::Full),
             history_size: o.history_size.unwrap_or(0),
             history_ttl: o.history_ttl.map_or(DEFAULT_HISTORY_TTL, |t| t.0),
             recovery_window: o.recovery_window.unwrap_or(true),
@@ -587,10 +587,14 @@ impl Access {
                 ),
             ));
         }
-        if perm == Perm::Presence && !ns.presence {
+        if perm == Perm::Presence && ns.presence != crate::config::PresenceMode::Full {
+            let mode = match ns.presence {
+                crate::config::PresenceMode::Count => "count only",
+                _ => "off",
+            };
             return Err(Failure::new(
                 ErrorCode::Forbidden,
-                format!("presence is off in namespace {:?}", namespace_name(room)),
+                format!("presence is {mode} in namespace {:?}", namespace_name(room)),
             ));
         }
         if !self.secured() || ns.anonymous || grant.is_some_and(|g| g.perms.has(perm)) {

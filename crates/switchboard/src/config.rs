@@ -125,6 +125,9 @@ pub struct ServeArgs {
     /// Most members listed in one `joined` or `members` reply; the rest are paged with a cursor. [default: 100]
     #[arg(long, env = "SWITCHBOARD_MEMBERS_PAGE_SIZE", value_name = "N")]
     pub members_page_size: Option<usize>,
+    /// In a busy room, presence changes within this interval go out together, in one frame per room (0: each at once). [default: 50ms]
+    #[arg(long, env = "SWITCHBOARD_PRESENCE_INTERVAL", value_name = "DURATION")]
+    pub presence_interval: Option<Millis>,
     /// Messages per second each connection may send, on average. [default: 100]
     #[arg(long, env = "SWITCHBOARD_MESSAGE_RATE", value_name = "N")]
     pub message_rate: Option<u32>,
@@ -310,14 +313,48 @@ pub struct NamespaceOptions {
     pub anonymous: Option<bool>,
     /// Clients may publish (with permission); false: only the backend, through the HTTP API. [default: true]
     pub client_publish: Option<bool>,
-    /// Member lists and presence events. [default: true]
-    pub presence: Option<bool>,
+    /// Presence: "full" (member lists and presence events), "count" (only how many are in the room), "off"; true/false mean full/off. [default: "full"]
+    pub presence: Option<PresenceMode>,
     /// Messages kept per room for history and recovery (on disk unless history_storage = "memory"). [default: 0]
     pub history_size: Option<usize>,
     /// How long each kept message stays. [default: 24h]
     pub history_ttl: Option<Millis>,
     /// The short recovery window in memory (recovery_window_size, recovery_window_ttl). [default: true]
     pub recovery_window: Option<bool>,
+}
+
+/// What a namespace's rooms tell their members about each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenceMode {
+    /// Member lists, and join, update and leave events.
+    Full,
+    /// Only the number of members, kept current.
+    Count,
+    /// Nothing.
+    Off,
+}
+
+impl<'de> Deserialize<'de> for PresenceMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<PresenceMode, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Name(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bool(true) => Ok(PresenceMode::Full),
+            Raw::Bool(false) => Ok(PresenceMode::Off),
+            Raw::Name(n) => match n.as_str() {
+                "full" => Ok(PresenceMode::Full),
+                "count" => Ok(PresenceMode::Count),
+                "off" => Ok(PresenceMode::Off),
+                _ => Err(serde::de::Error::custom(format!(
+                    "presence must be \"full\", \"count\" or \"off\" (or true/false), not {n:?}"
+                ))),
+            },
+        }
+    }
 }
 
 /// Where history is kept.
@@ -347,6 +384,7 @@ pub struct Config {
     pub max_presence_size: usize,
     pub max_json_depth: usize,
     pub members_page_size: usize,
+    pub presence_interval: Duration,
     pub message_rate: u32,
     pub message_burst: u32,
     pub rate_limit_strikes: u32,
@@ -408,6 +446,7 @@ impl Default for Config {
             max_presence_size: 4 * 1024,
             max_json_depth: 32,
             members_page_size: 100,
+            presence_interval: Duration::from_millis(50),
             message_rate: 100,
             message_burst: 200,
             rate_limit_strikes: 50,
@@ -564,7 +603,8 @@ impl Config {
                 document_sync_timeout,
                 recovery_window_ttl,
                 idempotency_window,
-                node_timeout
+                node_timeout,
+                presence_interval
             ]
         );
     }

@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::value::RawValue;
 use switchboard_ws::{CloseCode, Frame};
@@ -24,6 +24,7 @@ use crate::broker::{
     Broker, BrokerError, HistoryPage, Inbound, Pending, Policy, Position, PresenceChange,
     Publication, Published, StreamOptions, Survey,
 };
+use crate::config::PresenceMode;
 use crate::outbox::Outbox;
 use crate::protocol::{member_json, ErrorCode, Failure, Out};
 use crate::shards::Shards;
@@ -75,8 +76,10 @@ struct RoomState {
     /// answered, if later): a member joining without `since` starts from here.
     top: u64,
     members: HashMap<u64, Member>,
-    /// Whether members are listed and presence events sent (the namespace's `presence`).
-    presence: bool,
+    /// What members are told of each other (the namespace's `presence`).
+    mode: PresenceMode,
+    /// Presence changes held for the next frame (a busy room sends one per interval).
+    announcer: Announcer,
     /// Join order (member `seq` → who): member lists are read from here a page at a time,
     /// so a join costs the same in a room of ten or ten thousand.
     order: BTreeMap<u64, Slot>,
@@ -90,6 +93,33 @@ struct RoomState {
     /// room, so that the broker's count of members here never drops below the truth).
     subscribed: bool,
 }
+
+/// Presence changes of one room, sent at once while the room is quiet and gathered into one
+/// frame per `presence_interval` while it is busy.
+#[derive(Default)]
+struct Announcer {
+    /// When the last presence frame went out.
+    last: Option<Instant>,
+    /// Changes waiting for the flush.
+    batch: Vec<Held>,
+    /// The member count changed since the last frame (count mode).
+    count_changed: bool,
+    /// A flush is scheduled.
+    scheduled: bool,
+}
+
+/// A presence change waiting for its room's next frame.
+struct Held {
+    event: &'static str,
+    conn: Arc<str>,
+    json: Arc<str>,
+    /// The member of this node that joined (it has its `joined` reply): it is sent only
+    /// the changes after this one.
+    joiner: Option<u64>,
+}
+
+/// Most changes one batched presence frame carries: more are sent at once.
+const MAX_BATCH: usize = 256;
 
 /// A place in a room's join order.
 enum Slot {
@@ -184,13 +214,115 @@ impl RoomState {
         self.members.len() + self.remote.len()
     }
 
+    /// Tells the members that `conn` joined, changed (`update`) or left: at once, while the
+    /// room's last presence frame is older than `interval`; otherwise held for the flush the
+    /// caller must schedule when this returns true. An update of a member whose change is
+    /// held replaces that change's member (a flood of updates costs one). `except` is left out
+    /// of a frame sent at once (a joiner has its `joined` reply).
+    fn announce(
+        &mut self,
+        room: &str,
+        event: &'static str,
+        conn: &Arc<str>,
+        json: &Arc<str>,
+        except: Option<u64>,
+        interval: Duration,
+    ) -> bool {
+        if self.mode == PresenceMode::Off {
+            return false;
+        }
+        let now = Instant::now();
+        let a = &mut self.announcer;
+        let quiet = !a.scheduled && a.last.is_none_or(|t| now.duration_since(t) >= interval);
+        if quiet {
+            a.last = Some(now);
+            let frame = match self.mode {
+                PresenceMode::Full => presence_frame(room, event, json, self.member_count()),
+                _ => count_frame(room, self.member_count()),
+            };
+            self.send_to_all(&frame, except);
+            return false;
+        }
+        let held = Held {
+            event,
+            conn: conn.clone(),
+            json: json.clone(),
+            joiner: except,
+        };
+        if self.mode == PresenceMode::Count {
+            a.count_changed = true;
+        } else if event == "update" {
+            // Coalesced into the member's last held update (not into a join: the joiner
+            // must see its own update).
+            match a
+                .batch
+                .last_mut()
+                .filter(|h| h.conn == *conn && h.event == "update")
+            {
+                Some(last) => last.json = json.clone(),
+                None => a.batch.push(held),
+            }
+        } else {
+            a.batch.push(held);
+        }
+        if a.batch.len() >= MAX_BATCH {
+            self.flush(room);
+            self.announcer.scheduled = true; // the scheduled flush stays scheduled
+            return false;
+        }
+        !std::mem::replace(&mut self.announcer.scheduled, true)
+    }
+
+    /// Sends what the announcer holds, as one frame to every member (a member that joined
+    /// meanwhile gets only the changes after its join).
+    fn flush(&mut self, room: &str) {
+        let a = &mut self.announcer;
+        a.scheduled = false;
+        match self.mode {
+            PresenceMode::Full if !a.batch.is_empty() => {
+                let batch = std::mem::take(&mut a.batch);
+                let count = self.member_count();
+                let joined: HashMap<u64, usize> = batch
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, h)| h.joiner.map(|num| (num, i)))
+                    .collect();
+                let all = batch_frame(room, &batch, count);
+                for (num, m) in &self.members {
+                    if m.pending.is_some() {
+                        continue;
+                    }
+                    match joined.get(num) {
+                        None => m.conn.send(&all),
+                        Some(&i) if i + 1 < batch.len() => {
+                            m.conn.send(&batch_frame(room, &batch[i + 1..], count));
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+            PresenceMode::Count if std::mem::take(&mut a.count_changed) => {
+                let frame = count_frame(room, self.member_count());
+                self.send_to_all(&frame, None);
+            }
+            _ => return,
+        }
+        self.announcer.last = Some(Instant::now());
+    }
+
     /// Records a member of another node joining or changing (`Some`) or leaving (`None`),
-    /// and tells this node's members.
-    fn set_remote(&mut self, room: &str, conn: &Arc<str>, member: Option<&Arc<str>>) {
+    /// and tells this node's members; true: schedule a flush.
+    fn set_remote(
+        &mut self,
+        room: &str,
+        conn: &Arc<str>,
+        member: Option<&Arc<str>>,
+        interval: Duration,
+    ) -> bool {
         match member {
             Some(json) => {
                 let event = match self.remote.get_mut(conn) {
-                    Some(r) if r.json == *json => return,
+                    Some(r) if r.json == *json => return false,
                     Some(r) => {
                         r.json = json.clone();
                         "update"
@@ -207,18 +339,14 @@ impl RoomState {
                         "join"
                     }
                 };
-                if self.presence {
-                    self.send_to_all(&presence_frame(room, event, json), None);
-                }
+                self.announce(room, event, conn, json, None, interval)
             }
             None => {
                 let Some(r) = self.remote.remove(conn) else {
-                    return;
+                    return false;
                 };
                 self.order.remove(&r.seq);
-                if self.presence {
-                    self.send_to_all(&presence_frame(room, "leave", &r.json), None);
-                }
+                self.announce(room, "leave", conn, &r.json, None, interval)
             }
         }
     }
@@ -246,7 +374,11 @@ impl RoomState {
             .str("room", room)
             .str("epoch", epoch)
             .uint("offset", offset);
-        if self.presence {
+        if self.mode == PresenceMode::Count {
+            reply = reply
+                .raw_list("members", [])
+                .uint("member_count", self.member_count() as u64);
+        } else if self.mode == PresenceMode::Full {
             let page = self.page(0, replies.members_page_size, replies.members_page_bytes);
             reply = reply
                 .raw_list("members", page.members.iter().map(|m| &**m))
@@ -267,8 +399,8 @@ pub struct JoinRequest<'a> {
     /// Who the member is: the token's `sub` and `info` (`None` for anonymous connections).
     pub user: Option<Arc<str>>,
     pub info: Option<Arc<str>>,
-    /// Whether the room lists members and sends presence events (its namespace's option).
-    pub announce: bool,
+    /// What the room tells its members of each other (its namespace's option).
+    pub announce: PresenceMode,
     pub presence: Option<&'a RawValue>,
     /// The position the client asks to recover from.
     pub since: Option<Position>,
@@ -296,6 +428,8 @@ pub struct ReplyLimits {
     pub max_recovery_messages: usize,
     /// Most bytes of missed messages in one `joined` reply.
     pub recovery_bytes: usize,
+    /// How often a busy room sends presence frames (`presence_interval`).
+    pub presence_interval: Duration,
 }
 
 /// Whom [`Hub::disconnect`] closes.
@@ -409,7 +543,8 @@ impl Hub {
                         epoch: None,
                         top: 0,
                         members: HashMap::new(),
-                        presence: req.announce,
+                        mode: req.announce,
+                        announcer: Announcer::default(),
                         order: BTreeMap::new(),
                         remote: HashMap::new(),
                         next_seq: 0,
@@ -500,7 +635,7 @@ impl Hub {
             );
             st.order.insert(seq, Slot::Local(conn.num));
             let changed = previous.as_ref().is_none_or(|p| p.json != json);
-            if st.presence && changed {
+            if st.mode != PresenceMode::Off && changed {
                 let change = PresenceChange::Set {
                     conn: conn.id.clone(),
                     member: json.clone(),
@@ -511,12 +646,20 @@ impl Hub {
                 let reply = st.joined_reply(name, req.id, epoch, st.top, &self.replies);
                 conn.send(&reply.raw_list("messages", []).finish());
             }
-            if st.presence {
-                let event = if previous.is_some() { "update" } else { "join" };
-                let frame = presence_frame(name, event, &json);
-                st.send_to_all(&frame, Some(conn.num));
-            }
+            let event = if previous.is_some() { "update" } else { "join" };
+            let flush = changed
+                && st.announce(
+                    name,
+                    event,
+                    &conn.id,
+                    &json,
+                    Some(conn.num),
+                    self.interval(),
+                );
             drop(st);
+            if flush {
+                self.schedule_flush(&room);
+            }
             return match ready {
                 Some(_) => Join::Done(room),
                 None => Join::Pending(room),
@@ -638,13 +781,25 @@ impl Hub {
                 conn.send(&left.finish());
             }
         }
-        if st.presence {
-            let frame = presence_frame(&room.name, "leave", &member.json);
-            st.send_to_all(&frame, None);
+        let mut flush = false;
+        if st.mode != PresenceMode::Off {
+            flush = st.announce(
+                &room.name,
+                "leave",
+                &conn.id,
+                &member.json,
+                None,
+                self.interval(),
+            );
             let change = PresenceChange::Remove {
                 conn: conn.id.clone(),
             };
             self.broker.presence(&room.name, change);
+        }
+        if flush && !st.members.is_empty() {
+            drop(st);
+            self.schedule_flush(room);
+            return;
         }
         if st.members.is_empty() {
             st.closed = true;
@@ -765,7 +920,7 @@ impl Hub {
     pub fn set_presence(
         &self,
         conn: &ConnHandle,
-        room: &Room,
+        room: &Arc<Room>,
         presence: &RawValue,
         id: Option<i64>,
     ) -> Result<(), Failure> {
@@ -781,7 +936,7 @@ impl Hub {
         )
         .into();
         member.json = json.clone();
-        if st.presence {
+        if st.mode != PresenceMode::Off {
             let change = PresenceChange::Set {
                 conn: conn.id.clone(),
                 member: json.clone(),
@@ -791,8 +946,11 @@ impl Hub {
         if id.is_some() {
             conn.send(&Out::new("ok").opt_id(id).finish());
         }
-        let frame = presence_frame(&room.name, "update", &json);
-        st.send_to_all(&frame, None);
+        let flush = st.announce(&room.name, "update", &conn.id, &json, None, self.interval());
+        drop(st);
+        if flush {
+            self.schedule_flush(room);
+        }
         Ok(())
     }
 
@@ -825,6 +983,28 @@ impl Hub {
         conn.send(&reply.finish());
     }
 
+    fn interval(&self) -> Duration {
+        self.replies.presence_interval
+    }
+
+    /// Sends the room's held presence changes after the interval.
+    fn schedule_flush(&self, room: &Arc<Room>) {
+        let interval = self.interval();
+        let room = room.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    tokio::time::sleep(interval).await;
+                    let mut st = room.lock();
+                    if !st.closed {
+                        st.flush(&room.name);
+                    }
+                });
+            }
+            Err(_) => room.lock().flush(&room.name),
+        }
+    }
+
     /// The most members one `members` request may ask for.
     pub fn members_page_size(&self) -> usize {
         self.replies.members_page_size
@@ -845,7 +1025,7 @@ impl Inbound for Hub {
             return Vec::new();
         };
         let st = room.lock();
-        if st.closed || !st.presence {
+        if st.closed || st.mode == PresenceMode::Off {
             return Vec::new();
         }
         st.members
@@ -947,8 +1127,9 @@ impl Hub {
             return;
         };
         let mut st = room.lock();
-        if !st.closed {
-            st.set_remote(name, conn, member);
+        if !st.closed && st.set_remote(name, conn, member, self.interval()) {
+            drop(st);
+            self.schedule_flush(&room);
         }
     }
 
@@ -967,13 +1148,19 @@ impl Hub {
             .filter(|c| !known.contains_key(*c))
             .cloned()
             .collect();
+        let interval = self.interval();
+        let mut flush = false;
         for conn in gone {
-            st.set_remote(name, &conn, None);
+            flush |= st.set_remote(name, &conn, None, interval);
         }
         for (conn, json) in &known {
             if !st.members.values().any(|m| m.conn.id == *conn) {
-                st.set_remote(name, conn, Some(json));
+                flush |= st.set_remote(name, conn, Some(json), interval);
             }
+        }
+        drop(st);
+        if flush {
+            self.schedule_flush(&room);
         }
     }
 }
@@ -991,11 +1178,46 @@ fn presence_of(member: &str) -> Option<&str> {
         .filter(|p| p.starts_with('{'))
 }
 
-fn presence_frame(room: &str, event: &str, member: &str) -> Frame {
-    Out::with_capacity("presence", member.len() + room.len() + 48)
+fn presence_frame(room: &str, event: &str, member: &str, count: usize) -> Frame {
+    Out::with_capacity("presence", member.len() + room.len() + 72)
         .str("room", room)
         .str("event", event)
         .raw("member", member)
+        .uint("member_count", count as u64)
+        .finish()
+}
+
+/// One presence frame for `held` changes: the usual shape for one, `events` for several.
+fn batch_frame(room: &str, held: &[Held], count: usize) -> Frame {
+    if let [one] = held {
+        return presence_frame(room, one.event, &one.json, count);
+    }
+    let bytes: usize = held.iter().map(|h| h.json.len() + 32).sum();
+    let mut events = String::with_capacity(bytes + 2);
+    events.push('[');
+    for (i, h) in held.iter().enumerate() {
+        if i > 0 {
+            events.push(',');
+        }
+        events.push_str("{\"event\":\"");
+        events.push_str(h.event);
+        events.push_str("\",\"member\":");
+        events.push_str(&h.json);
+        events.push('}');
+    }
+    events.push(']');
+    Out::with_capacity("presence", events.len() + room.len() + 64)
+        .str("room", room)
+        .raw("events", &events)
+        .uint("member_count", count as u64)
+        .finish()
+}
+
+/// A count-mode room's presence: only how many members it has.
+fn count_frame(room: &str, count: usize) -> Frame {
+    Out::with_capacity("presence", room.len() + 64)
+        .str("room", room)
+        .uint("member_count", count as u64)
         .finish()
 }
 

@@ -79,6 +79,7 @@ pub async fn serve(
             members_page_bytes: config.max_outbound_queue / 4,
             max_recovery_messages: config.max_recovery_messages,
             recovery_bytes: config.max_outbound_queue / 4,
+            presence_interval: config.presence_interval,
         },
         history_policy(&config),
     );

@@ -11,6 +11,7 @@ use switchboard_ws::CloseCode;
 
 use crate::auth::{Access, Identity, Perm, RoomGrant, TokenError};
 use crate::broker::{BrokerError, HistoryQuery, Pending, Published, StreamOptions};
+use crate::config::PresenceMode;
 use crate::connection::{Data, Flow, Handler};
 use crate::hub::{not_joined, ConnHandle, Hub, Join, JoinRequest, Room};
 use crate::protocol::{self, error_frame, ErrorCode, Failure, Kind, Out};
@@ -287,15 +288,16 @@ impl Session {
                 // Who is here is part of joining; a namespace without presence has no list.
                 let joined = self.joined(env.room, Perm::Join).map_err(with_id)?;
                 let room = &joined.room;
-                if !self
+                if self
                     .access
                     .namespace(room.name())
                     .map_err(with_id)?
                     .presence
+                    != PresenceMode::Full
                 {
                     return Err(with_id(Failure::new(
                         ErrorCode::Forbidden,
-                        "presence is off in this room's namespace: it has no member list",
+                        "this room's namespace has no member list (presence is count or off)",
                     )));
                 }
                 let cursor = protocol::members_cursor(env.cursor).map_err(with_id)?;

@@ -256,7 +256,9 @@ async fn framing_error_closes_with(raw: impl FnOnce(&mut Peer) -> Vec<u8>, code:
     let conn = bad.conn.clone();
     drop(bad);
     let leave = observer
-        .next_where("presence leave", |f| f["type"] == "presence")
+        .next_where("presence leave", |f| {
+            f["type"] == "presence" && f["event"] == "leave"
+        })
         .await;
     assert_eq!(leave["event"], "leave");
     assert_eq!(leave["member"]["conn"], conn.as_str());

@@ -7,12 +7,20 @@ use std::time::Duration;
 use common::{Peer, Server};
 use serde_json::{json, Value};
 
+/// The presence events among `frames`, without their `member_count` (checked on its own).
 fn presence_events(frames: &[Value]) -> Vec<Value> {
     frames
         .iter()
         .filter(|f| f["type"] == "presence")
-        .cloned()
+        .map(|f| uncounted(f.clone()))
         .collect()
+}
+
+fn uncounted(mut frame: Value) -> Value {
+    if let Some(o) = frame.as_object_mut() {
+        o.remove("member_count");
+    }
+    frame
 }
 
 fn event(room: &str, kind: &str, member: Value) -> Value {
@@ -156,14 +164,14 @@ async fn abrupt_disconnect_sends_presence_leave() {
     let leave = a
         .next_where("presence leave", |f| f["type"] == "presence")
         .await;
-    assert_eq!(leave, event("r", "leave", c_member.clone()));
+    assert_eq!(uncounted(leave), event("r", "leave", c_member.clone()));
     // b was in both rooms with c: a leave in each.
     let mut b_leaves = Vec::new();
     for _ in 0..2 {
-        b_leaves.push(
+        b_leaves.push(uncounted(
             b.next_where("presence leave", |f| f["type"] == "presence")
                 .await,
-        );
+        ));
     }
     b_leaves.sort_by_key(|v| v["room"].as_str().unwrap_or_default().to_owned());
     assert_eq!(
@@ -205,7 +213,10 @@ async fn clean_close_sends_presence_leave() {
     let leave = a
         .next_where("presence leave", |f| f["type"] == "presence")
         .await;
-    assert_eq!(leave, event("r", "leave", b.member(json!({"k": "v"}))));
+    assert_eq!(
+        uncounted(leave),
+        event("r", "leave", b.member(json!({"k": "v"})))
+    );
     assert_eq!(members(&mut a, "r", 1).await, json!([a.member(json!({}))]));
 }
 
@@ -249,5 +260,181 @@ async fn a_message_sent_just_before_an_abrupt_disconnect_is_delivered_before_the
     assert_eq!(m["data"], "last words");
     assert_eq!(m["from"], c_member);
     let leave = a.next().await;
-    assert_eq!(leave, event("r", "leave", c_member));
+    assert_eq!(uncounted(leave), event("r", "leave", c_member));
+}
+
+/// Reads `peer`'s raw frames for `room` until `want` presence events have arrived (a batched
+/// frame counts each of its events); returns the frames.
+async fn presence_frames(peer: &mut Peer, room: &str, want: usize) -> Vec<Value> {
+    peer.raw = true;
+    let mut frames = Vec::new();
+    let mut events = 0;
+    while events < want {
+        let f = peer
+            .next_where("presence", |f| f["type"] == "presence" && f["room"] == room)
+            .await;
+        events += f["events"].as_array().map_or(1, Vec::len);
+        frames.push(f);
+    }
+    frames
+}
+
+/// (event, member conn) of every event in `frames`, in order.
+fn flat(frames: &[Value]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for f in frames {
+        let events = match f["events"].as_array() {
+            Some(list) => list.clone(),
+            None => vec![f.clone()],
+        };
+        for e in events {
+            out.push((
+                e["event"].as_str().unwrap().to_owned(),
+                e["member"]["conn"].as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busy_room_sends_its_presence_changes_in_batches_in_order() {
+    let server = Server::start(&["--presence-interval", "300ms"]);
+    let mut watcher = Peer::connect(&server).await;
+    watcher.join("busy", None).await;
+    let mut joiners = Vec::new();
+    for _ in 0..30 {
+        let mut p = Peer::connect(&server).await;
+        p.join("busy", None).await;
+        joiners.push(p);
+    }
+    let frames = presence_frames(&mut watcher, "busy", 30).await;
+    let want: Vec<(String, String)> = joiners
+        .iter()
+        .map(|p| ("join".to_owned(), p.conn.clone()))
+        .collect();
+    assert_eq!(flat(&frames), want, "every join, in join order");
+    assert!(
+        frames.len() < 10,
+        "30 joins within a few intervals come in a few frames, not {}",
+        frames.len()
+    );
+    assert!(frames.iter().any(|f| f["events"].is_array()), "{frames:?}");
+    assert_eq!(frames.last().unwrap()["member_count"], 31);
+    // Nobody is told of its own join (its `joined` reply says it), only of the later ones.
+    for (i, p) in joiners.iter_mut().enumerate() {
+        let seen: Vec<(String, String)> = p
+            .barrier()
+            .await
+            .iter()
+            .filter(|f| f["type"] == "presence")
+            .flat_map(|f| flat(std::slice::from_ref(f)))
+            .collect();
+        assert!(!seen.iter().any(|(_, c)| *c == p.conn), "{i}: {seen:?}");
+    }
+    // Leaves come the same way, and the list ends right.
+    let leaving: Vec<String> = joiners.drain(..10).map(|p| p.conn.clone()).collect();
+    let frames = presence_frames(&mut watcher, "busy", 10).await;
+    let mut left: Vec<String> = flat(&frames)
+        .into_iter()
+        .map(|(e, c)| {
+            assert_eq!(e, "leave");
+            c
+        })
+        .collect();
+    left.sort();
+    let mut want = leaving.clone();
+    want.sort();
+    assert_eq!(left, want);
+    watcher.raw = false;
+    let reply = watcher
+        .request(json!({"type": "members", "id": 1, "room": "busy"}))
+        .await;
+    assert_eq!(reply["member_count"], 21, "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_presence_updates_is_coalesced_not_multiplied() {
+    let server = Server::start(&[
+        "--presence-interval",
+        "200ms",
+        "--message-rate",
+        "10000",
+        "--message-burst",
+        "10000",
+    ]);
+    let mut watchers = Vec::new();
+    for _ in 0..5 {
+        let mut w = Peer::connect(&server).await;
+        w.join("flood", None).await;
+        watchers.push(w);
+    }
+    let mut flooder = Peer::connect(&server).await;
+    flooder.join("flood", None).await;
+    let started = std::time::Instant::now();
+    for i in 0..500 {
+        flooder
+            .send(json!({"type": "presence", "room": "flood", "presence": {"n": i}}))
+            .await;
+    }
+    flooder.barrier().await;
+    let elapsed = started.elapsed();
+    // The last state arrives; the frames are about one per interval, not 500.
+    for w in &mut watchers {
+        w.raw = true;
+        let mut frames = 0;
+        loop {
+            let f = w.next_where("presence", |f| f["type"] == "presence").await;
+            frames += 1;
+            let last = match f["events"].as_array() {
+                Some(list) => list.last().cloned().unwrap(),
+                None => f.clone(),
+            };
+            if last["event"] == "update" && last["member"]["presence"]["n"] == 499 {
+                break;
+            }
+        }
+        let bound = 3 + (elapsed.as_millis() / 200) as usize * 2;
+        assert!(
+            frames <= bound,
+            "{frames} frames for 500 updates in {elapsed:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_count_only_namespace_tells_how_many_and_nothing_else() {
+    let dir = common::temp_dir("count");
+    let config = dir.join("switchboard.toml");
+    std::fs::write(&config, "[namespaces.live]\npresence = \"count\"\n").unwrap();
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let mut a = Peer::connect(&server).await;
+    let joined = a.join("live:show", Some(json!({"name": "ada"}))).await;
+    assert_eq!(joined["members"], json!([]), "{joined}");
+    assert_eq!(joined["member_count"], 1, "{joined}");
+    let mut b = Peer::connect(&server).await;
+    let joined = b.join("live:show", None).await;
+    assert_eq!(
+        (&joined["members"], &joined["member_count"]),
+        (&json!([]), &json!(2))
+    );
+    let f = a.next_of("presence").await;
+    assert_eq!(
+        f,
+        json!({"type": "presence", "room": "live:show", "member_count": 2})
+    );
+    drop(b);
+    let f = a.next_of("presence").await;
+    assert_eq!(
+        f,
+        json!({"type": "presence", "room": "live:show", "member_count": 1})
+    );
+    let reply = a
+        .request(json!({"type": "members", "id": 2, "room": "live:show"}))
+        .await;
+    assert_eq!(reply["code"], "forbidden", "{reply}");
+    let reply = a
+        .request(json!({"type": "presence", "id": 3, "room": "live:show", "presence": {}}))
+        .await;
+    assert_eq!(reply["code"], "forbidden", "{reply}");
 }

@@ -42,6 +42,11 @@ impl Server {
             data_dir = temp_dir("server").to_string_lossy().into_owned();
             all.extend(["--data-dir", data_dir.as_str()]);
         }
+        // Presence events at once, as in a quiet room, so that a barrier (ping/pong) sees
+        // them; the batching of a busy room is tested on its own (tests/presence.rs).
+        if !args.iter().any(|a| a.starts_with("--presence-interval")) {
+            all.extend(["--presence-interval", "0"]);
+        }
         all.extend_from_slice(args);
         match Server::launch(None, "127.0.0.1:0", &all, Duration::from_secs(30)) {
             Ok(server) => server,
@@ -155,6 +160,10 @@ pub struct Peer {
     pub conn: String,
     pub welcome: Value,
     stash: VecDeque<Value>,
+    /// Events of a batched presence frame not read yet.
+    expanded: VecDeque<Value>,
+    /// Frames as they come, batches unexpanded.
+    pub raw: bool,
     label: String,
 }
 
@@ -179,6 +188,8 @@ impl Peer {
             conn: String::new(),
             welcome: Value::Null,
             stash: VecDeque::new(),
+            expanded: VecDeque::new(),
+            raw: false,
             label: "(connecting)".into(),
         };
         let welcome = peer.next().await;
@@ -212,9 +223,28 @@ impl Peer {
     }
 
     /// Reads one frame from the wire, or `None` after `wait`. Panics if the connection closes.
+    /// A batched presence frame (`events`) is read as its events, one `presence` frame each
+    /// (with the batch's `member_count`): tests follow the changes, not the batching (which
+    /// `tests/presence.rs` checks on raw frames, with [`Peer::raw`]).
     async fn read(&mut self, wait: Duration) -> Option<Value> {
+        if let Some(v) = self.expanded.pop_front() {
+            return Some(v);
+        }
+        let raw = self.raw;
         match timeout(wait, self.client.recv_json()).await {
             Err(_) => None,
+            Ok(Ok(v)) if !raw && v["type"] == "presence" && v["events"].is_array() => {
+                for e in v["events"].as_array().expect("array") {
+                    self.expanded.push_back(json!({
+                        "type": "presence",
+                        "room": v["room"],
+                        "event": e["event"],
+                        "member": e["member"],
+                        "member_count": v["member_count"],
+                    }));
+                }
+                self.expanded.pop_front()
+            }
             Ok(Ok(v)) => Some(v),
             Ok(Err(e)) => panic!(
                 "{}: connection ended while reading: {e} (stash: {})",
