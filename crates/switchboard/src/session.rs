@@ -374,10 +374,11 @@ impl Session {
     }
 
     /// A binary frame: a `publish` whose data is the bytes after its header.
-    fn handle_binary(&self, frame: &Bytes) -> Result<(), (Option<i64>, Failure)> {
+    fn handle_binary(&self, frame: &[u8]) -> Result<(), (Option<i64>, Failure)> {
         let ((env, id, _), payload) = protocol::parse_binary(frame)?;
-        let at = frame.len() - payload.len();
-        self.publish(&env, id, Payload::Binary(frame.slice(at..)))
+        // Copied, as a text publish's `data` is: a slice of the frame could keep the whole
+        // read buffer it came in alive for as long as the message is kept in a window.
+        self.publish(&env, id, Payload::Binary(Bytes::copy_from_slice(payload)))
             .map_err(|f| (id, f))
     }
 
