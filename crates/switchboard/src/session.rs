@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-
 use serde_json::value::RawValue;
 use switchboard_ws::CloseCode;
 
@@ -494,9 +493,9 @@ impl Handler for Session {
             Verdict::Limit => {
                 let id = match &data {
                     Data::Text(text) => protocol::peek_id(text),
-                    Data::Binary(frame) => protocol::parse_binary(frame)
-                        .ok()
-                        .and_then(|((_, id, _), _)| id),
+                    Data::Binary(frame) => match protocol::parse_binary(frame) {
+                        Ok(((_, id, _), _)) | Err((id, _)) => id,
+                    },
                 };
                 self.fail(
                     id,
