@@ -106,6 +106,8 @@ export function typingText(names) {
 export function messageText(data) {
   if (data !== null && typeof data === "object" && typeof data.text === "string") return data.text;
   if (typeof data === "string") return data;
+  // A binary message (the SDK gives its bytes as a Uint8Array): the chat shows no bytes.
+  if (data instanceof Uint8Array) return `(${data.length} bytes of binary data)`;
   try {
     return JSON.stringify(data);
   } catch {

@@ -8,6 +8,7 @@
 // every join: a fixed `token`, or one fetched with `getToken()` before each (re-)join.
 
 import { tokenError } from "./auth.js";
+import { BYTES, copyBytes, isBlob, isBytes, listedData } from "./binary.js";
 import { Emitter } from "./emitter.js";
 import { CLIENT_CODES, SwitchboardError, quiet } from "./errors.js";
 import { Members } from "./members.js";
@@ -27,6 +28,8 @@ export class Room {
   #getToken; // fetches a room token before each join, or null
   #epoch = null;
   #offset = null; // offset of the last message seen, within #epoch
+  #blobs = 0; // publishes of Blobs whose bytes are being read, and those queued behind them
+  #blobChain = Promise.resolve();
   #publishes; // sent while joined; what waits or lost its ok goes out after the next join
   #reads; // history requests: sent while the connection is open
   #early = []; // frames for this room that arrived while its join was in flight
@@ -71,12 +74,31 @@ export class Room {
 
   /**
    * Publishes `data` with a key (`key`, or one made here); resolves with the server's `ok`
-   * ({ offset, duplicate, key }). While the room is not joined the publish waits in the room's
-   * queue (at most queueLimit), and its timeout starts only when it is sent. One whose `ok` is
-   * lost with the connection is sent again, with the same key, after the room is joined again.
+   * ({ offset, duplicate, key }). `data` is sent as JSON, or as bytes in a binary frame when it
+   * is an ArrayBuffer, a typed array, a DataView or a Blob (members receive a Uint8Array). While
+   * the room is not joined the publish waits in the room's queue (at most queueLimit), and its
+   * timeout starts only when it is sent. One whose `ok` is lost with the connection is sent
+   * again, with the same key, after the room is joined again.
    */
-  publish(data, { timeoutMs = this.#link.timeoutMs, echo, key = newKey() } = {}) {
-    const frame = { type: "publish", room: this.name, data, echo, key };
+  publish(data, options = {}) {
+    if (!isBlob(data) && this.#blobs === 0) return this.#publish(data, options);
+    // A Blob's bytes are read first; publishes made after it wait for it, so that every
+    // publish goes out in the order it was made.
+    this.#blobs++;
+    const bytes = isBlob(data) ? data.arrayBuffer() : data;
+    const added = this.#blobChain.then(() => bytes).then((read) => ({ reply: this.#publish(read, options) }));
+    this.#blobChain = added.then(
+      () => this.#blobs--,
+      () => this.#blobs--,
+    );
+    return added.then(({ reply }) => reply);
+  }
+
+  #publish(data, { timeoutMs = this.#link.timeoutMs, echo, key = newKey() } = {}) {
+    const frame = { type: "publish", room: this.name, echo, key };
+    // Bytes are copied now: what the app does with its buffer later changes nothing sent.
+    if (isBytes(data)) frame[BYTES] = copyBytes(data);
+    else frame.data = data;
     if (this.#state === "closed") return this.#closedError("room was left");
     if (this.#link.isClosed()) return this.#closedError("client is closed");
     const joined = this.#state === "joined";
@@ -327,7 +349,12 @@ export class Room {
   }
 }
 
-/** A `message` frame (or one of `joined` and `history`) as the SDK hands it to the app. */
-function toMessage({ data, from, offset, ts }) {
-  return { data, from, offset, ts };
+/**
+ * A `message` frame (or one of `joined` and `history`) as the SDK hands it to the app: a
+ * binary message's `data` is a Uint8Array, whether it came as a binary frame or listed in
+ * base64 with `binary: true`.
+ */
+function toMessage(message) {
+  const { from, offset, ts } = message;
+  return { data: listedData(message), from, offset, ts };
 }

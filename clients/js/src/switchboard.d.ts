@@ -18,9 +18,24 @@ export interface ServerSender {
   server: true;
 }
 
+/**
+ * What `room.publish` sends as bytes, in a binary frame: an ArrayBuffer, any typed array or
+ * DataView, or a Blob (written structurally, so the declarations need no DOM lib).
+ */
+export type BinaryData = ArrayBuffer | ArrayBufferView | BlobLike;
+/** A Blob (or File): its bytes are read with `arrayBuffer()` before the publish goes out. */
+export interface BlobLike {
+  readonly size: number;
+  readonly type: string;
+  arrayBuffer(): Promise<ArrayBuffer>;
+}
+
 /** A message published to a room, as delivered to its members. */
 export interface Message {
-  /** Whatever JSON the publisher sent. */
+  /**
+   * Whatever JSON the publisher sent; for a binary message, its bytes as a Uint8Array (live,
+   * recovered or read with `history` alike).
+   */
   data: unknown;
   /** The member who published it, or the backend (`server: true`). */
   from: Member | ServerSender;
@@ -135,7 +150,9 @@ export declare const PROTOCOL: "switchboard.v1";
 /** What the client needs of a WebSocket: the browser's, Node 22's, or the `ws` package's. */
 export interface WebSocketLike {
   readonly readyState: number;
-  send(data: string): void;
+  send(data: string | Uint8Array): void;
+  /** Set to "arraybuffer" by the client, so binary messages arrive as bytes. */
+  binaryType?: string;
   close(code?: number, reason?: string): void;
   onopen: ((event: any) => void) | null;
   onmessage: ((event: { data: any }) => void) | null;
@@ -283,9 +300,11 @@ export interface Room {
   readonly ready: Promise<JoinedReply>;
   on<E extends keyof RoomEvents>(event: E, listener: (payload: RoomEvents[E]) => void): Unsubscribe;
   /**
-   * `data` is sent as JSON, with a key. Waits while the room is not joined; a publish whose `ok`
-   * was lost with the connection is sent again (same key) after the re-join.
+   * `data` is sent as JSON, with a key; bytes (ArrayBuffer, a typed array, DataView, Blob) go as
+   * a binary message, which members receive as a Uint8Array. Waits while the room is not joined;
+   * a publish whose `ok` was lost with the connection is sent again (same key) after the re-join.
    */
+  publish(data: BinaryData, options?: PublishOptions): Promise<PublishReply>;
   publish(data: unknown, options?: PublishOptions): Promise<PublishReply>;
   /** Reads what the room keeps; rejects with the server's code (`unrecoverable_position`, `unavailable`, `forbidden`…). */
   history(options?: HistoryOptions): Promise<HistoryPage>;

@@ -11,6 +11,7 @@
 // out. While open, the token is refreshed ahead of its expiry (auth.js).
 
 import { Auth } from "./auth.js";
+import { BYTES, decodeFrame, encodeFrame, isBytes } from "./binary.js";
 import { closePolicy } from "./close-codes.js";
 import { Emitter } from "./emitter.js";
 import { CLIENT_CODES, SwitchboardError } from "./errors.js";
@@ -172,6 +173,7 @@ export class Switchboard {
 
   #dial(token) {
     const ws = new this.#WebSocket(this.#url, PROTOCOL);
+    ws.binaryType = "arraybuffer"; // binary messages (browsers would give Blobs, read asynchronously)
     this.#ws = ws;
     this.#lastError = "";
     this.conn = null;
@@ -227,12 +229,20 @@ export class Switchboard {
 
   #receive(text) {
     this.#heartbeat.received();
-    if (typeof text !== "string") return; // binary frames are reserved for a later encoding
     let frame;
-    try {
-      frame = JSON.parse(text);
-    } catch {
-      frame = null;
+    if (typeof text !== "string") {
+      // A binary message: its JSON header, with the payload as `data` (binary.js).
+      frame = isBytes(text) ? decodeFrame(text) : null;
+      if (frame === null) {
+        this.#error(new SwitchboardError(CLIENT_CODES.BAD_FRAME, "a binary frame that is not a header and a payload"));
+        return;
+      }
+    } else {
+      try {
+        frame = JSON.parse(text);
+      } catch {
+        frame = null;
+      }
     }
     if (frame === null || typeof frame !== "object") {
       const error = new SwitchboardError(CLIENT_CODES.BAD_FRAME, `not a JSON object: ${text.slice(0, 100)}`);
@@ -338,7 +348,9 @@ export class Switchboard {
 
   #transmit = (frame) => {
     if (this.#ws?.readyState !== OPEN) return false;
-    this.#ws.send(JSON.stringify(frame));
+    // A publish of bytes goes as a binary frame: its other fields are the header.
+    const bytes = frame[BYTES];
+    this.#ws.send(bytes ? encodeFrame(frame, bytes) : JSON.stringify(frame));
     return true;
   };
 

@@ -1,6 +1,7 @@
 // Test doubles: a clock whose time moves only when told, and a WebSocket whose server side
 // the test plays by hand. No network, no real waiting.
 
+import { decodeFrame } from "../src/binary.js";
 import { Switchboard } from "../src/switchboard.js";
 
 export class FakeClock {
@@ -62,7 +63,8 @@ export function fakeWebSocketClass() {
 
     send(text) {
       if (this.readyState !== 1) throw new Error("send on a socket that is not open");
-      this.sent.push(JSON.parse(text));
+      if (typeof text === "string") this.sent.push(JSON.parse(text));
+      else this.sent.push(decodeFrame(text)); // a binary frame: its header, the payload as `data`
     }
 
     close(code, reason) {
@@ -78,7 +80,8 @@ export function fakeWebSocketClass() {
     }
 
     receive(frame) {
-      this.onmessage?.({ data: typeof frame === "string" ? frame : JSON.stringify(frame) });
+      const binary = frame instanceof ArrayBuffer || ArrayBuffer.isView(frame);
+      this.onmessage?.({ data: typeof frame === "string" || binary ? frame : JSON.stringify(frame) });
     }
 
     welcome(fields = {}) {

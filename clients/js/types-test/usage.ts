@@ -1,5 +1,5 @@
 // Compiles only if the declarations describe the API the README shows.
-import { Switchboard, SwitchboardError, type Member, type Message, type WebSocketConstructor } from "@switchboard/client";
+import { Switchboard, SwitchboardError, type BinaryData, type Member, type Message, type WebSocketConstructor } from "@switchboard/client";
 
 declare const NodeWebSocket: WebSocketConstructor; // e.g. `import WebSocket from "ws"`
 declare function show(...values: unknown[]): void;
@@ -48,6 +48,13 @@ async function main(): Promise<void> {
   } catch (error) {
     if (error instanceof SwitchboardError && error.code === "queue_full") show("offline too long");
   }
+  // Bytes: published as a binary message, received as a Uint8Array.
+  await room.publish(new Uint8Array([1, 2, 3]));
+  await room.publish(new ArrayBuffer(8), { echo: false });
+  await room.publish(new DataView(new ArrayBuffer(4)));
+  room.on("message", ({ data }) => {
+    if (data instanceof Uint8Array) show(data.byteLength);
+  });
   await room.setPresence({ name: "ada", typing: true });
   await room.leave();
   sb.close();
@@ -88,4 +95,8 @@ async function withTokens(): Promise<void> {
   sb.join("order:1", { token: 42 });
 }
 void withTokens;
+
+declare const file: { size: number; type: string; name: string; arrayBuffer(): Promise<ArrayBuffer> };
+const upload: BinaryData = file; // a File or Blob
+void upload;
 declare function fetch(url: string): Promise<{ text(): Promise<string> }>;

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use switchboard_ws::CloseCode;
 
 use crate::auth::Access;
-use crate::broker::{BrokerError, HistoryQuery, Position, StreamOptions, Survey};
+use crate::broker::{BrokerError, HistoryQuery, Payload, Position, StreamOptions, Survey};
 use crate::hub::{Hub, Who};
 use crate::protocol::{self, ErrorCode, Field};
 use crate::rate::{RateLimiter, Verdict};
@@ -104,10 +104,14 @@ impl Api {
         let method = req.method().clone();
         let query = req.uri().query().unwrap_or("").to_owned();
         match (method, path.as_str()) {
-            (Method::POST, "/api/publish") => match self.body(req).await {
-                Ok(body) => self.publish(&body).await,
-                Err(res) => *res,
-            },
+            (Method::POST, "/api/publish") => {
+                let binary = is_octet_stream(req.headers());
+                match self.body(req).await {
+                    Ok(body) if binary => self.publish_binary(body, &query).await,
+                    Ok(body) => self.publish(&body).await,
+                    Err(res) => *res,
+                }
+            }
             (Method::POST, "/api/broadcast") => match self.body(req).await {
                 Ok(body) => self.broadcast(&body).await,
                 Err(res) => *res,
@@ -282,7 +286,62 @@ impl Api {
         let stream = self.stream(&room);
         match self
             .hub
-            .publish_as_server(&room, data, key, stream)
+            .publish_as_server(&room, Payload::Json(data.get().into()), key, stream)
+            .wait()
+            .await
+        {
+            Ok(p) => ok(json!({
+                "room": room,
+                "epoch": &*p.epoch,
+                "offset": p.offset,
+                "duplicate": p.duplicate,
+            })),
+            Err(e) => broker_error(e),
+        }
+    }
+
+    /// `POST /api/publish?room=…[&key=…]` with `Content-Type: application/octet-stream`:
+    /// the body is the message's bytes, published as a binary message.
+    async fn publish_binary(&self, body: Bytes, query: &str) -> Response<Body> {
+        let Some(room) = query_param(query, "room") else {
+            return bad(
+                ErrorCode::BadRequest,
+                "a binary publish names its room in the query string: /api/publish?room=…",
+            );
+        };
+        if let Err(f) = protocol::check_room_name(&room) {
+            return bad(f.code, &f.message);
+        }
+        if let Err(f) = self.access.namespace(&room) {
+            return error(StatusCode::NOT_FOUND, "unknown_namespace", &f.message);
+        }
+        if body.len() > self.max_body - 64 * 1024 {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                &format!(
+                    "the body is over max_message_size ({} bytes)",
+                    self.max_body - 64 * 1024
+                ),
+            );
+        }
+        let key = match query_param(query, "key") {
+            None => None,
+            Some(k) if k.is_empty() || k.len() > protocol::MAX_KEY_LEN => {
+                return bad(
+                    ErrorCode::BadRequest,
+                    &format!(
+                        "\"key\" must be a string of 1 to {} bytes",
+                        protocol::MAX_KEY_LEN
+                    ),
+                )
+            }
+            Some(k) => Some(k.into_boxed_str()),
+        };
+        let stream = self.stream(&room);
+        match self
+            .hub
+            .publish_as_server(&room, Payload::Binary(body), key, stream)
             .wait()
             .await
         {
@@ -335,8 +394,12 @@ impl Api {
         let pending: Vec<_> = rooms
             .iter()
             .map(|room| {
-                self.hub
-                    .publish_as_server(room, data, None, self.stream(room))
+                self.hub.publish_as_server(
+                    room,
+                    Payload::Json(data.get().into()),
+                    None,
+                    self.stream(room),
+                )
             })
             .collect();
         let mut results = Vec::with_capacity(rooms.len());
@@ -667,6 +730,16 @@ fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Refusal> {
 }
 
 /// The percent-decoded value of `name` in a query string.
+/// Whether a request body is bytes (`Content-Type: application/octet-stream`) rather than
+/// JSON (any other type, or none: see [`Api::body`]).
+fn is_octet_stream(headers: &hyper::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/octet-stream"))
+}
+
 pub fn query_param(query: &str, name: &str) -> Option<String> {
     let raw = query
         .split('&')

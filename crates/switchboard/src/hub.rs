@@ -21,7 +21,7 @@ use serde_json::value::RawValue;
 use switchboard_ws::{CloseCode, Frame};
 
 use crate::broker::{
-    Broker, BrokerError, HistoryPage, Inbound, Pending, Policy, Position, PresenceChange,
+    Broker, BrokerError, HistoryPage, Inbound, Payload, Pending, Policy, Position, PresenceChange,
     Publication, Published, StreamOptions, Survey,
 };
 use crate::config::PresenceMode;
@@ -818,7 +818,7 @@ impl Hub {
         &self,
         conn: &ConnHandle,
         room: &Room,
-        data: &RawValue,
+        data: Payload,
         echo: bool,
         key: Option<Box<str>>,
         stream: StreamOptions,
@@ -843,7 +843,7 @@ impl Hub {
     pub fn publish_as_server(
         &self,
         name: &str,
-        data: &RawValue,
+        data: Payload,
         key: Option<Box<str>>,
         stream: StreamOptions,
     ) -> Pending<Published> {

@@ -459,7 +459,33 @@ pub fn optional_bool(field: Field<'_>, name: &'static str) -> Result<Option<bool
 
 /// Writes server frames. Strings that come from clients are escaped by serde_json; room
 /// names and ids are known to need no escaping.
-pub struct Out(FrameBuilder);
+pub struct Out(Sink);
+
+/// Where [`Out`] writes: a text frame, or the JSON header of a binary frame.
+enum Sink {
+    Frame(FrameBuilder),
+    Header(Vec<u8>),
+}
+
+impl Sink {
+    fn extend_from_slice(&mut self, data: &[u8]) {
+        match self {
+            Sink::Frame(b) => b.extend_from_slice(data),
+            Sink::Header(v) => v.extend_from_slice(data),
+        }
+    }
+}
+
+impl std::io::Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 impl Out {
     pub fn new(kind: &str) -> Out {
@@ -467,11 +493,24 @@ impl Out {
     }
 
     pub fn with_capacity(kind: &str, capacity: usize) -> Out {
-        let mut b = FrameBuilder::with_capacity(OpCode::Text, capacity + 16 + kind.len());
-        b.extend_from_slice(b"{\"type\":\"");
-        b.extend_from_slice(kind.as_bytes());
-        b.extend_from_slice(b"\"");
-        Out(b)
+        let b = FrameBuilder::with_capacity(OpCode::Text, capacity + 16 + kind.len());
+        Out::start(Sink::Frame(b), kind)
+    }
+
+    /// The JSON header of a binary frame ([`binary_frame`]), ended with
+    /// [`finish_header`](Out::finish_header).
+    pub fn header(kind: &str, capacity: usize) -> Out {
+        Out::start(
+            Sink::Header(Vec::with_capacity(capacity + 16 + kind.len())),
+            kind,
+        )
+    }
+
+    fn start(mut sink: Sink, kind: &str) -> Out {
+        sink.extend_from_slice(b"{\"type\":\"");
+        sink.extend_from_slice(kind.as_bytes());
+        sink.extend_from_slice(b"\"");
+        Out(sink)
     }
 
     /// `"name":` followed by raw JSON.
@@ -483,7 +522,7 @@ impl Out {
 
     pub fn str(mut self, name: &str, value: &str) -> Out {
         self.key(name);
-        // Writing into a FrameBuilder cannot fail, and a str always serialises.
+        // Writing into a FrameBuilder or a Vec cannot fail, and a str always serialises.
         let _ = serde_json::to_writer(&mut self.0, value);
         self
     }
@@ -527,7 +566,23 @@ impl Out {
 
     pub fn finish(mut self) -> Frame {
         self.0.extend_from_slice(b"}");
-        self.0.finish()
+        match self.0 {
+            Sink::Frame(b) => b.finish(),
+            Sink::Header(v) => Frame::text(&String::from_utf8_lossy(&v)),
+        }
+    }
+
+    /// The JSON text of a header started with [`Out::header`].
+    pub fn finish_header(mut self) -> String {
+        self.0.extend_from_slice(b"}");
+        match self.0 {
+            // Everything written is str or ASCII.
+            Sink::Header(v) => String::from_utf8(v).unwrap_or_default(),
+            Sink::Frame(b) => {
+                let f = b.finish();
+                String::from_utf8_lossy(f.payload()).into_owned()
+            }
+        }
     }
 
     fn key(&mut self, name: &str) {
@@ -535,6 +590,82 @@ impl Out {
         self.0.extend_from_slice(name.as_bytes());
         self.0.extend_from_slice(b"\":");
     }
+}
+
+/// Bytes of the header length that starts every binary frame of the protocol.
+pub const BINARY_HEADER_LEN_BYTES: usize = 4;
+
+/// A binary frame of the protocol (docs/protocol.md, "Binary messages"): the header's
+/// length as a u32 big-endian, the JSON header, then the payload.
+pub fn binary_frame(header: &str, payload: &[u8]) -> Frame {
+    let mut b = FrameBuilder::with_capacity(
+        OpCode::Binary,
+        BINARY_HEADER_LEN_BYTES + header.len() + payload.len(),
+    );
+    b.extend_from_slice(&(header.len() as u32).to_be_bytes());
+    b.extend_from_slice(header.as_bytes());
+    b.extend_from_slice(payload);
+    b.finish()
+}
+
+/// A parsed binary frame: its header as a request, and its payload.
+pub type BinaryRequest<'a> = (Request<'a>, &'a [u8]);
+
+/// Splits a client's binary frame into its JSON header and its payload, and parses the
+/// header as a request. Every fault — too short for the length, a length past the end, a
+/// header that is not a JSON request, a type other than `publish`, a `data` field in the
+/// header — is `bad_request`, with the header's id when it could be read.
+pub fn parse_binary(frame: &[u8]) -> Result<BinaryRequest<'_>, (Option<i64>, Failure)> {
+    let bad = |id, why: String| {
+        (
+            id,
+            Failure::new(
+                ErrorCode::BadRequest,
+                format!("bad binary frame: {why} (docs/protocol.md, \"Binary messages\")"),
+            ),
+        )
+    };
+    let Some((len, rest)) = frame.split_first_chunk::<BINARY_HEADER_LEN_BYTES>() else {
+        return Err(bad(
+            None,
+            format!(
+                "{} bytes, shorter than the {BINARY_HEADER_LEN_BYTES}-byte header length",
+                frame.len()
+            ),
+        ));
+    };
+    let len = u32::from_be_bytes(*len) as usize;
+    if len > rest.len() {
+        return Err(bad(
+            None,
+            format!("the header length says {len} bytes; {} follow", rest.len()),
+        ));
+    }
+    let (header, payload) = rest.split_at(len);
+    // An id is read from a header that is a JSON object (an array would be read by
+    // position) even when the rest of it is wrong.
+    let object_id = || {
+        (header.trim_ascii_start().first() == Some(&b'{'))
+            .then(|| peek_id(header))
+            .flatten()
+    };
+    let (env, id, kind) = parse(header)
+        .map_err(|(id, f)| bad(id.or_else(object_id), format!("header: {}", f.message)))?;
+    if kind != Kind::Publish {
+        return Err(bad(
+            id,
+            "only \"publish\" may be sent as a binary frame; send other requests as JSON text"
+                .to_owned(),
+        ));
+    }
+    if env.data.0.is_some() {
+        return Err(bad(
+            id,
+            "the header has a \"data\": a binary publish's data is the payload after the header"
+                .to_owned(),
+        ));
+    }
+    Ok(((env, id, kind), payload))
 }
 
 pub fn error_frame(id: Option<i64>, failure: &Failure) -> Frame {
@@ -669,6 +800,74 @@ mod tests {
         ] {
             assert_eq!(check(bad), Err(ErrorCode::BadRequest), "{bad}");
         }
+    }
+
+    fn framed(header: &[u8], payload: &[u8]) -> Vec<u8> {
+        let mut f = (header.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(header);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn splits_binary_frames_and_refuses_bad_ones() {
+        let f = framed(
+            br#"{"type":"publish","id":7,"room":"r","key":"k"}"#,
+            b"\0\xffab",
+        );
+        let ((env, id, kind), payload) = parse_binary(&f).unwrap();
+        assert_eq!(
+            (id, kind, payload),
+            (Some(7), Kind::Publish, &b"\0\xffab"[..])
+        );
+        assert_eq!(room_name(env.room).unwrap(), "r");
+        // An empty payload is a message of no bytes.
+        let f = framed(br#"{"type":"publish","room":"r"}"#, b"");
+        assert_eq!(parse_binary(&f).unwrap().1, b"");
+        let bad = |f: &[u8]| {
+            let (id, failure) = parse_binary(f).unwrap_err();
+            assert_eq!(failure.code, ErrorCode::BadRequest, "{:?}", failure.message);
+            id
+        };
+        assert_eq!(bad(b""), None);
+        assert_eq!(bad(b"\0\0\0"), None);
+        assert_eq!(bad(&[0, 0, 0, 9, b'{', b'}']), None, "length past the end");
+        assert_eq!(bad(&[0xff, 0xff, 0xff, 0xff]), None);
+        assert_eq!(bad(&framed(b"not json", b"x")), None);
+        assert_eq!(bad(&framed(b"[1]", b"x")), None);
+        assert_eq!(bad(&framed(b"\xff\xfe", b"x")), None, "not UTF-8");
+        assert_eq!(bad(&framed(br#"{"id":3,"type":"dance"}"#, b"x")), Some(3));
+        assert_eq!(
+            bad(&framed(br#"{"id":4,"type":"join","room":"r"}"#, b"x")),
+            Some(4)
+        );
+        assert_eq!(bad(&framed(br#"{"id":5}"#, b"x")), Some(5));
+        assert_eq!(
+            bad(&framed(
+                br#"{"id":6,"type":"publish","room":"r","data":1}"#,
+                b"x"
+            )),
+            Some(6)
+        );
+        // A missing room is found where a text publish's is: by the session, bad_request.
+        let f = framed(br#"{"type":"publish"}"#, b"x");
+        let ((env, _, _), _) = parse_binary(&f).unwrap();
+        assert_eq!(room_name(env.room).unwrap_err().code, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn writes_binary_frames_with_their_header() {
+        let header = Out::header("message", 0)
+            .str("room", "r")
+            .uint("offset", 3)
+            .finish_header();
+        assert_eq!(header, r#"{"type":"message","room":"r","offset":3}"#);
+        let frame = binary_frame(&header, b"\x01\x02");
+        assert_eq!(frame.opcode(), Some(OpCode::Binary));
+        let p = frame.payload();
+        assert_eq!(&p[..4], &(header.len() as u32).to_be_bytes());
+        assert_eq!(&p[4..4 + header.len()], header.as_bytes());
+        assert_eq!(&p[4 + header.len()..], b"\x01\x02");
     }
 
     #[test]

@@ -6,11 +6,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use serde_json::value::RawValue;
 use switchboard_ws::CloseCode;
 
 use crate::auth::{Access, Identity, Perm, RoomGrant, TokenError};
-use crate::broker::{BrokerError, HistoryQuery, Pending, Published, StreamOptions};
+use crate::broker::{BrokerError, HistoryQuery, Payload, Pending, Published, StreamOptions};
 use crate::config::PresenceMode;
 use crate::connection::{Data, Flow, Handler};
 use crate::hub::{not_joined, ConnHandle, Hub, Join, JoinRequest, Room};
@@ -253,26 +254,8 @@ impl Session {
                 })?;
                 protocol::check_relayed(data, "data", self.limits.max_json_depth)
                     .map_err(with_id)?;
-                let echo = protocol::optional_bool(env.echo, "echo")
-                    .map_err(with_id)?
-                    .unwrap_or(true);
-                let key = protocol::publish_key(env.key).map_err(with_id)?;
-                let joined = self.joined(env.room, Perm::Publish).map_err(with_id)?;
-                let pending = self
-                    .hub
-                    .publish(&self.conn, &joined.room, data, echo, key, joined.stream)
+                self.publish(&env, id, Payload::Json(data.get().into()))
                     .map_err(with_id)?;
-                match pending {
-                    Pending::Ready(result) => answer_publish(&self.conn, id, result),
-                    // On disk before `ok`: the connection goes on reading meanwhile, so a
-                    // client that pipelines publishes is not held to one commit each.
-                    waiting => {
-                        let conn = self.conn.clone();
-                        tokio::spawn(async move {
-                            answer_publish(&conn, id, wait(waiting).await);
-                        });
-                    }
-                }
             }
             Kind::Presence => {
                 let presence = protocol::presence_object(env.presence, true)
@@ -361,6 +344,43 @@ impl Session {
             Kind::Auth => return Ok(self.auth(env.token, id)),
         }
         Ok(Flow::Continue)
+    }
+
+    /// A publish of `data` (a text frame's JSON, or a binary frame's bytes) as `env` asks:
+    /// the same checks, permissions and answers for both.
+    fn publish(
+        &self,
+        env: &protocol::Envelope<'_>,
+        id: Option<i64>,
+        data: Payload,
+    ) -> Result<(), Failure> {
+        let echo = protocol::optional_bool(env.echo, "echo")?.unwrap_or(true);
+        let key = protocol::publish_key(env.key)?;
+        let joined = self.joined(env.room, Perm::Publish)?;
+        let pending = self
+            .hub
+            .publish(&self.conn, &joined.room, data, echo, key, joined.stream)?;
+        match pending {
+            Pending::Ready(result) => answer_publish(&self.conn, id, result),
+            // On disk before `ok`: the connection goes on reading meanwhile, so a client
+            // that pipelines publishes is not held to one commit each.
+            waiting => {
+                let conn = self.conn.clone();
+                tokio::spawn(async move {
+                    answer_publish(&conn, id, wait(waiting).await);
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A binary frame: a `publish` whose data is the bytes after its header.
+    fn handle_binary(&self, frame: &[u8]) -> Result<(), (Option<i64>, Failure)> {
+        let ((env, id, _), payload) = protocol::parse_binary(frame)?;
+        // Copied, as a text publish's `data` is: a slice of the frame could keep the whole
+        // read buffer it came in alive for as long as the message is kept in a window.
+        self.publish(&env, id, Payload::Binary(Bytes::copy_from_slice(payload)))
+            .map_err(|f| (id, f))
     }
 
     fn room_grant(&self, token: &str, room: &str) -> Result<RoomGrant, Failure> {
@@ -475,7 +495,9 @@ impl Handler for Session {
             Verdict::Limit => {
                 let id = match &data {
                     Data::Text(text) => protocol::peek_id(text),
-                    Data::Binary(_) => None,
+                    Data::Binary(frame) => match protocol::parse_binary(frame) {
+                        Ok(((_, id, _), _)) | Err((id, _)) => id,
+                    },
                 };
                 self.fail(
                     id,
@@ -498,13 +520,11 @@ impl Handler for Session {
                 Ok(flow) => return flow,
                 Err((id, failure)) => self.fail(id, failure),
             },
-            Data::Binary(_) => self.fail(
-                None,
-                Failure::new(
-                    ErrorCode::BadRequest,
-                    "binary frames are reserved for the binary encoding; send JSON text frames",
-                ),
-            ),
+            Data::Binary(frame) => {
+                if let Err((id, failure)) = self.handle_binary(&frame) {
+                    self.fail(id, failure);
+                }
+            }
         }
         Flow::Continue
     }

@@ -171,7 +171,8 @@ async fn every_bad_input_gets_its_error_and_others_keep_receiving() {
         let offset = bad.publish("r", json!({"after": i})).await;
         assert!(offset >= 1);
     }
-    // Binary frames are refused but the connection stays open.
+    // A binary frame that does not follow the layout (the header length says 0x00016269)
+    // is refused, but the connection stays open.
     bad.client.send_binary(b"\x00\x01binary").await.unwrap();
     let err = bad.next_of("error").await;
     assert_eq!(err["code"], "bad_request", "{err}");

@@ -1,7 +1,8 @@
 //! Protocol v1 envelopes: `switchboard::protocol::{parse, peek_id, room_name,
 //! presence_object, optional_bool, check_relayed}` on arbitrary bytes.
 //!
-//! Input: byte 0 picks `check_relayed`'s depth limit; the rest is the frame text.
+//! Input: byte 0 picks `check_relayed`'s depth limit; the rest is the frame text, and also
+//! a binary frame for `parse_binary`.
 //!
 //! Invariants: never panics; what `parse` accepts is JSON, and every raw field it keeps
 //! is JSON on its own; `peek_id` reads the same id `parse` does (so a rate-limited frame is
@@ -9,7 +10,9 @@
 //! an accepted presence is a JSON object; an accepted bool is `true` or `false`; and JSON
 //! that `check_relayed` accepts for `data` or `presence` parses with serde_json into a
 //! `Value` (no lone surrogate, no non-finite number, not too deep) that serialises and
-//! parses back to itself.
+//! parses back to itself. `parse_binary` answers every fault with `bad_request`; what it
+//! accepts is a `publish` without `data` whose header is exactly the bytes its length says,
+//! parsed as `parse` parses them, and whose payload is the rest of the frame.
 
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -78,6 +81,7 @@ fn run(data: &[u8]) -> Result<(), String> {
         return Ok(());
     };
     let max_depth = DEPTHS[usize::from(d) % DEPTHS.len()];
+    binary(text)?;
     let peeked = protocol::peek_id(text);
     let (env, id) = match protocol::parse(text) {
         Err((id, failure)) => {
@@ -169,6 +173,36 @@ fn run(data: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// `parse_binary` on `frame`: the layout of docs/protocol.md, "Binary messages".
+fn binary(frame: &[u8]) -> Result<(), String> {
+    match protocol::parse_binary(frame) {
+        Err((_, failure)) => ensure(failure.code == ErrorCode::BadRequest, || {
+            format!("a bad binary frame answered {:?}", failure.code)
+        }),
+        Ok(((env, id, kind), payload)) => {
+            let len = frame
+                .first_chunk::<4>()
+                .map(|b| u32::from_be_bytes(*b) as usize);
+            let header = len.and_then(|n| frame.get(4..4 + n));
+            let Some(header) = header else {
+                return Err("accepted a frame shorter than its header length".into());
+            };
+            ensure(payload == &frame[4 + header.len()..], || {
+                "the payload is not the rest of the frame".into()
+            })?;
+            ensure(
+                kind == protocol::Kind::Publish && env.data.0.is_none(),
+                || format!("accepted {kind:?} (data: {})", env.data.0.is_some()),
+            )?;
+            let parsed = protocol::parse(header)
+                .map_err(|(_, f)| format!("accepted a header parse refuses: {}", f.message))?;
+            ensure(parsed.1 == id, || {
+                "the header's id differs from parse's".into()
+            })
+        }
+    }
+}
+
 fn check_relayed(what: &str, field: Field<'_>, max_depth: usize) -> Result<(), String> {
     let Some(raw) = field.0 else {
         return Ok(());
@@ -254,5 +288,19 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         "]".repeat(40)
     );
     out.push(("deep-data", [&[0u8][..], deep.as_bytes()].concat()));
+    for (name, header, payload) in [
+        (
+            "binary-publish",
+            &br#"{"type":"publish","id":11,"room":"r","key":"k"}"#[..],
+            &b"\x00\xff bytes"[..],
+        ),
+        ("binary-join", br#"{"type":"join","id":12,"room":"r"}"#, b""),
+    ] {
+        let mut frame = vec![0u8];
+        frame.extend_from_slice(&(header.len() as u32).to_be_bytes());
+        frame.extend_from_slice(header);
+        frame.extend_from_slice(payload);
+        out.push((name, frame));
+    }
     out
 }

@@ -10,9 +10,20 @@ use super::durable::DurableBroker;
 use super::memory::MemoryBroker;
 use super::stored::Store;
 use super::{
-    Broker, BrokerError, HistoryPage, HistoryQuery, Inbound, Local, Position, Publication,
+    Broker, BrokerError, HistoryPage, HistoryQuery, Inbound, Local, Payload, Position, Publication,
     Published, StreamOptions, Unrecoverable,
 };
+
+/// A payload as the tests compare it: JSON as its text, bytes as `bin:` and their hex.
+fn shown(p: &Payload) -> String {
+    match p {
+        Payload::Json(s) => s.to_string(),
+        Payload::Binary(b) => {
+            let hex: String = b.iter().map(|b| format!("{b:02x}")).collect();
+            format!("bin:{hex}")
+        }
+    }
+}
 
 /// What an inbound handler saw: (room, epoch, offset, data).
 #[derive(Default)]
@@ -23,7 +34,7 @@ impl Inbound for Recorder {
         self.0
             .lock()
             .unwrap()
-            .push((room.into(), epoch.to_string(), p.offset, p.data.to_string()));
+            .push((room.into(), epoch.to_string(), p.offset, shown(&p.data)));
     }
 }
 
@@ -116,7 +127,72 @@ async fn brokers() -> (Vec<UnderTest>, RedisServer) {
 
 fn publication(data: &str, key: Option<&str>) -> Publication {
     let raw = RawValue::from_string(data.to_owned()).unwrap();
-    Publication::new(&raw, "{\"conn\":\"c\"}".into(), key.map(Into::into))
+    Publication::new(
+        Payload::Json(raw.get().into()),
+        "{\"conn\":\"c\"}".into(),
+        key.map(Into::into),
+    )
+}
+
+fn binary(data: &[u8], key: Option<&str>) -> Publication {
+    Publication::new(
+        Payload::Binary(bytes::Bytes::copy_from_slice(data)),
+        "{\"conn\":\"c\"}".into(),
+        key.map(Into::into),
+    )
+}
+
+/// Bytes no text encoding would keep: every byte value, a NUL first, invalid UTF-8.
+fn awkward_bytes() -> Vec<u8> {
+    (0..=255u8).rev().chain([0, 0xff, 0xc3]).collect()
+}
+
+#[tokio::test]
+async fn binary_publications_keep_their_bytes_beside_json_ones() {
+    let (brokers, _redis) = brokers().await;
+    let bytes = awkward_bytes();
+    for (name, b, durable, rec) in brokers {
+        let o = opts(durable, 100);
+        join(&*b, "bin", o).await;
+        publish(&*b, "bin", "\"text\"", None, o).await;
+        let p = b
+            .publish(&"bin".into(), binary(&bytes, Some("bk")), o)
+            .wait()
+            .await
+            .expect("publish");
+        assert_eq!(p.offset, 2, "{name}");
+        publish(&*b, "bin", "{\"n\":3}", None, o).await;
+        b.publish(&"bin".into(), binary(b"", None), o)
+            .wait()
+            .await
+            .expect("an empty binary message");
+        let again = b
+            .publish(&"bin".into(), binary(&bytes, Some("bk")), o)
+            .wait()
+            .await
+            .unwrap();
+        assert!(
+            again.duplicate && again.offset == 2,
+            "{name}: keys work for bytes"
+        );
+        let want = vec![
+            "\"text\"".to_owned(),
+            shown(&Payload::Binary(bytes.clone().into())),
+            "{\"n\":3}".to_owned(),
+            "bin:".to_owned(),
+        ];
+        let page = history(&*b, "bin", None, 10, false, o).await.unwrap();
+        let read: Vec<String> = page.messages.iter().map(|p| shown(&p.data)).collect();
+        assert_eq!(read, want, "{name}: history");
+        for _ in 0..100 {
+            if rec.0.lock().unwrap().len() >= 4 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let delivered: Vec<String> = rec.0.lock().unwrap().iter().map(|d| d.3.clone()).collect();
+        assert_eq!(delivered, want, "{name}: delivered");
+    }
 }
 
 async fn publish(
@@ -237,7 +313,7 @@ async fn history_reads_forward_backward_and_from_a_position() {
             .unwrap()
             .messages
             .iter()
-            .map(|p| p.data.to_string())
+            .map(|p| shown(&p.data))
             .collect();
         assert_eq!(data, vec!["9", "10"], "{name}: the data comes back");
     }
@@ -415,6 +491,41 @@ async fn durable_history_and_keys_survive_reopening_the_store() {
         .await
         .unwrap();
     assert_eq!(offsets(&page), vec![2, 3, 4]);
+    let bytes = b
+        .publish(&"d".into(), binary(&awkward_bytes(), None), o)
+        .wait()
+        .await
+        .unwrap();
+    drop(b);
+    let store = loop {
+        match Store::open(&dir) {
+            Ok(s) => break s,
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    };
+    let b = DurableBroker::start(store);
+    let page = b
+        .history(
+            "d",
+            HistoryQuery {
+                since: Some(Position {
+                    epoch: bytes.epoch,
+                    offset: 4,
+                }),
+                limit: 10,
+                reverse: false,
+                open: true,
+            },
+            o,
+        )
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(offsets(&page), vec![5]);
+    assert_eq!(
+        page.messages[0].data,
+        Payload::Binary(awkward_bytes().into())
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -429,6 +540,10 @@ async fn memory_windows_saved_at_shutdown_come_back_once() {
         let b = MemoryBroker::new(Some(dir.clone()));
         let p = b
             .publish(&"w".into(), publication("1", Some("key")), o)
+            .wait()
+            .await
+            .unwrap();
+        b.publish(&"w".into(), binary(&awkward_bytes(), None), o)
             .wait()
             .await
             .unwrap();
@@ -455,10 +570,14 @@ async fn memory_windows_saved_at_shutdown_come_back_once() {
         page.position,
         Position {
             epoch: first.epoch.clone(),
-            offset: 1
+            offset: 2
         }
     );
-    assert_eq!(offsets(&page), vec![1]);
+    assert_eq!(offsets(&page), vec![1, 2]);
+    assert_eq!(
+        page.messages[1].data,
+        Payload::Binary(awkward_bytes().into())
+    );
     assert!(
         b.publish(&"w".into(), publication("1", Some("key")), o)
             .wait()

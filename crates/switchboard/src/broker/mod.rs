@@ -30,7 +30,7 @@ mod contract;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock, Weak};
 
-use serde_json::value::RawValue;
+use bytes::Bytes;
 use switchboard_ws::Frame;
 use tokio::sync::oneshot;
 
@@ -43,11 +43,38 @@ pub struct Position {
     pub offset: u64,
 }
 
+/// What a publication carries: JSON text (a text `publish`'s `data`) or bytes (a binary
+/// `publish`'s payload). Kept as it came, never re-encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// The message's JSON (`data`), as the publisher sent it.
+    Json(Box<str>),
+    /// The bytes of a binary publish.
+    Binary(Bytes),
+}
+
+impl Payload {
+    pub fn len(&self) -> usize {
+        match self {
+            Payload::Json(s) => s.len(),
+            Payload::Binary(b) => b.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn is_binary(&self) -> bool {
+        matches!(self, Payload::Binary(_))
+    }
+}
+
 /// One published message, the same for every protocol and every node: what the hub fans
 /// out. Its encodings are made on first use and shared by every member that receives it.
 pub struct Publication {
-    /// The message's JSON (`data`), as the publisher sent it.
-    pub data: Box<str>,
+    /// The message's JSON or bytes, as the publisher sent them.
+    pub data: Payload,
     /// The publisher as a member (`{"conn",..}`), or the server.
     pub from: Arc<str>,
     /// Milliseconds since the Unix epoch, when it was published.
@@ -59,17 +86,20 @@ pub struct Publication {
     /// The connection (on this node) that asked not to receive its own message (`echo:
     /// false`); not kept in history.
     pub exclude: Option<u64>,
-    /// The protocol v1 `message` frame, made once.
+    /// The protocol v1 `message` frame, made once: a text frame for JSON, a binary frame
+    /// (header + bytes) for bytes.
     v1: OnceLock<Frame>,
+    /// A binary message's `message` object for lists in replies (base64 `data`), made once.
+    listed: OnceLock<Box<str>>,
 }
 
 impl Publication {
-    pub fn new(data: &RawValue, from: Arc<str>, key: Option<Box<str>>) -> Publication {
-        Publication::from_parts(data.get().into(), from, crate::hub::now_ms(), key, 0)
+    pub fn new(data: Payload, from: Arc<str>, key: Option<Box<str>>) -> Publication {
+        Publication::from_parts(data, from, crate::hub::now_ms(), key, 0)
     }
 
     pub fn from_parts(
-        data: Box<str>,
+        data: Payload,
         from: Arc<str>,
         ts: u64,
         key: Option<Box<str>>,
@@ -83,27 +113,56 @@ impl Publication {
             offset,
             exclude: None,
             v1: OnceLock::new(),
+            listed: OnceLock::new(),
         }
     }
 
-    /// The protocol v1 `message` frame of this publication in `room`.
+    /// The protocol v1 `message` frame of this publication in `room`: for JSON the text
+    /// frame `{"type":"message","room","data","from","offset","ts"}`; for bytes the binary
+    /// frame of docs/protocol.md ("Binary messages"): a 4-byte big-endian header length,
+    /// the header `{"type":"message","room","from","offset","ts"}`, then the bytes.
     pub fn v1_frame(&self, room: &str) -> &Frame {
-        self.v1.get_or_init(|| {
-            Out::with_capacity(
-                "message",
-                self.data.len() + self.from.len() + room.len() + 64,
-            )
-            .str("room", room)
-            .raw("data", &self.data)
-            .raw("from", &self.from)
-            .uint("offset", self.offset)
-            .uint("ts", self.ts)
-            .finish()
+        self.v1.get_or_init(|| match &self.data {
+            Payload::Json(data) => {
+                Out::with_capacity("message", data.len() + self.from.len() + room.len() + 64)
+                    .str("room", room)
+                    .raw("data", data)
+                    .raw("from", &self.from)
+                    .uint("offset", self.offset)
+                    .uint("ts", self.ts)
+                    .finish()
+            }
+            Payload::Binary(bytes) => {
+                let header = Out::header("message", self.from.len() + room.len() + 64)
+                    .str("room", room)
+                    .raw("from", &self.from)
+                    .uint("offset", self.offset)
+                    .uint("ts", self.ts)
+                    .finish_header();
+                crate::protocol::binary_frame(&header, bytes)
+            }
         })
     }
 
-    /// The `message` object (the v1 frame's payload), for lists of messages in replies.
+    /// The `message` object (the v1 text frame's payload), for lists of messages in
+    /// replies. A binary message is listed with `"binary":true` and its bytes in base64 as
+    /// `data` (a JSON reply cannot hold bytes; the marker tells it from a JSON string).
     pub fn v1_json(&self, room: &str) -> &str {
+        if let Payload::Binary(bytes) = &self.data {
+            return self.listed.get_or_init(|| {
+                use base64::Engine as _;
+                let data = base64::engine::general_purpose::STANDARD.encode(bytes);
+                Out::header("message", data.len() + self.from.len() + room.len() + 80)
+                    .str("room", room)
+                    .bool("binary", true)
+                    .str("data", &data)
+                    .raw("from", &self.from)
+                    .uint("offset", self.offset)
+                    .uint("ts", self.ts)
+                    .finish_header()
+                    .into_boxed_str()
+            });
+        }
         let bytes = self.v1_frame(room).as_bytes();
         // A server frame is unmasked: a 2-byte header, plus 2 or 8 bytes of length.
         let header = match bytes.get(1).map(|b| b & 0x7f) {

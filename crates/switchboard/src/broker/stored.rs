@@ -15,7 +15,9 @@ use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
-use super::Publication;
+use bytes::Bytes;
+
+use super::{Payload, Publication};
 
 pub const FILE_NAME: &str = "history.redb";
 
@@ -230,13 +232,25 @@ pub fn decode_meta(b: &[u8]) -> Option<Meta> {
     })
 }
 
-/// A publication as stored: ts, from, key, data (the offset is the key of its row).
+/// A publication as stored: ts, from, key, data (the offset is the key of its row). Bytes
+/// (a binary publish) are stored as they are, followed by one byte [`BINARY`]; JSON is
+/// stored as its text with nothing after it (as every row was before binary messages, so
+/// rows written then read the same).
 pub fn encode_publication(p: &Publication, b: &mut Vec<u8>) {
     b.extend_from_slice(&p.ts.to_le_bytes());
     put_str(b, &p.from);
     put_str(b, p.key.as_deref().unwrap_or(""));
-    put_str(b, &p.data);
+    match &p.data {
+        Payload::Json(data) => put_str(b, data),
+        Payload::Binary(data) => {
+            put_bytes(b, data);
+            b.push(BINARY);
+        }
+    }
 }
+
+/// The marker after a binary publication's bytes.
+const BINARY: u8 = 1;
 
 pub fn decode_publication(b: &[u8], offset: u64) -> Option<Publication> {
     let mut r = Reader(b);
@@ -244,8 +258,18 @@ pub fn decode_publication(b: &[u8], offset: u64) -> Option<Publication> {
     let from: Arc<str> = r.str()?.into();
     let key = r.str()?;
     let key = (!key.is_empty()).then(|| key.into());
-    let data = r.str()?.into();
+    let data = r.bytes()?;
+    let data = match r.0 {
+        [] => Payload::Json(std::str::from_utf8(data).ok()?.into()),
+        [BINARY] => Payload::Binary(Bytes::copy_from_slice(data)),
+        _ => return None,
+    };
     Some(Publication::from_parts(data, from, ts, key, offset))
+}
+
+pub fn put_bytes(b: &mut Vec<u8>, s: &[u8]) {
+    b.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    b.extend_from_slice(s);
 }
 
 pub fn put_str(b: &mut Vec<u8>, s: &str) {

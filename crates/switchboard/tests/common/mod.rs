@@ -231,9 +231,21 @@ impl Peer {
             return Some(v);
         }
         let raw = self.raw;
-        match timeout(wait, self.client.recv_json()).await {
-            Err(_) => None,
-            Ok(Ok(v)) if !raw && v["type"] == "presence" && v["events"].is_array() => {
+        let next = async {
+            loop {
+                match self.client.recv().await? {
+                    Message::Text(b) => return Ok(serde_json::from_slice(&b)?),
+                    Message::Binary(b) => return Ok(binary_frame_json(&b)),
+                    _ => {}
+                }
+            }
+        };
+        let read: Result<Value, Error> = match timeout(wait, next).await {
+            Err(_) => return None,
+            Ok(r) => r,
+        };
+        match read {
+            Ok(v) if !raw && v["type"] == "presence" && v["events"].is_array() => {
                 for e in v["events"].as_array().expect("array") {
                     self.expanded.push_back(json!({
                         "type": "presence",
@@ -245,8 +257,8 @@ impl Peer {
                 }
                 self.expanded.pop_front()
             }
-            Ok(Ok(v)) => Some(v),
-            Ok(Err(e)) => panic!(
+            Ok(v) => Some(v),
+            Err(e) => panic!(
                 "{}: connection ended while reading: {e} (stash: {})",
                 self.label,
                 shorts(self.stash.iter())
@@ -372,6 +384,7 @@ impl Peer {
                 Ok(Ok(Message::Text(b))) => {
                     frames.push(serde_json::from_slice(&b).expect("text frame is JSON"))
                 }
+                Ok(Ok(Message::Binary(b))) => frames.push(binary_frame_json(&b)),
                 Ok(Ok(_)) => {}
                 Ok(Err(Error::Closed(Some(f)))) => return (frames, Closed::Code(f.code.0)),
                 Ok(Err(Error::Closed(None))) | Ok(Err(Error::Io(_))) => {
@@ -381,6 +394,26 @@ impl Peer {
             }
         }
     }
+}
+
+/// A binary frame of the protocol (docs/protocol.md, "Binary messages") as the tests read
+/// it: its JSON header with `"binary": true` and the payload in base64 as `data` — the way
+/// replies list binary messages, so a live one compares equal to its listed self. Panics on
+/// a frame that does not follow the layout, or whose header has either field itself.
+pub fn binary_frame_json(frame: &[u8]) -> Value {
+    use base64::Engine as _;
+    let len = u32::from_be_bytes(frame[..4].try_into().expect("4 bytes of header length"));
+    let (header, payload) = frame[4..].split_at(len as usize);
+    let mut v: Value = serde_json::from_slice(header).expect("the header is JSON");
+    let map = v.as_object_mut().expect("the header is an object");
+    assert!(
+        !map.contains_key("binary") && !map.contains_key("data"),
+        "{map:?}"
+    );
+    map.insert("binary".into(), json!(true));
+    let data = base64::engine::general_purpose::STANDARD.encode(payload);
+    map.insert("data".into(), json!(data));
+    v
 }
 
 /// A frame for an error message, cut to a readable length.
@@ -465,11 +498,14 @@ impl HttpResponse {
 
 /// Sends `request` as it is on a fresh TCP connection and reads one response.
 pub async fn http(addr: SocketAddr, request: &str) -> HttpResponse {
+    http_bytes(addr, request.as_bytes()).await
+}
+
+/// [`http`] with a request that need not be text (a binary body).
+pub async fn http_bytes(addr: SocketAddr, request: &[u8]) -> HttpResponse {
     timeout(STEP, async {
         let mut s = TcpStream::connect(addr).await.expect("tcp connect");
-        s.write_all(request.as_bytes())
-            .await
-            .expect("write request");
+        s.write_all(request).await.expect("write request");
         let mut buf = Vec::new();
         let head_end = loop {
             if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -499,7 +535,7 @@ pub async fn http(addr: SocketAddr, request: &str) -> HttpResponse {
             .map(|(_, v)| v.parse::<usize>().expect("content-length"));
         match len {
             // After 101 the connection speaks WebSocket: no HTTP body; HEAD has none either.
-            _ if status == 101 || request.starts_with("HEAD ") => body.clear(),
+            _ if status == 101 || request.starts_with(b"HEAD ") => body.clear(),
             Some(len) => {
                 while body.len() < len {
                     let mut chunk = [0u8; 4096];
