@@ -704,9 +704,20 @@ function renderMembers(c) {
   if (chat !== c) return;
   const list = people(c);
   const online = sb.state === "open" && c.room.state === "joined";
-  ui.memberCount.textContent = String(list.length);
-  ui.toggleMembers.setAttribute("aria-label", `${list.length} in this room: show members`);
+  // A big room's list arrives page by page: until it is all in, the server's count says how
+  // many are here (connections, so one person on two devices counts twice).
+  const unlisted = Math.max(0, c.room.memberCount - c.room.members.length);
+  const count = unlisted > 0 ? c.room.memberCount : list.length;
+  ui.memberCount.textContent = String(count);
+  ui.toggleMembers.setAttribute("aria-label", `${count} in this room: show members`);
   ui.memberList.classList.toggle("stale", !online);
+  const more = [];
+  if (unlisted > 0) {
+    const li = document.createElement("li");
+    li.className = "member member-more";
+    li.textContent = `and ${unlisted} more`;
+    more.push(li);
+  }
   ui.memberList.replaceChildren(
     ...list.map((person) => {
       const li = document.createElement("li");
@@ -718,6 +729,7 @@ function renderMembers(c) {
       if (person.typing && !person.me && online) li.append(span("member-typing", "typing…"));
       return li;
     }),
+    ...more,
   );
   renderTyping(c);
 }

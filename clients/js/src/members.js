@@ -37,7 +37,11 @@ export class Members {
     this.#changed();
   }
 
-  /** Applies a presence event: `join` and `update` set the member, `leave` removes it. */
+  /**
+   * Applies a presence event: `join` and `update` set the member, `leave` removes it. Applied
+   * again (a batch repeating what a `joined` reply showed), the list stays the same; the count
+   * is an estimate until the frame's `member_count` sets it (`setCount`).
+   */
   apply(event, member) {
     if (event === "leave") {
       this.#byConn.delete(member.conn);
@@ -47,6 +51,11 @@ export class Members {
       this.#byConn.set(member.conn, member);
     }
     this.#changed();
+  }
+
+  /** The server's count (every presence frame carries it): what `count` says from now on. */
+  setCount(count) {
+    this.#count = count;
   }
 
   #changed() {

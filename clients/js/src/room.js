@@ -221,8 +221,14 @@ export class Room {
     }
     if (frame.type === "message") this.#deliver(frame);
     if (frame.type === "presence") {
-      this.#members.apply(frame.event, frame.member);
-      this.#events.emit("presence", { event: frame.event, member: frame.member });
+      // One change, several in the order they happened (a busy room's batch), or only the
+      // count (a namespace with presence = "count"); member_count is the count after them.
+      const events = Array.isArray(frame.events) ? frame.events : frame.event ? [frame] : [];
+      for (const { event, member } of events) {
+        this.#members.apply(event, member);
+        this.#events.emit("presence", { event, member });
+      }
+      if (typeof frame.member_count === "number") this.#members.setCount(frame.member_count);
       this.#events.emit("members", this.members);
     }
   }

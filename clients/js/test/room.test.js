@@ -489,3 +489,31 @@ test("history of a room that was left, or of a closed client, rejects with close
   t.sb.close();
   await assert.rejects(t.sb.join("chat:other").history(), { code: "closed" });
 });
+
+test("a batched presence frame is applied in order and its member_count is the count", async () => {
+  const cy = { conn: "c3", user: "cy", presence: { name: "cy" } };
+  const { ws, room, of } = await joinedRoom({}, { members: [ada, bob], member_count: 2 });
+  const seen = [];
+  room.on("presence", (e) => seen.push(`${e.event} ${e.member.conn}`));
+  ws.receive({
+    type: "presence",
+    room: "chat:lobby",
+    events: [
+      { event: "join", member: cy },
+      { event: "update", member: { ...cy, presence: { name: "cy", away: true } } },
+      { event: "leave", member: bob },
+      { event: "join", member: bob },
+      { event: "leave", member: bob },
+    ],
+    member_count: 2,
+  });
+  assert.deepEqual(seen, ["join c3", "update c3", "leave c2", "join c2", "leave c2"]);
+  assert.deepEqual(room.members.map((m) => m.conn), ["c1", "c3"]);
+  assert.deepEqual(room.members[1].presence, { name: "cy", away: true });
+  assert.equal(room.memberCount, 2);
+  assert.ok(of("members").length >= 2);
+  // A count-only room's frame: the count, no list change.
+  ws.receive({ type: "presence", room: "chat:lobby", member_count: 7 });
+  assert.equal(room.memberCount, 7);
+  assert.deepEqual(room.members.map((m) => m.conn), ["c1", "c3"]);
+});

@@ -235,7 +235,11 @@ impl RoomState {
         let a = &mut self.announcer;
         let quiet = !a.scheduled && a.last.is_none_or(|t| now.duration_since(t) >= interval);
         if quiet {
-            a.last = Some(now);
+            // A frame nobody else receives (the first member's join) does not count.
+            let others = self.members.keys().any(|n| Some(*n) != except);
+            if others {
+                a.last = Some(now);
+            }
             let frame = match self.mode {
                 PresenceMode::Full => presence_frame(room, event, json, self.member_count()),
                 _ => count_frame(room, self.member_count()),
