@@ -1157,8 +1157,10 @@ impl Hub {
         for conn in gone {
             flush |= st.set_remote(name, &conn, None, interval);
         }
+        let local: std::collections::HashSet<Arc<str>> =
+            st.members.values().map(|m| m.conn.id.clone()).collect();
         for (conn, json) in &known {
-            if !st.members.values().any(|m| m.conn.id == *conn) {
+            if !local.contains(conn) {
                 flush |= st.set_remote(name, conn, Some(json), interval);
             }
         }
