@@ -360,7 +360,14 @@ impl<S: Socket> Driver<'_, S> {
                 return;
             }
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Nothing after all (a spurious wake-up, or TLS records with no data in them:
+                // a partial record, a key update): keep no buffer for nothing.
+                if self.read_buf.is_empty() {
+                    self.read_buf = BytesMut::new();
+                }
+                return;
+            }
             Err(e) => {
                 self.abort(&format!("read error: {e}"));
                 return;

@@ -278,7 +278,9 @@ async fn refuse_plain_http(mut stream: TcpStream) {
 /// the socket does not take stays in rustls, bounded by its buffer limit, until writable.
 pub struct TlsSocket {
     tcp: TcpStream,
-    conn: ServerConnection,
+    /// Boxed: 1.2 KiB that would otherwise widen the connection's task (and every copy of
+    /// the socket its futures hold) instead of one allocation of its own.
+    conn: Box<ServerConnection>,
     /// rustls may hold decrypted bytes not yet taken (the last read filled the room given,
     /// or the HTTP server left some): the next read is tried without waiting for the socket.
     plaintext_ready: bool,
@@ -290,7 +292,7 @@ impl TlsSocket {
     pub fn new(tcp: TcpStream, conn: ServerConnection) -> TlsSocket {
         TlsSocket {
             tcp,
-            conn,
+            conn: Box::new(conn),
             plaintext_ready: true,
             eof: false,
         }
