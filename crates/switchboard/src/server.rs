@@ -933,3 +933,31 @@ fn host_name(authority: &str) -> Option<&str> {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
     (!host.is_empty() && plain).then_some(host)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::host_name;
+
+    #[test]
+    fn redirect_hosts() {
+        assert_eq!(host_name("example.com"), Some("example.com"));
+        assert_eq!(host_name("example.com:8080"), Some("example.com"));
+        assert_eq!(host_name("127.0.0.1:80"), Some("127.0.0.1"));
+        assert_eq!(host_name("[::1]:80"), Some("[::1]"));
+        assert_eq!(host_name("[2001:db8::1]"), Some("[2001:db8::1]"));
+        for bad in [
+            "",
+            ":80",
+            "a/b",
+            "evil.com/x@y",
+            "a b",
+            "[::1]x",
+            "[]",
+            "[::1",
+            "a:1:2",
+            "user@host",
+        ] {
+            assert_eq!(host_name(bad), None, "{bad:?}");
+        }
+    }
+}

@@ -658,3 +658,93 @@ async fn bad_certificate_files_stop_the_start_naming_them() {
         .expect("started with tls_cert alone");
     assert!(e.stderr.contains("tls_key"), "{}", e.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tls_client_that_stops_reading_is_closed_with_4009_and_others_go_on() {
+    let pki = Pki::new("tls-slow");
+    let (cert, key) = pki.leaf("leaf", 1);
+    let mut args = tls_args(&cert, &key);
+    args.extend([
+        "--max-outbound-queue",
+        "64KiB",
+        "--message-rate",
+        "100000",
+        "--message-burst",
+        "100000",
+    ]);
+    let server = Server::start(&args);
+    let tls = pki.connector();
+    let mut slow = member(&tls, server.addr, "chat:slow").await;
+    let mut reader = member(&tls, server.addr, "chat:slow").await;
+    let mut publisher = member(&tls, server.addr, "chat:slow").await;
+    // `slow` reads nothing from here on: what it is sent piles up in the kernel, then in
+    // rustls, then in its queue, which overflows.
+    let filler = "x".repeat(16 * 1024);
+    let mut seq = 0u64;
+    let deadline = Instant::now() + 3 * STEP;
+    loop {
+        // One at a time: the reader keeps up, in order, its queue never near full.
+        for _ in 0..20 {
+            seq += 1;
+            publisher
+                .send_json(
+                    json!({"type": "publish", "room": "chat:slow", "echo": false,
+                                  "data": {"seq": seq, "fill": filler}}),
+                )
+                .await;
+            let m = reader.next_where(|v| v["type"] == "message").await;
+            assert_eq!(m["data"]["seq"], seq);
+        }
+        if server
+            .logs()
+            .iter()
+            .any(|l| l.contains("disconnected") && l.contains("code=4009"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slow TLS client was not closed ({seq} sent)"
+        );
+    }
+    // The slow client's connection ends (its close frame is somewhere behind the backlog).
+    let mut sink = vec![0u8; 1 << 16];
+    let drained = timeout(STEP, async {
+        loop {
+            match slow.s.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(drained.is_ok(), "the slow connection stayed open");
+    exchange(&mut publisher, &mut reader, "chat:slow", "still here", 99).await;
+}
+
+#[tokio::test]
+async fn tls_handshakes_count_as_pending_connections() {
+    let pki = Pki::new("tls-pending");
+    let (cert, key) = pki.leaf("leaf", 1);
+    let mut args = tls_args(&cert, &key);
+    args.extend(["--max-pending-connections-per-ip", "2"]);
+    let server = Server::start(&args);
+    // Two silent connections fill this address's pending places; a third closes the oldest
+    // at once (long before the 10 s handshake timeout).
+    let mut first = TcpStream::connect(server.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _second = TcpStream::connect(server.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let _third = TcpStream::connect(server.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = timeout(Duration::from_secs(3), first.read(&mut buf))
+        .await
+        .expect("the oldest pending connection stayed open")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // A real client still gets in (closing the oldest silent one again).
+    let (status, _) = https_get(&pki.connector(), server.addr, "/healthz").await;
+    assert_eq!(status, 200);
+}
