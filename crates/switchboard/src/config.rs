@@ -966,6 +966,37 @@ mod tests {
     }
 
     #[test]
+    fn tls_settings_come_in_pairs() {
+        let err = |args: ServeArgs| Config::load(args).unwrap_err().to_string();
+        let cert = || Some(PathBuf::from("cert.pem"));
+        let key = || Some(PathBuf::from("key.pem"));
+        let e = err(ServeArgs {
+            tls_cert: cert(),
+            ..ServeArgs::default()
+        });
+        assert!(e.contains("tls_key"), "{e}");
+        let e = err(ServeArgs {
+            tls_key: key(),
+            ..ServeArgs::default()
+        });
+        assert!(e.contains("tls_cert"), "{e}");
+        let e = err(ServeArgs {
+            tls_redirect: Some("127.0.0.1:80".parse().unwrap()),
+            ..ServeArgs::default()
+        });
+        assert!(e.contains("tls_redirect"), "{e}");
+        let cfg = Config::load(ServeArgs {
+            tls_cert: cert(),
+            tls_key: key(),
+            tls_redirect: Some("127.0.0.1:80".parse().unwrap()),
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        assert_eq!(cfg.tls_cert, cert());
+        assert_eq!(cfg.tls_redirect, Some("127.0.0.1:80".parse().unwrap()));
+    }
+
+    #[test]
     fn inconsistent_settings_are_refused_by_name() {
         let args = ServeArgs {
             max_message_size: Some(Size(2 << 20)),

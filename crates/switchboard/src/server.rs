@@ -311,7 +311,8 @@ async fn serve_http(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     // The TLS handshake has the handshake timeout (then the request head has it again).
     let timeout = shared.config.handshake_timeout;
     let accepted = tokio::select! {
-        r = tokio::time::timeout(timeout, tls.accept(stream)) => r,
+        // Boxed: the handshake's state should not widen every plain connection's task.
+        r = tokio::time::timeout(timeout, Box::pin(tls.accept(stream))) => r,
         _ = slot.evicted.notified() => {
             debug!(remote = %peer, "TLS handshake closed to make room for a newer connection");
             return;
