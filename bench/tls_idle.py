@@ -77,9 +77,19 @@ def open_ws(addr, ctx):
     head, rest = buf.split(b"\r\n\r\n", 1)
     if b" 101 " not in head.split(b"\r\n")[0]:
         raise RuntimeError(head.decode(errors="replace"))
-    # The welcome frame: a text frame with a 7- or 16-bit length.
-    while len(rest) < 2 or len(rest) < 2 + (rest[1] & 0x7F if rest[1] & 0x7F < 126 else 2):
-        rest += s.recv(4096)
+    # The whole welcome frame: a text frame with a 7- or 16-bit length.
+    def frame_len(b):
+        if len(b) < 2:
+            return None
+        n = b[1] & 0x7F
+        if n < 126:
+            return 2 + n
+        return 4 + int.from_bytes(b[2:4], "big") if len(b) >= 4 else None
+    while frame_len(rest) is None or len(rest) < frame_len(rest):
+        chunk = s.recv(4096)
+        if not chunk:
+            raise RuntimeError("closed before welcome")
+        rest += chunk
     return s
 
 
