@@ -748,3 +748,43 @@ async fn tls_handshakes_count_as_pending_connections() {
     let (status, _) = https_get(&pki.connector(), server.addr, "/healthz").await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn shutdown_closes_tls_clients_with_1001_and_close_notify() {
+    let pki = Pki::new("tls-shutdown");
+    let (cert, key) = pki.leaf("leaf", 1);
+    let mut server = Server::start(&tls_args(&cert, &key));
+    let tls = pki.connector();
+    let mut a = member(&tls, server.addr, "chat:bye").await;
+    server.sigterm();
+    // `shutdown`, then the close frame with 1001, then the end of the TLS stream.
+    let close = timeout(STEP, async {
+        loop {
+            while let Some(m) = a.decoder.decode(&mut a.buf).unwrap() {
+                if let Message::Close(f) = m {
+                    return f;
+                }
+            }
+            let n = a.s.read_buf(&mut a.buf).await.expect("read");
+            assert!(n > 0, "the stream ended before a close frame");
+        }
+    })
+    .await
+    .expect("no close frame");
+    assert_eq!(close.map(|f| f.code.0), Some(1001));
+    a.s.write_all(Frame::masked_close(switchboard_ws::CloseCode(1001), "", [0; 4]).as_bytes())
+        .await
+        .unwrap();
+    a.s.flush().await.unwrap();
+    // A clean end of the TLS stream (close_notify: read returns 0, not an error).
+    let mut rest = Vec::new();
+    let end = timeout(STEP, a.s.read_to_end(&mut rest))
+        .await
+        .expect("still open");
+    assert!(end.is_ok(), "the TLS stream did not end cleanly: {end:?}");
+    let status = server
+        .wait_exit(STEP)
+        .await
+        .expect("the server did not exit");
+    assert!(status.success(), "{status}");
+}
