@@ -20,6 +20,8 @@
 #                       local iterations, e.g. AUTOBAHN_CASES='5.*,6.4.*'
 #   AUTOBAHN_TIMEOUT    seconds allowed for the whole wstest run (default 1800)
 #   AUTOBAHN_STRICT=1   also fail on NON-STRICT / WRONG CODE / FAILED BY CLIENT
+#   AUTOBAHN_TLS=1      the same over wss://: the server gets a certificate made with the
+#                       openssl CLI (--tls-cert/--tls-key), reports go to target/autobahn-tls
 #   SWITCHBOARD_TOOLS, WSTEST_PREFIX   where wstest is installed (see above)
 # The 9.* cases (messages of up to 16 MiB) and the compression cases dominate the runtime.
 # 12.* and 13.* are 216 cases of 1000 round trips each through wstest's Python 2.7 client
@@ -34,6 +36,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 TOOLS=$ROOT/tools/autobahn
 OUT=$ROOT/target/autobahn
+TLS=${AUTOBAHN_TLS:-0}
+[ "$TLS" = 1 ] && OUT=$ROOT/target/autobahn-tls
 export WSTEST_PREFIX=${WSTEST_PREFIX:-${SWITCHBOARD_TOOLS:-$HOME/.cache/switchboard-tools}/wstest}
 WSTEST=$WSTEST_PREFIX/wstest
 AUTOBAHN_TIMEOUT=${AUTOBAHN_TIMEOUT:-1800}
@@ -42,7 +46,9 @@ STARTUP_TIMEOUT=30
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'autobahn.sh: error: %s\n' "$*" >&2; exit 1; }
 
-for c in curl python3 timeout flock; do
+tools=(curl python3 timeout flock)
+[ "$TLS" = 1 ] && tools+=(openssl)
+for c in "${tools[@]}"; do
     command -v "$c" >/dev/null || die "'$c' not found"
 done
 
@@ -80,9 +86,9 @@ free_port() {
 # start the server on $port and wait until GET /healthz answers; returns 1 if it exits first
 start_server() {
     local deadline status=0
-    printf '\n==> %s serve --listen 127.0.0.1:%s --echo-endpoint --max-message-size 32MiB\n' \
-        "$BIN" "$port" >> "$OUT/server.log"
-    "$BIN" serve --listen "127.0.0.1:$port" --echo-endpoint --max-message-size 32MiB \
+    printf '\n==> %s serve --listen 127.0.0.1:%s --echo-endpoint --max-message-size 32MiB %s\n' \
+        "$BIN" "$port" "${tls_args[*]}" >> "$OUT/server.log"
+    "$BIN" serve --listen "127.0.0.1:$port" --echo-endpoint --max-message-size 32MiB "${tls_args[@]}" \
         >> "$OUT/server.log" 2>&1 < /dev/null 8>&- &
     server_pid=$!
     deadline=$((SECONDS + STARTUP_TIMEOUT))
@@ -94,11 +100,11 @@ start_server() {
             tail -n 20 "$OUT/server.log" >&2
             return 1
         fi
-        if curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$port/healthz" 2>/dev/null; then
+        if curl -fsS -o /dev/null --max-time 2 "${curl_args[@]}" "$scheme://127.0.0.1:$port/healthz" 2>/dev/null; then
             return 0
         fi
         if [ "$SECONDS" -ge "$deadline" ]; then
-            log "GET http://127.0.0.1:$port/healthz did not answer within ${STARTUP_TIMEOUT}s; last lines of $OUT/server.log:"
+            log "GET $scheme://127.0.0.1:$port/healthz did not answer within ${STARTUP_TIMEOUT}s; last lines of $OUT/server.log:"
             tail -n 20 "$OUT/server.log" >&2
             stop_server
             die "server did not become healthy"
@@ -134,6 +140,18 @@ fi
 # --- 3. fresh output dir, server on a free port (retry: another process may grab the port)
 rm -rf "$OUT"
 mkdir -p "$OUT"
+scheme=http
+tls_args=()
+curl_args=()
+if [ "$TLS" = 1 ]; then
+    log "openssl: a self-signed certificate for 127.0.0.1 in $OUT"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -keyout "$OUT/key.pem" -out "$OUT/cert.pem" -days 2 -subj /CN=127.0.0.1 \
+        -addext subjectAltName=IP:127.0.0.1 2>/dev/null
+    scheme=https
+    tls_args=(--tls-cert "$OUT/cert.pem" --tls-key "$OUT/key.pem")
+    curl_args=(--cacert "$OUT/cert.pem")
+fi
 started=
 for attempt in 1 2 3; do
     port=$(free_port)
@@ -145,12 +163,14 @@ log "server is up (pid $server_pid), GET /healthz ok"
 
 # --- 4. spec with the port (and optional case override) filled in
 SPEC=$OUT/fuzzingclient.json
-python3 - "$TOOLS/fuzzingclient.json" "$SPEC" "$port" "$OUT" "${AUTOBAHN_CASES:-}" <<'PY'
+python3 - "$TOOLS/fuzzingclient.json" "$SPEC" "$port" "$OUT" "${AUTOBAHN_CASES:-}" "$TLS" <<'PY'
 import json, sys
-src, dst, port, outdir, cases = sys.argv[1:]
+src, dst, port, outdir, cases, tls = sys.argv[1:]
 spec = json.load(open(src))
 for server in spec["servers"]:
     server["url"] = server["url"].replace(":PORT/", ":%s/" % port)
+    if tls == "1":
+        server["url"] = server["url"].replace("ws://", "wss://", 1)
 spec["outdir"] = outdir
 if cases:
     spec["cases"] = [c.strip() for c in cases.split(",") if c.strip()]

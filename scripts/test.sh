@@ -52,6 +52,9 @@ step "Chat and editor apps in headless Chromium (e2e; the auth test runs the exa
 if [ "${SKIP_AUTOBAHN:-0}" != 1 ]; then
     step "Autobahn|Testsuite, cases 1-10, against /echo"
     AUTOBAHN_STRICT=1 scripts/autobahn.sh
+
+    step "Autobahn|Testsuite, the same cases over wss:// (the server's own TLS)"
+    SWITCHBOARD_BIN=${CARGO_TARGET_DIR:-target}/release/switchboard AUTOBAHN_TLS=1 AUTOBAHN_STRICT=1 scripts/autobahn.sh
 fi
 
 step "all tests passed"

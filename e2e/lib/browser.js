@@ -19,11 +19,12 @@ const CHROMIUM_ARGS = [
   "--disable-sync",
 ];
 
-export async function launchBrowser() {
+/** Launches Chromium; `args`: more command-line switches (e.g. `--ignore-certificate-errors`). */
+export async function launchBrowser({ args = [] } = {}) {
   if (!existsSync(CHROMIUM)) {
     throw new Error(`Chromium not found at ${CHROMIUM}: install it with \`apt-get install -y chromium\` (or set CHROMIUM_PATH)`);
   }
-  return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true, timeout: 30_000 });
+  return chromium.launch({ executablePath: CHROMIUM, args: [...CHROMIUM_ARGS, ...args], headless: true, timeout: 30_000 });
 }
 
 export function artifactPath(name) {

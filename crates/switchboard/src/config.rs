@@ -101,6 +101,15 @@ pub struct ServeArgs {
     /// Address to listen on. [default: 127.0.0.1:8080]
     #[arg(long, env = "SWITCHBOARD_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// PEM file of the TLS certificate chain (leaf first): with tls_key, the listener speaks HTTPS and WSS only. Reloaded on SIGHUP and when the file changes. [default: none: plain HTTP]
+    #[arg(long, env = "SWITCHBOARD_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file of the TLS private key (PKCS#8, PKCS#1 or SEC1), for tls_cert.
+    #[arg(long, env = "SWITCHBOARD_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// A plain-HTTP address that answers every request with 301 to the same host and path over https (with tls_cert). [default: none]
+    #[arg(long, env = "SWITCHBOARD_TLS_REDIRECT", value_name = "ADDR")]
+    pub tls_redirect: Option<SocketAddr>,
     /// Largest message a client may send, e.g. 65536, 64KiB, 16MiB; bigger closes with 1009. [default: 64KiB]
     #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_SIZE", value_name = "SIZE")]
     pub max_message_size: Option<Size>,
@@ -376,6 +385,11 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// With `tls_key`: the listener speaks TLS only.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// A plain listener that redirects to https.
+    pub tls_redirect: Option<SocketAddr>,
     pub max_message_size: usize,
     pub max_outbound_queue: usize,
     pub heartbeat_interval: Duration,
@@ -438,6 +452,9 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls_cert: None,
+            tls_key: None,
+            tls_redirect: None,
             max_message_size: 64 * 1024,
             max_outbound_queue: 1024 * 1024,
             heartbeat_interval: Duration::from_secs(25),
@@ -538,7 +555,10 @@ impl Config {
                 token_issuer,
                 allowed_origins,
                 namespaces,
-                redis_url
+                redis_url,
+                tls_cert,
+                tls_key,
+                tls_redirect
             ]
         );
         overlay!(
@@ -638,6 +658,23 @@ impl Config {
                 if !valid {
                     bail!("config: namespace name {name:?} must be 1-64 characters of A-Z a-z 0-9 _ - .");
                 }
+            }
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                bail!("config: tls_cert is set but tls_key is not (set both, or neither)")
+            }
+            (None, Some(_)) => {
+                bail!("config: tls_key is set but tls_cert is not (set both, or neither)")
+            }
+            _ => {}
+        }
+        if let Some(redirect) = self.tls_redirect {
+            if self.tls_cert.is_none() {
+                bail!("config: tls_redirect needs tls_cert and tls_key (it redirects to https)");
+            }
+            if redirect == self.listen && redirect.port() != 0 {
+                bail!("config: tls_redirect ({redirect}) must differ from listen");
             }
         }
         let positive_durations = [
@@ -926,6 +963,37 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("max_document_size"), "{err}");
+    }
+
+    #[test]
+    fn tls_settings_come_in_pairs() {
+        let err = |args: ServeArgs| Config::load(args).unwrap_err().to_string();
+        let cert = || Some(PathBuf::from("cert.pem"));
+        let key = || Some(PathBuf::from("key.pem"));
+        let e = err(ServeArgs {
+            tls_cert: cert(),
+            ..ServeArgs::default()
+        });
+        assert!(e.contains("tls_key"), "{e}");
+        let e = err(ServeArgs {
+            tls_key: key(),
+            ..ServeArgs::default()
+        });
+        assert!(e.contains("tls_cert"), "{e}");
+        let e = err(ServeArgs {
+            tls_redirect: Some("127.0.0.1:80".parse().unwrap()),
+            ..ServeArgs::default()
+        });
+        assert!(e.contains("tls_redirect"), "{e}");
+        let cfg = Config::load(ServeArgs {
+            tls_cert: cert(),
+            tls_key: key(),
+            tls_redirect: Some("127.0.0.1:80".parse().unwrap()),
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        assert_eq!(cfg.tls_cert, cert());
+        assert_eq!(cfg.tls_redirect, Some("127.0.0.1:80".parse().unwrap()));
     }
 
     #[test]

@@ -12,12 +12,11 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use switchboard_ws::{CloseCode, Decoder, Frame, Message, Role};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::outbox::Outbox;
+use crate::socket::Socket;
 
 /// Close code for a client that did not answer a ping within the heartbeat timeout.
 pub const HEARTBEAT_TIMEOUT: CloseCode = CloseCode(4000);
@@ -95,8 +94,8 @@ pub struct Ending {
     pub by_peer: bool,
 }
 
-struct Driver<'a> {
-    stream: TcpStream,
+struct Driver<'a, S> {
+    stream: S,
     read_buf: BytesMut,
     decoder: Decoder,
     outbox: &'a Outbox,
@@ -117,9 +116,10 @@ struct Driver<'a> {
     last_write_progress: Instant,
 }
 
-/// Runs the connection until it is closed. `leftover` holds bytes read past the handshake.
-pub async fn run<H: Handler>(
-    stream: TcpStream,
+/// Runs the connection until it is closed. `leftover` holds bytes read past the handshake
+/// (plaintext, on TLS too).
+pub async fn run<S: Socket, H: Handler>(
+    stream: S,
     leftover: Bytes,
     outbox: &Outbox,
     handler: &mut H,
@@ -180,7 +180,8 @@ pub async fn run<H: Handler>(
         if sleep.deadline() != deadline {
             sleep.as_mut().reset(deadline);
         }
-        let want_write = !d.writing.is_empty();
+        // TLS records the socket did not take yet count as something to write.
+        let want_write = !d.writing.is_empty() || d.stream.has_pending_output();
         // The socket's readiness is polled directly (one waker slot per direction), not
         // through `readable()`/`writable()` futures that join a waiter list on every turn
         // of this loop. Taking over the slots also drops the wakers the HTTP server left
@@ -247,7 +248,7 @@ pub async fn run<H: Handler>(
     })
 }
 
-impl Driver<'_> {
+impl<S: Socket> Driver<'_, S> {
     fn finished(&self) -> bool {
         if self
             .ending
@@ -359,7 +360,14 @@ impl Driver<'_> {
                 return;
             }
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Nothing after all (a spurious wake-up, or TLS records with no data in them:
+                // a partial record, a key update): keep no buffer for nothing.
+                if self.read_buf.is_empty() {
+                    self.read_buf = BytesMut::new();
+                }
+                return;
+            }
             Err(e) => {
                 self.abort(&format!("read error: {e}"));
                 return;
@@ -521,6 +529,15 @@ impl Driver<'_> {
         // Everything queued is written: give the queue's buffer back, so an idle connection
         // holds none (a burst may have grown it).
         self.writing = VecDeque::new();
+        // And out of the socket layer (TLS records): the rest waits for writability.
+        match self.stream.try_flush() {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) => {
+                self.abort(&format!("write error: {e}"));
+                return;
+            }
+        }
         // Once our close frame is out, send FIN: the peer sees the end of the stream, and
         // we keep reading until its close arrives.
         if self.close_sent && !self.write_shut && closed {

@@ -19,4 +19,6 @@ pub mod responses;
 pub mod server;
 pub mod session;
 pub mod shards;
+pub mod socket;
+pub mod tls;
 pub mod web;

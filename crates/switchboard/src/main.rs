@@ -148,17 +148,43 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let access = switchboard::auth::Access::from_config(&config)?;
     // So is an unreadable history store (its file is named).
     let broker = switchboard::server::open_broker(&config).await?;
+    // And the certificate and its key (the message names the file).
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(std::sync::Arc::new(switchboard::tls::Tls::load(cert, key)?))
+        }
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let redirect = match config.tls_redirect {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (tls_redirect)"))?,
+        ),
+        None => None,
+    };
     let addr = listener.local_addr()?;
+    let redirect_addr = match &redirect {
+        Some(r) => r.local_addr()?.to_string(),
+        None => "none".to_owned(),
+    };
     info!(
         addr = %addr,
         version = env!("CARGO_PKG_VERSION"),
         echo_endpoint = config.echo_endpoint,
+        tls = tls.is_some(),
+        redirect = %redirect_addr,
         "listening"
     );
-    switchboard::server::serve(config, access, broker, listener, shutdown_signal()).await;
+    let listeners = switchboard::server::Listeners {
+        main: listener,
+        tls,
+        redirect,
+    };
+    switchboard::server::serve(config, access, broker, listeners, shutdown_signal()).await;
     Ok(())
 }
 

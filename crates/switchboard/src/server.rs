@@ -14,6 +14,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use switchboard_ws::{deflate, handshake};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
+use tokio_rustls::server::TlsStream;
 use tracing::{debug, info, warn};
 
 use crate::api::{self, Api};
@@ -30,7 +31,27 @@ use crate::outgoing::{self, Compression};
 use crate::protocol::{ErrorCode, SUBPROTOCOL};
 use crate::responses::{bearer, json, json_error, method_not_allowed, Body};
 use crate::session::{Echo, Limits, Session};
+use crate::socket::Socket;
+use crate::tls::{Tls, TlsSocket};
 use crate::web;
+
+/// What the server listens on: the one listener (TLS when `tls` is given), and the plain
+/// `tls_redirect` listener.
+pub struct Listeners {
+    pub main: TcpListener,
+    pub tls: Option<Arc<Tls>>,
+    pub redirect: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(main: TcpListener) -> Listeners {
+        Listeners {
+            main,
+            tls: None,
+            redirect: None,
+        }
+    }
+}
 
 /// Everything a connection task needs, shared.
 struct Shared {
@@ -46,6 +67,8 @@ struct Shared {
     documents: Arc<Documents>,
     /// `settings` for document connections: their messages may be up to `max_update_size`.
     doc_settings: Settings,
+    /// The listener speaks TLS.
+    tls: Option<Arc<Tls>>,
     shutdown: watch::Receiver<bool>,
     /// Held by every connection task; the server waits for all clones to drop.
     drained: mpsc::Sender<()>,
@@ -58,9 +81,14 @@ pub async fn serve(
     mut config: Config,
     access: Access,
     broker: Arc<dyn Broker>,
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     signal: impl Future<Output = ()>,
 ) {
+    let Listeners {
+        main: listener,
+        tls,
+        redirect,
+    } = listeners.into();
     if !access.secured() {
         warn!(
             "no token key configured (token_hmac_secret, token_public_key or token_jwks): \
@@ -134,9 +162,16 @@ pub async fn serve(
             write_timeout: config.write_timeout,
         },
         hub,
+        tls: tls.clone(),
         shutdown: shutdown_rx,
         drained: drained_tx,
         config,
+    });
+    // The certificate is reloaded on SIGHUP and when its files change.
+    let watcher = tls.map(Tls::watch);
+    let redirector = redirect.map(|r| {
+        let https_port = listener.local_addr().map_or(443, |a| a.port());
+        tokio::spawn(serve_redirects(shared.clone(), r, https_port))
     });
 
     tokio::pin!(signal);
@@ -160,6 +195,14 @@ pub async fn serve(
     let open = shared.hub.connection_count();
     info!(connections = open, "shutting down");
     drop(listener);
+    if let Some(w) = watcher {
+        w.abort();
+    }
+    if let Some(r) = redirector {
+        // Its task holds `shared`, and so the drain: stop it first.
+        r.abort();
+        let _ = r.await;
+    }
     let _ = shutdown_tx.send(true);
     let timeout = shared.config.shutdown_timeout;
     let deadline = tokio::time::Instant::now() + timeout;
@@ -255,11 +298,44 @@ fn fit_connection_limits(config: &mut Config) {
 async fn serve_http(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     // Counted from the moment it is accepted: a connection that never sends a request holds
-    // a file descriptor and memory like any other.
+    // a file descriptor and memory like any other (a TLS handshake in progress too).
     let (slot, evicted) = shared.pending.admit(peer.ip());
     if evicted > 0 {
         debug!(remote = %peer, evicted, "pending connection limit reached: closed the oldest");
     }
+    let Some(tls) = shared.tls.clone() else {
+        return serve_http_on(shared, TokioIo::new(stream), peer, slot).await;
+    };
+    let drained = shared.drained.clone();
+    let mut shutdown = shared.shutdown.clone();
+    // The TLS handshake has the handshake timeout (then the request head has it again).
+    let timeout = shared.config.handshake_timeout;
+    let accepted = tokio::select! {
+        // Boxed: the handshake's state should not widen every plain connection's task.
+        r = tokio::time::timeout(timeout, Box::pin(tls.accept(stream))) => r,
+        _ = slot.evicted.notified() => {
+            debug!(remote = %peer, "TLS handshake closed to make room for a newer connection");
+            return;
+        }
+        _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
+    };
+    match accepted {
+        Ok(Ok(stream)) => serve_http_on(shared, TokioIo::new(stream), peer, slot).await,
+        Ok(Err(e)) => debug!(remote = %peer, error = %e, "TLS handshake failed"),
+        Err(_) => debug!(
+            remote = %peer,
+            timeout_ms = timeout.as_millis() as u64,
+            "TLS handshake timed out"
+        ),
+    }
+    drop(drained);
+}
+
+/// Serves HTTP on one connection, plain or TLS.
+async fn serve_http_on<I>(shared: Arc<Shared>, io: I, peer: SocketAddr, slot: limits::PendingSlot)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let mut shutdown = shared.shutdown.clone();
     let drained = shared.drained.clone();
     let service = {
@@ -272,7 +348,7 @@ async fn serve_http(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(shared.config.handshake_timeout)
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(io, service)
         .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
@@ -458,22 +534,44 @@ fn upgrade(
     let on_upgrade = hyper::upgrade::on(req);
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
-                Ok(parts) => {
-                    // A task of its own for the connection's life: this one's state (the
-                    // upgrade future) is freed now instead of living beside the connection.
-                    let stream = parts.io.into_inner();
-                    tokio::spawn(websocket(
-                        shared,
-                        stream,
-                        parts.read_buf,
-                        peer,
-                        (endpoint, identity, compression),
-                        slot,
-                    ));
+            Ok(upgraded) => {
+                let opening = (endpoint, identity, compression);
+                // A task of its own for the connection's life: this one's state (the
+                // upgrade future) is freed now instead of living beside the connection.
+                // `read_buf` holds what the HTTP server read past the handshake (plaintext).
+                let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+                    Ok(parts) => {
+                        let stream = parts.io.into_inner();
+                        tokio::spawn(websocket(
+                            shared,
+                            stream,
+                            parts.read_buf,
+                            peer,
+                            opening,
+                            slot,
+                        ));
+                        return;
+                    }
+                    Err(upgraded) => upgraded,
+                };
+                match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+                    Ok(parts) => {
+                        // The TCP stream and the TLS session, driven without tokio-rustls
+                        // from here on (the decrypted bytes rustls holds stay in it).
+                        let (tcp, tls) = parts.io.into_inner().into_inner();
+                        let stream = TlsSocket::new(tcp, tls);
+                        tokio::spawn(websocket(
+                            shared,
+                            stream,
+                            parts.read_buf,
+                            peer,
+                            opening,
+                            slot,
+                        ));
+                    }
+                    Err(_) => warn!(remote = %peer, "upgraded connection is neither TCP nor TLS"),
                 }
-                Err(_) => warn!(remote = %peer, "upgraded connection is not a TCP stream"),
-            },
+            }
             Err(e) => debug!(remote = %peer, error = %e, "upgrade failed"),
         }
     });
@@ -497,9 +595,9 @@ fn upgrade(
     res
 }
 
-async fn websocket(
+async fn websocket<S: Socket>(
     shared: Arc<Shared>,
-    stream: TcpStream,
+    stream: S,
     leftover: Bytes,
     peer: SocketAddr,
     (endpoint, identity, compression): (Endpoint, Option<Identity>, Option<Compression>),
@@ -523,7 +621,7 @@ async fn websocket(
     let outbox = Outbox::with_compression(cap, compression);
     let conn = Arc::new(ConnHandle::new(num, id.into(), outbox));
     conn.set_user(identity.as_ref().map(|i| i.user.clone()));
-    info!(conn = %conn.id, remote = %peer, compression = compression.is_some(), "connected");
+    info!(conn = %conn.id, remote = %peer, compression = compression.is_some(), tls = shared.tls.is_some(), "connected");
     let shutdown = shared.shutdown.clone();
     let ending: Ending = match endpoint {
         Endpoint::Document { name, read_only } => {
@@ -729,5 +827,138 @@ fn static_file(method: &Method, path: &str) -> Response<Body> {
             res
         }
         None => json_error(StatusCode::NOT_FOUND, "not_found", "no such page"),
+    }
+}
+
+/// `tls_redirect`: a plain listener that answers every request with 301 to the same host
+/// and path over https, on the TLS listener's port. Its connections count as pending ones
+/// and have the handshake timeout; each serves one request.
+async fn serve_redirects(shared: Arc<Shared>, listener: TcpListener, https_port: u16) {
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(error = %e, "accept failed (tls_redirect)");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
+        };
+        let shared = shared.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let (slot, _) = shared.pending.admit(peer.ip());
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| async move {
+                Ok::<_, Infallible>(redirect(&req, https_port))
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(shared.config.handshake_timeout)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                res = conn => {
+                    if let Err(e) = res {
+                        debug!(remote = %peer, error = %e, "redirect connection ended");
+                    }
+                }
+                _ = slot.evicted.notified() => {}
+                _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {}
+            }
+        });
+    }
+}
+
+/// 301 to `https://{host}{path}` (the TLS port unless it is 443); 400 without a usable Host.
+fn redirect(req: &Request<Incoming>, https_port: u16) -> Response<Body> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().host())
+        .and_then(host_name);
+    let Some(host) = host else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "a Host header is needed to redirect to https",
+        );
+    };
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = match https_port {
+        443 => format!("https://{host}{path}"),
+        port => format!("https://{host}:{port}{path}"),
+    };
+    let mut res = Response::new(Body::default());
+    *res.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    match HeaderValue::from_str(&location) {
+        Ok(v) => {
+            res.headers_mut().insert(header::LOCATION, v);
+            res
+        }
+        Err(_) => json_error(StatusCode::BAD_REQUEST, "bad_request", "invalid Host"),
+    }
+}
+
+/// The host of a `Host` value without its port: a DNS name or IPv4 address, or a bracketed
+/// IPv6 address; `None` for anything else (nothing but a host goes into the Location).
+fn host_name(authority: &str) -> Option<&str> {
+    let host = if authority.starts_with('[') {
+        let end = authority.find(']')?;
+        let (host, rest) = authority.split_at(end + 1);
+        if !(rest.is_empty() || rest.starts_with(':')) {
+            return None;
+        }
+        let inner = &host[1..host.len() - 1];
+        if inner.is_empty()
+            || !inner
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return None;
+        }
+        host
+    } else {
+        let host = authority.split(':').next()?;
+        if authority.matches(':').count() > 1 {
+            return None;
+        }
+        host
+    };
+    let plain = host.starts_with('[')
+        || host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    (!host.is_empty() && plain).then_some(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_name;
+
+    #[test]
+    fn redirect_hosts() {
+        assert_eq!(host_name("example.com"), Some("example.com"));
+        assert_eq!(host_name("example.com:8080"), Some("example.com"));
+        assert_eq!(host_name("127.0.0.1:80"), Some("127.0.0.1"));
+        assert_eq!(host_name("[::1]:80"), Some("[::1]"));
+        assert_eq!(host_name("[2001:db8::1]"), Some("[2001:db8::1]"));
+        for bad in [
+            "",
+            ":80",
+            "a/b",
+            "evil.com/x@y",
+            "a b",
+            "[::1]x",
+            "[]",
+            "[::1",
+            "a:1:2",
+            "user@host",
+        ] {
+            assert_eq!(host_name(bad), None, "{bad:?}");
+        }
     }
 }

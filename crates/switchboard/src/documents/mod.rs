@@ -20,10 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use switchboard_ws::{CloseCode, Frame};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tracing::debug;
 
@@ -31,6 +29,7 @@ use crate::connection::{self, Data, Ending, Flow, Handler, Settings};
 use crate::hub::ConnHandle;
 use crate::outbox::Outbox;
 use crate::rate::{RateLimiter, Verdict};
+use crate::socket::{self, Socket};
 use owner::Cmd;
 use store::Store;
 
@@ -323,7 +322,7 @@ pub struct Opening {
 }
 
 /// Serves one upgraded connection on document `name` until it ends.
-pub async fn serve(
+pub async fn serve<S: Socket>(
     docs: Arc<Documents>,
     Opening {
         name,
@@ -331,7 +330,7 @@ pub async fn serve(
         expires,
     }: Opening,
     conn: Arc<ConnHandle>,
-    stream: TcpStream,
+    stream: S,
     leftover: Bytes,
     settings: &Settings,
     mut shutdown: watch::Receiver<bool>,
@@ -383,14 +382,13 @@ pub async fn serve(
 
 /// Closes a connection that never got to its document: sends the close frame, then reads
 /// (and drops) what the client sends until it closes too, or 3 s pass.
-async fn refuse(mut stream: TcpStream, code: CloseCode, reason: &str) -> Ending {
+async fn refuse<S: Socket>(mut stream: S, code: CloseCode, reason: &str) -> Ending {
     let ending = Ending {
         code,
         reason: reason.to_owned(),
         by_peer: false,
     };
-    if stream
-        .write_all(Frame::close(code, reason).as_bytes())
+    if socket::write_all(&mut stream, Frame::close(code, reason).as_bytes())
         .await
         .is_err()
     {
@@ -398,8 +396,10 @@ async fn refuse(mut stream: TcpStream, code: CloseCode, reason: &str) -> Ending 
     }
     let _ = stream.shutdown().await;
     let drain = async {
-        let mut buf = [0u8; 1024];
-        while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+        let mut buf = BytesMut::with_capacity(1024);
+        while matches!(socket::read_some(&mut stream, &mut buf).await, Ok(n) if n > 0) {
+            buf.clear();
+        }
     };
     if tokio::time::timeout(Duration::from_secs(3), drain)
         .await
@@ -509,9 +509,9 @@ impl Handler for DocConn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::BytesMut;
     use switchboard_ws::{Decoder, Message, Role};
-    use tokio::net::TcpListener;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
 
     #[test]
     fn document_names() {
