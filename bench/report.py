@@ -17,12 +17,13 @@ import os
 import statistics
 from collections import defaultdict
 
-ORDER = ["switchboard", "switchboard-history", "switchboard-nowindow", "bun", "node-ws",
-         "socketio", "python-websockets"]
+ORDER = ["switchboard", "switchboard-history", "switchboard-nowindow", "switchboard-redis2",
+         "bun", "node-ws", "socketio", "python-websockets"]
 LABEL = {
     "switchboard": "Switchboard",
     "switchboard-history": "Switchboard, history on disk",
     "switchboard-nowindow": "Switchboard, no recovery window",
+    "switchboard-redis2": "Switchboard, 2 nodes + Redis",
     "bun": "Bun",
     "node-ws": "Node ws",
     "socketio": "Socket.IO",
@@ -32,12 +33,19 @@ COLOR = {
     "switchboard": "#1f77b4",
     "switchboard-history": "#17becf",
     "switchboard-nowindow": "#aec7e8",
+    "switchboard-redis2": "#8c564b",
     "bun": "#ff7f0e",
     "node-ws": "#2ca02c",
     "socketio": "#d62728",
     "python-websockets": "#9467bd",
 }
 BEGIN, END = "<!-- analysis:begin -->", "<!-- analysis:end -->"
+# The hand-written explanation under "Many nodes over Redis", kept the same way.
+RBEGIN, REND = "<!-- redis-analysis:begin -->", "<!-- redis-analysis:end -->"
+# One node with the embedded broker, and two nodes sharing one Redis.
+SINGLE, CLUSTER = "switchboard", "switchboard-redis2"
+# Targets of the Redis configuration against one node: throughput share, p99 ratio.
+REDIS_MIN_SHARE, REDIS_MAX_P99 = 0.75, 2.0
 
 
 def median(values):
@@ -68,6 +76,15 @@ def ms(v):
     if v >= 10:
         return f"{v:.1f}"
     return f"{v:.2f}"
+
+
+def cpu_per_m(cpu, delivered):
+    """CPU seconds per million deliveries, from a CPU share and deliveries per second."""
+    return None if cpu is None or not delivered else cpu / delivered * 1e6
+
+
+def num(v, fmt="{:.2f}"):
+    return "–" if v is None else fmt.format(v)
 
 
 def kib(b):
@@ -398,7 +415,74 @@ def build(results, machine, plots_dir, doc_dir):
 
     return dict(servers=servers, runs=runs, fan=fan, sat=sat, curve=curve, churn=churn,
                 idle=idle, sizes=sizes, loss=loss, plots=plots, rel=rel, max_p99=max_p99,
-                by=by, machine=machine)
+                by=by, machine=machine, redis=redis_figures(by, runs))
+
+
+def redis_figures(by, runs):
+    """One node against two nodes over Redis: per configuration, the fixed-rate fan-out
+    and every ladder step with the CPU of the nodes and of Redis, and Redis's own counts."""
+    out = {}
+    for s in (SINGLE, CLUSTER):
+        fan = [r for r in by["fanout"] if r["server"] == s]
+        sat = [r for r in by["saturation"] if r["server"] == s]
+        if not fan and not sat:
+            continue
+
+        def summary(rs):
+            d = {k: median([r.get(k) for r in rs]) for k in (
+                "delivered_per_s", "p50_ms", "p99_ms", "p999_ms", "server_cpu", "broker_cpu",
+                "redis_commands_per_publish", "redis_reads_per_publish",
+                "redis_cpu_us_per_publish", "redis_net_in_per_publish",
+                "redis_net_out_per_publish", "deliveries_per_write")}
+            d["nodes_cpu"] = median([r["server_cpu"] - (r.get("broker_cpu") or 0) for r in rs
+                                     if r.get("server_cpu") is not None])
+            d["cpu_per_m"] = median([cpu_per_m(r.get("server_cpu"), r.get("delivered_per_s"))
+                                     for r in rs])
+            d["nodes_cpu_per_m"] = median([
+                cpu_per_m(r["server_cpu"] - (r.get("broker_cpu") or 0), r.get("delivered_per_s"))
+                for r in rs if r.get("server_cpu") is not None])
+            d["redis_cpu_per_m"] = median([cpu_per_m(r.get("broker_cpu"), r.get("delivered_per_s"))
+                                           for r in rs])
+            d["redis_share"] = median([r["broker_cpu"] / r["server_cpu"] for r in rs
+                                       if r.get("broker_cpu") is not None and r.get("server_cpu")])
+            d["p99_runs"] = sorted(r["p99_ms"] for r in rs if r.get("p99_ms") is not None)
+            d["passed"] = sum(1 for r in rs if r.get("pass"))
+            d["runs"] = len(rs)
+            d["offered"] = median([r.get("offered_deliveries_per_s") for r in rs])
+            d["nodes"] = median([r.get("nodes") for r in rs])
+            cmds = defaultdict(lambda: defaultdict(list))
+            for r in rs:
+                for name, c in (r.get("redis_commands") or {}).items():
+                    cmds[name]["per_publish"].append(c.get("per_publish"))
+                    cmds[name]["us_per_call"].append(c.get("us_per_call"))
+            d["commands"] = {n: {k: median(v) for k, v in c.items()} for n, c in cmds.items()}
+            return d
+
+        steps = defaultdict(list)
+        for r in by["saturation-step"]:
+            if r["server"] == s:
+                steps[r["offered_deliveries_per_s"]].append(r)
+        ladder = []
+        for offered in sorted(steps):
+            rs = steps[offered]
+            if len(rs) * 2 < runs:
+                continue
+            d = summary(rs)
+            d["ok"] = d["passed"] * 2 > len(rs)
+            ladder.append(d)
+        best = None  # the sustained step of the highest delivered rate (medians over runs)
+        for d in ladder:
+            if d["ok"] and (best is None or d["delivered_per_s"] > best["delivered_per_s"]):
+                best = d
+        out[s] = {
+            "fan": summary(fan) if fan else None,
+            "sat": median([r.get("saturation_delivered_per_s") or 0 for r in sat]) if sat else None,
+            "sat_runs": [r.get("saturation_delivered_per_s") for r in sat],
+            "reasons": sorted({r.get("first_fail_reason") or "max rate reached" for r in sat}),
+            "ladder": ladder,
+            "best": best,
+        }
+    return out
 
 
 def targets(a):
@@ -451,13 +535,140 @@ def targets(a):
         out.append((f"≤ 4 KiB server memory per idle connection at ~19k",
                     f"{kib(b)} ({b:,.0f} B) at {r.get('connections'):,} connections" if b else "–",
                     b is not None and b <= 4096 and r.get("connections", 0) >= 19000))
+    for name, measured, ok in redis_targets(a):
+        out.append((name, measured, ok))
     sbl = a["loss"].get("switchboard", [])
     out.append(("no loss in any scenario below saturation (Switchboard)",
                 "none" if not sbl else "; ".join(sbl[:4]), not sbl))
     return out
 
 
-def render(a, results_path):
+def redis_targets(a):
+    """The targets of many nodes over Redis, against one node, from the same run."""
+    one, two = a["redis"].get(SINGLE), a["redis"].get(CLUSTER)
+    if not one or not two:
+        return []
+    out = []
+    if one["sat"] and two["sat"] is not None:
+        share = two["sat"] / one["sat"]
+        note = " (one node reached the ladder's top: a lower bound for it)" \
+            if a["sat"].get(SINGLE, {}).get("reached_max") else ""
+        out.append((f"throughput over Redis ≥ {REDIS_MIN_SHARE:.0%} of one node's (same server CPU)",
+                    f"{si(two['sat'])}/s vs {si(one['sat'])}/s = {share:.0%}{note}",
+                    share >= REDIS_MIN_SHARE))
+    if one["fan"] and two["fan"] and one["fan"]["p99_ms"] and two["fan"]["p99_ms"] is not None:
+        ratio = two["fan"]["p99_ms"] / one["fan"]["p99_ms"]
+        out.append((f"p99 over Redis ≤ {REDIS_MAX_P99:g}× one node's at {si(one['fan']['offered'])}/s",
+                    f"{ms(two['fan']['p99_ms'])} ms vs {ms(one['fan']['p99_ms'])} ms = {ratio:.2f}×",
+                    ratio <= REDIS_MAX_P99))
+    return out
+
+
+def render_redis(a, analysis):
+    """The section "Many nodes over Redis"; `analysis` is its hand-written part."""
+    r = a["redis"]
+    one, two = r.get(SINGLE), r.get(CLUSTER)
+    if not two:
+        return []
+    L = []
+    L.append("## Many nodes over Redis")
+    L.append("")
+    L.append("`switchboard-redis2`: two Switchboard nodes started with `--redis-url` against one "
+             "Debian `redis-server` (`--save \"\" --appendonly no`, on a free 127.0.0.1 port), "
+             "against `switchboard`, one node with the embedded broker, in the same run. The "
+             "generator is given both nodes' addresses (`--addr A,B`) and spreads each room's "
+             "members over them in turn (member `slot` of room `r` on node `(slot + r) mod 2`: "
+             "every room has half its members on each node, and the publishers alternate), and "
+             "checks delivery as for one node: every member gets every message once, in order. "
+             "A publish goes to the publisher's node, through the publish script in Redis, and "
+             "back to both nodes on the room's channel; each node delivers to its half of the "
+             "room.")
+    L.append("")
+    L.append("**Same server CPU.** The machine has two CPUs, one for the load generator, so the "
+             "two nodes *and* redis-server run together on the server's CPU (`taskset -c "
+             "SERVER_CPU`), the one CPU the single node gets alone: the comparison is the same "
+             "server-side CPU budget, and throughput over Redis here is what that budget "
+             "delivers, Redis's work included. In a deployment each node and Redis have their "
+             "own CPUs; *nodes' CPU per million deliveries* below is what a node would need "
+             "there. Server CPU is read per process from `/proc/PID/stat` (nodes and "
+             "redis-server) for every step; Redis's own counts (`INFO all`: commands, event-loop "
+             "reads, bytes) are read at the start and end of each measured window.")
+    L.append("")
+    L.append("| configuration | saturation (p99 ≤ "
+             f"{a['max_p99']:g} ms) | per run | p99 at the fixed rate | server CPU at the fixed rate "
+             "(nodes + Redis) | CPU s per million deliveries, nodes + Redis | nodes | Redis | "
+             "Redis share of the server CPU |")
+    L.append("|---|---|---|---|---|---|---|---|---|")
+    for s in (SINGLE, CLUSTER):
+        c = r.get(s)
+        if not c:
+            continue
+        f = c["fan"] or {}
+        runs_p99 = f.get("p99_runs") or []
+        per_run = f" ({', '.join(ms(v) for v in runs_p99)})" if len(runs_p99) > 1 else ""
+        L.append(f"| {LABEL.get(s, s)} | **{si(c['sat'])}/s** | "
+                 f"{', '.join(si(v) for v in c['sat_runs'])} | **{ms(f.get('p99_ms'))} ms**{per_run} | "
+                 f"{num(f.get('server_cpu'))} | {num(f.get('cpu_per_m'))} | "
+                 f"{num(f.get('nodes_cpu_per_m'))} | {num(f.get('redis_cpu_per_m'))} | "
+                 f"{num(f.get('redis_share'), '{:.0%}')} |")
+    L.append("")
+    if one and one.get("fan"):
+        L.append(f"Fixed rate: {si(one['fan']['offered'])} deliveries/s, as in \"Fan-out at a fixed "
+                 "rate\". CPU per million deliveries: CPU share ÷ deliveries per second × 10⁶ "
+                 "(CPU seconds), medians over runs.")
+        L.append("")
+    L.append("### Targets")
+    L.append("")
+    L.append("Per-node throughput over Redis at least 75% of one node's, with p99 at most 2× "
+             "(issue 11). Throughput is compared on the same server CPU (above); p99 at the "
+             "fixed rate.")
+    L.append("")
+    L.append("| target | measured | met |")
+    L.append("|---|---|---|")
+    for name, measured, ok in redis_targets(a):
+        L.append(f"| {name} | {measured} | {'yes' if ok else '**no**'} |")
+    L.append("")
+    L.append("### Every step (medians)")
+    L.append("")
+    L.append("| configuration | offered/s | delivered/s | p50 / p99 ms | CPU nodes / Redis | "
+             "CPU s per M deliveries (Redis) | Redis commands / reads per publish | Redis µs per "
+             "publish | deliveries per node write |")
+    L.append("|---|---|---|---|---|---|---|---|---|")
+    for s in (SINGLE, CLUSTER):
+        c = r.get(s)
+        if not c:
+            continue
+        for d in c["ladder"]:
+            mark = "" if d["ok"] else " ✗"
+            redis_m = f" ({num(d['redis_cpu_per_m'])})" if d.get("redis_cpu_per_m") is not None else ""
+            L.append(f"| {LABEL.get(s, s)} | {si(d['offered'])} | {si(d['delivered_per_s'])}{mark} | "
+                     f"{ms(d['p50_ms'])} / {ms(d['p99_ms'])} | {num(d['nodes_cpu'])} / "
+                     f"{num(d['broker_cpu'])} | {num(d['cpu_per_m'])}{redis_m} | "
+                     f"{num(d['redis_commands_per_publish'])} / {num(d['redis_reads_per_publish'])} | "
+                     f"{num(d['redis_cpu_us_per_publish'], '{:.1f}')} | "
+                     f"{num(d['deliveries_per_write'])} |")
+    L.append("")
+    L.append("✗: not sustained. *Redis commands per publish*: `total_commands_processed` over "
+             "messages published in the window (a script's own calls count too); *reads per "
+             "publish*: `total_reads_processed` (reads of client sockets by Redis's event loop) "
+             "over messages published, so 1 / reads is about how many publishes one round trip "
+             "carries; *Redis µs per publish*: `used_cpu_user + used_cpu_sys` over publishes.")
+    L.append("")
+    cmds = (two.get("fan") or {}).get("commands") or {}
+    if cmds:
+        L.append(f"What Redis runs per message at the fixed rate (`INFO commandstats`, medians):")
+        L.append("")
+        L.append("| command | calls per publish | µs per call |")
+        L.append("|---|---|---|")
+        for name, c in sorted(cmds.items(), key=lambda kv: -(kv[1].get("per_publish") or 0)):
+            L.append(f"| `{name}` | {num(c.get('per_publish'), '{:.3f}')} | {num(c.get('us_per_call'))} |")
+        L.append("")
+    L.append(analysis)
+    L.append("")
+    return L
+
+
+def render(a, results_path, redis_analysis=""):
     m = a["machine"]
     L = []
     L.append("# Benchmarks")
@@ -601,6 +812,7 @@ def render(a, results_path):
                 cells.append("" if p is None or p.get("per_write") is None else f"{p['per_write']:.2f}")
             L.append(f"| {si(off)} | " + " | ".join(cells) + " |")
         L.append("")
+    L.extend(render_redis(a, redis_analysis))
     L.append("## Idle connections")
     L.append("")
     L.append("Connections opened (WebSocket handshake done; Switchboard's `welcome` received, "
@@ -679,13 +891,16 @@ def main():
     with open(args.machine) as f:
         machine = json.load(f)
     a = build(results, machine, args.plots, os.path.dirname(os.path.abspath(args.doc)))
-    body = render(a, args.results)
     analysis = f"{BEGIN}\n## What the profiles show\n\n(Not written yet.)\n{END}"
+    redis_analysis = f"{RBEGIN}\n### Why (not written yet)\n{REND}"
     if os.path.exists(args.doc):
         with open(args.doc) as f:
             old = f.read()
         if BEGIN in old and END in old:
             analysis = old[old.index(BEGIN):old.index(END) + len(END)]
+        if RBEGIN in old and REND in old:
+            redis_analysis = old[old.index(RBEGIN):old.index(REND) + len(REND)]
+    body = render(a, args.results, redis_analysis)
     with open(args.doc, "w") as f:
         f.write(body + "\n" + analysis + "\n")
     print(f"wrote {args.doc} and {len(a['plots'])} plot(s) in {args.plots}")
