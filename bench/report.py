@@ -6,7 +6,14 @@
 
 Standard library only. Medians are taken over runs. A hand-written section of the doc
 between the markers <!-- analysis:begin --> and <!-- analysis:end --> is kept when the doc
-is written again.
+is written again, and so is the one between <!-- redis-analysis:begin --> and
+<!-- redis-analysis:end --> (in "Many nodes over Redis").
+
+    python3 bench/report.py --section redis --results … --machine … --doc docs/benchmarks.md
+
+rewrites only the section "Many nodes over Redis" (between <!-- redis:begin --> and
+<!-- redis:end -->) from a run of `switchboard` and `switchboard-redis2`, and leaves the
+rest of the doc as it was.
 """
 
 import argparse
@@ -42,6 +49,8 @@ COLOR = {
 BEGIN, END = "<!-- analysis:begin -->", "<!-- analysis:end -->"
 # The hand-written explanation under "Many nodes over Redis", kept the same way.
 RBEGIN, REND = "<!-- redis-analysis:begin -->", "<!-- redis-analysis:end -->"
+# The generated section itself, so that a run of only these configurations can rewrite it.
+SBEGIN, SEND = "<!-- redis:begin -->", "<!-- redis:end -->"
 # One node with the embedded broker, and two nodes sharing one Redis.
 SINGLE, CLUSTER = "switchboard", "switchboard-redis2"
 # Targets of the Redis configuration against one node: throughput share, p99 ratio.
@@ -564,14 +573,29 @@ def redis_targets(a):
     return out
 
 
-def render_redis(a, analysis):
+def render_redis(a, analysis, results_path):
     """The section "Many nodes over Redis"; `analysis` is its hand-written part."""
     r = a["redis"]
     one, two = r.get(SINGLE), r.get(CLUSTER)
     if not two:
         return []
-    L = []
+    L = [SBEGIN]
     L.append("## Many nodes over Redis")
+    L.append("")
+    m = a["machine"]
+    mine = [x for x in a["by"]["saturation-step"] + a["by"]["fanout"] if x["server"] in (SINGLE, CLUSTER)]
+    again = sum(max(0, (x.get("attempts") or 1) - 1) for x in mine)
+    noisy = [x for x in mine if x.get("noisy")]
+    others = [x.get("other_cpu") for x in mine if x.get("other_cpu") is not None]
+    L.append(f"How it was run: `{m.get('command', 'bench/run.sh')}` (raw results: "
+             f"`{os.path.relpath(results_path)}`), on {m.get('cpu')}, {m.get('cpus')} CPUs; "
+             f"load before `{m.get('uptime_before')}`, after `{m.get('uptime_after')}` "
+             f"({m.get('elapsed_s', 0) // 60} min {m.get('elapsed_s', 0) % 60} s). "
+             f"{a['runs']} run(s), interleaved, medians over runs. "
+             + (f"Other work during these configurations' steps: median {median(others):.2f}, "
+                f"max {max(others):.2f} CPUs of 2; {again} step(s) measured again, "
+                f"{len(noisy)} of {len(mine)} stayed noisy and are kept as they are. "
+                if others else ""))
     L.append("")
     L.append("`switchboard-redis2`: two Switchboard nodes started with `--redis-url` against one "
              "Debian `redis-server` (`--save \"\" --appendonly no`, on a free 127.0.0.1 port), "
@@ -664,6 +688,7 @@ def render_redis(a, analysis):
             L.append(f"| `{name}` | {num(c.get('per_publish'), '{:.3f}')} | {num(c.get('us_per_call'))} |")
         L.append("")
     L.append(analysis)
+    L.append(SEND)
     L.append("")
     return L
 
@@ -812,7 +837,7 @@ def render(a, results_path, redis_analysis=""):
                 cells.append("" if p is None or p.get("per_write") is None else f"{p['per_write']:.2f}")
             L.append(f"| {si(off)} | " + " | ".join(cells) + " |")
         L.append("")
-    L.extend(render_redis(a, redis_analysis))
+    L.extend(render_redis(a, redis_analysis, results_path))
     L.append("## Idle connections")
     L.append("")
     L.append("Connections opened (WebSocket handshake done; Switchboard's `welcome` received, "
@@ -879,17 +904,49 @@ def render(a, results_path, redis_analysis=""):
     return "\n".join(L)
 
 
+def write_redis_section(results, machine, args):
+    """Rewrites "Many nodes over Redis" in the doc (keeping its hand-written part) and
+    nothing else; the first time, it goes before "## Idle connections"."""
+    import tempfile
+    with open(args.doc) as f:
+        old = f.read()
+    redis_analysis = f"{RBEGIN}\n### Why (not written yet)\n{REND}"
+    if RBEGIN in old and REND in old:
+        redis_analysis = old[old.index(RBEGIN):old.index(REND) + len(REND)]
+    # Plots are not part of the section: build them where they do not replace the doc's.
+    with tempfile.TemporaryDirectory() as tmp:
+        a = build(results, machine, tmp, os.path.dirname(os.path.abspath(args.doc)))
+    section = "\n".join(render_redis(a, redis_analysis, args.results)).rstrip("\n")
+    if not section:
+        raise SystemExit(f"no {CLUSTER} results in {args.results}")
+    if SBEGIN in old and SEND in old:
+        new = old[:old.index(SBEGIN)] + section + old[old.index(SEND) + len(SEND):]
+    elif "\n## Idle connections" in old:
+        at = old.index("\n## Idle connections") + 1
+        new = old[:at] + section + "\n\n" + old[at:]
+    else:
+        new = old.rstrip("\n") + "\n\n" + section + "\n"
+    with open(args.doc, "w") as f:
+        f.write(new)
+    print(f"wrote the section \"Many nodes over Redis\" of {args.doc}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--results", required=True)
     ap.add_argument("--machine", required=True)
     ap.add_argument("--doc", default="docs/benchmarks.md")
     ap.add_argument("--plots", default="docs/bench")
+    ap.add_argument("--section", choices=["redis"],
+                    help="rewrite only this section of --doc (\"Many nodes over Redis\")")
     args = ap.parse_args()
     with open(args.results) as f:
         results = [json.loads(line) for line in f if line.strip().startswith("{")]
     with open(args.machine) as f:
         machine = json.load(f)
+    if args.section == "redis":
+        write_redis_section(results, machine, args)
+        return
     a = build(results, machine, args.plots, os.path.dirname(os.path.abspath(args.doc)))
     analysis = f"{BEGIN}\n## What the profiles show\n\n(Not written yet.)\n{END}"
     redis_analysis = f"{RBEGIN}\n### Why (not written yet)\n{REND}"

@@ -5,6 +5,8 @@
 #   bench/run.sh                # everything, then writes docs/benchmarks.md and docs/bench/*.svg
 #   SERVERS="switchboard node-ws" RUNS=1 bench/run.sh      # a subset
 #   QUICK=1 bench/run.sh        # short steps, one run: to try the script, not to publish
+#   SERVERS="switchboard switchboard-redis2" SECTION=redis bench/run.sh
+#                               # one node against two over Redis: rewrites only that section
 #
 # It installs the peers (npm ci in bench/peers/node, pip into target/bench-venv), builds
 # release binaries, pins each server to CPU 0 and the load generator to CPU 1 (taskset),
@@ -91,7 +93,7 @@ RESULTS=$OUT/results.jsonl
 : >"$RESULTS"
 COMMAND="bench/run.sh"
 for v in SERVERS RUNS ROOMS MEMBERS PUBLISHERS PAYLOAD FANOUT_RATE START_RATE FACTOR MAX_RATE \
-    MAX_P99_MS STEP_SECS IDLE_SIZES QUICK; do
+    MAX_P99_MS STEP_SECS IDLE_SIZES QUICK SECTION MAX_OTHER_CPU RETRIES QUIET_WAIT RETRY_BUDGET; do
     # Record any setting given in the environment, so the command in the doc is exact.
     if printenv "$v" >/dev/null 2>&1; then COMMAND="$v=\"$(printenv "$v")\" $COMMAND"; fi
 done
@@ -345,5 +347,9 @@ json.dump({
 EOF
 
 step "report: $DOC, $PLOTS/*.svg"
-python3 bench/report.py --results "$RESULTS" --machine "$OUT/machine.json" --doc "$DOC" --plots "$PLOTS"
+# SECTION=redis: rewrite only "Many nodes over Redis" of DOC (a run of switchboard and
+# switchboard-redis2 alone), leaving the rest of the doc from the last full run.
+section=()
+[ -z "${SECTION:-}" ] || section=(--section "$SECTION")
+python3 bench/report.py --results "$RESULTS" --machine "$OUT/machine.json" --doc "$DOC" --plots "$PLOTS" "${section[@]}"
 echo "raw results: $RESULTS" >&2
