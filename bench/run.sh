@@ -294,6 +294,8 @@ done
 for name in $SERVERS; do
     # A configuration of history changes nothing for an idle connection.
     case $name in switchboard-*) continue ;; esac
+    # The Redis section alone (SECTION=redis) does not report idle connections.
+    [ -z "${SECTION:-}" ] || continue
     for n in $IDLE_SIZES; do
         step "$name: $n idle connections (fresh server)"
         start_server "$name"
