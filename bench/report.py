@@ -6,7 +6,14 @@
 
 Standard library only. Medians are taken over runs. A hand-written section of the doc
 between the markers <!-- analysis:begin --> and <!-- analysis:end --> is kept when the doc
-is written again.
+is written again, and so is the one between <!-- redis-analysis:begin --> and
+<!-- redis-analysis:end --> (in "Many nodes over Redis").
+
+    python3 bench/report.py --section redis --results … --machine … --doc docs/benchmarks.md
+
+rewrites only the section "Many nodes over Redis" (between <!-- redis:begin --> and
+<!-- redis:end -->) from a run of `switchboard` and `switchboard-redis2`, and leaves the
+rest of the doc as it was.
 """
 
 import argparse
@@ -17,12 +24,13 @@ import os
 import statistics
 from collections import defaultdict
 
-ORDER = ["switchboard", "switchboard-history", "switchboard-nowindow", "bun", "node-ws",
-         "socketio", "python-websockets"]
+ORDER = ["switchboard", "switchboard-history", "switchboard-nowindow", "switchboard-redis2",
+         "bun", "node-ws", "socketio", "python-websockets"]
 LABEL = {
     "switchboard": "Switchboard",
     "switchboard-history": "Switchboard, history on disk",
     "switchboard-nowindow": "Switchboard, no recovery window",
+    "switchboard-redis2": "Switchboard, 2 nodes + Redis",
     "bun": "Bun",
     "node-ws": "Node ws",
     "socketio": "Socket.IO",
@@ -32,12 +40,21 @@ COLOR = {
     "switchboard": "#1f77b4",
     "switchboard-history": "#17becf",
     "switchboard-nowindow": "#aec7e8",
+    "switchboard-redis2": "#8c564b",
     "bun": "#ff7f0e",
     "node-ws": "#2ca02c",
     "socketio": "#d62728",
     "python-websockets": "#9467bd",
 }
 BEGIN, END = "<!-- analysis:begin -->", "<!-- analysis:end -->"
+# The hand-written explanation under "Many nodes over Redis", kept the same way.
+RBEGIN, REND = "<!-- redis-analysis:begin -->", "<!-- redis-analysis:end -->"
+# The generated section itself, so that a run of only these configurations can rewrite it.
+SBEGIN, SEND = "<!-- redis:begin -->", "<!-- redis:end -->"
+# One node with the embedded broker, and two nodes sharing one Redis.
+SINGLE, CLUSTER = "switchboard", "switchboard-redis2"
+# Targets of the Redis configuration against one node: throughput share, p99 ratio.
+REDIS_MIN_SHARE, REDIS_MAX_P99 = 0.75, 2.0
 
 
 def median(values):
@@ -68,6 +85,15 @@ def ms(v):
     if v >= 10:
         return f"{v:.1f}"
     return f"{v:.2f}"
+
+
+def cpu_per_m(cpu, delivered):
+    """CPU seconds per million deliveries, from a CPU share and deliveries per second."""
+    return None if cpu is None or not delivered else cpu / delivered * 1e6
+
+
+def num(v, fmt="{:.2f}"):
+    return "–" if v is None else fmt.format(v)
 
 
 def kib(b):
@@ -398,7 +424,91 @@ def build(results, machine, plots_dir, doc_dir):
 
     return dict(servers=servers, runs=runs, fan=fan, sat=sat, curve=curve, churn=churn,
                 idle=idle, sizes=sizes, loss=loss, plots=plots, rel=rel, max_p99=max_p99,
-                by=by, machine=machine)
+                by=by, machine=machine, redis=redis_figures(by, runs))
+
+
+def redis_figures(by, runs):
+    """One node against two nodes over Redis: per configuration, the fixed-rate fan-out
+    and every ladder step with the CPU of the nodes and of Redis, and Redis's own counts."""
+    out = {}
+    for s in (SINGLE, CLUSTER):
+        fan = [r for r in by["fanout"] if r["server"] == s]
+        sat = [r for r in by["saturation"] if r["server"] == s]
+        if not fan and not sat:
+            continue
+
+        def summary(rs):
+            d = {k: median([r.get(k) for r in rs]) for k in (
+                "delivered_per_s", "p50_ms", "p99_ms", "p999_ms", "server_cpu", "broker_cpu",
+                "redis_commands_per_publish", "redis_reads_per_publish",
+                "redis_cpu_us_per_publish", "redis_net_in_per_publish",
+                "redis_net_out_per_publish", "deliveries_per_write")}
+            d["nodes_cpu"] = median([r["server_cpu"] - (r.get("broker_cpu") or 0) for r in rs
+                                     if r.get("server_cpu") is not None])
+            d["cpu_per_m"] = median([cpu_per_m(r.get("server_cpu"), r.get("delivered_per_s"))
+                                     for r in rs])
+            d["nodes_cpu_per_m"] = median([
+                cpu_per_m(r["server_cpu"] - (r.get("broker_cpu") or 0), r.get("delivered_per_s"))
+                for r in rs if r.get("server_cpu") is not None])
+            d["redis_cpu_per_m"] = median([cpu_per_m(r.get("broker_cpu"), r.get("delivered_per_s"))
+                                           for r in rs])
+            d["redis_share"] = median([r["broker_cpu"] / r["server_cpu"] for r in rs
+                                       if r.get("broker_cpu") is not None and r.get("server_cpu")])
+            d["p99_runs"] = sorted(r["p99_ms"] for r in rs if r.get("p99_ms") is not None)
+            d["passed"] = sum(1 for r in rs if r.get("pass"))
+            d["runs"] = len(rs)
+            d["offered"] = median([r.get("offered_deliveries_per_s") for r in rs])
+            d["nodes"] = median([r.get("nodes") for r in rs])
+            cmds = defaultdict(lambda: defaultdict(list))
+            for r in rs:
+                for name, c in (r.get("redis_commands") or {}).items():
+                    cmds[name]["per_publish"].append(c.get("per_publish"))
+                    cmds[name]["us_per_call"].append(c.get("us_per_call"))
+            d["commands"] = {n: {k: median(v) for k, v in c.items()} for n, c in cmds.items()}
+            return d
+
+        steps = defaultdict(list)
+        for r in by["saturation-step"]:
+            if r["server"] == s:
+                steps[r["offered_deliveries_per_s"]].append(r)
+        ladder = []
+        for offered in sorted(steps):
+            rs = steps[offered]
+            if len(rs) * 2 < runs:
+                continue
+            d = summary(rs)
+            d["ok"] = d["passed"] * 2 > len(rs)
+            ladder.append(d)
+        best = None  # the sustained step of the highest delivered rate (medians over runs)
+        for d in ladder:
+            if d["ok"] and (best is None or d["delivered_per_s"] > best["delivered_per_s"]):
+                best = d
+        # A ladder ended by steps that stayed noisy (other work on the machine over the limit
+        # after every retry) measured the machine, not the server: it is shown, marked, and
+        # left out of the saturation figure when a ladder that other work did not end exists.
+        def noise_ended(r):
+            rs = [x for x in by["saturation-step"] if x["server"] == s and run_of(x) == run_of(r)]
+            ending = [x for x in rs if not x.get("pass")][-2:]
+            return bool(ending) and any(x.get("noisy") for x in ending)
+        quiet = [r for r in sat if not noise_ended(r)]
+        counted = quiet or sat
+        # Every measurement other work left alone (not noisy), by offered load: the fixed-rate
+        # fan-out and the ladder steps alike.
+        quiet_by = defaultdict(list)
+        for x in fan + [x for x in by["saturation-step"] if x["server"] == s]:
+            if not x.get("noisy") and x.get("p99_ms") is not None:
+                quiet_by[x["offered_deliveries_per_s"]].append(x)
+        out[s] = {
+            "quiet_steps": {k: summary(v) for k, v in quiet_by.items()},
+            "fan": summary(fan) if fan else None,
+            "sat": median([r.get("saturation_delivered_per_s") or 0 for r in counted]) if sat else None,
+            "sat_quiet": len(quiet),
+            "sat_runs": [(r.get("saturation_delivered_per_s"), noise_ended(r)) for r in sat],
+            "reasons": sorted({r.get("first_fail_reason") or "max rate reached" for r in sat}),
+            "ladder": ladder,
+            "best": best,
+        }
+    return out
 
 
 def targets(a):
@@ -451,13 +561,198 @@ def targets(a):
         out.append((f"≤ 4 KiB server memory per idle connection at ~19k",
                     f"{kib(b)} ({b:,.0f} B) at {r.get('connections'):,} connections" if b else "–",
                     b is not None and b <= 4096 and r.get("connections", 0) >= 19000))
+    for name, measured, ok in redis_targets(a):
+        if ok is not None:
+            out.append((name, measured, ok))
     sbl = a["loss"].get("switchboard", [])
     out.append(("no loss in any scenario below saturation (Switchboard)",
                 "none" if not sbl else "; ".join(sbl[:4]), not sbl))
     return out
 
 
-def render(a, results_path):
+def redis_targets(a):
+    """The targets of many nodes over Redis, against one node, from the same run."""
+    one, two = a["redis"].get(SINGLE), a["redis"].get(CLUSTER)
+    if not one or not two:
+        return []
+    # met: True, False, or None (no verdict: other work on the machine decided the figure).
+    out = []
+    name = f"throughput over Redis ≥ {REDIS_MIN_SHARE:.0%} of one node's (same server CPU)"
+    if one["sat_quiet"] and two["sat_quiet"] and one["sat"]:
+        share = two["sat"] / one["sat"]
+        note = " (one node reached the ladder's top: a lower bound for it)" \
+            if a["sat"].get(SINGLE, {}).get("reached_max") else ""
+        out.append((name, f"{si(two['sat'])}/s vs {si(one['sat'])}/s = {share:.0%}{note}",
+                    share >= REDIS_MIN_SHARE))
+    elif one["sat"] is not None and two["sat"] is not None:
+        out.append((name, f"no verdict from this run: every ladder of "
+                    f"{'both configurations' if not one['sat_quiet'] and not two['sat_quiet'] else LABEL[SINGLE if not one['sat_quiet'] else CLUSTER]} "
+                    f"was ended by other work on the machine ({si(two['sat'])}/s vs {si(one['sat'])}/s as measured)",
+                    None))
+    if one["fan"] and two["fan"]:
+        rate = one["fan"]["offered"]
+        q1, q2 = one["quiet_steps"].get(rate), two["quiet_steps"].get(rate)
+        name = f"p99 over Redis ≤ {REDIS_MAX_P99:g}× one node's at {si(rate)}/s"
+        if q1 and q2 and q1["p99_ms"]:
+            ratio = q2["p99_ms"] / q1["p99_ms"]
+            out.append((name, f"{ms(q2['p99_ms'])} ms vs {ms(q1['p99_ms'])} ms = {ratio:.2f}× "
+                        f"(medians of the measurements at {si(rate)}/s that other work left alone: "
+                        f"{q2['runs']} and {q1['runs']})", ratio <= REDIS_MAX_P99))
+        else:
+            out.append((name, "no verdict from this run: every measurement at this load was noisy "
+                        f"({ms(two['fan']['p99_ms'])} ms vs {ms(one['fan']['p99_ms'])} ms as measured)",
+                        None))
+    return out
+
+
+def render_redis(a, analysis, results_path):
+    """The section "Many nodes over Redis"; `analysis` is its hand-written part."""
+    r = a["redis"]
+    one, two = r.get(SINGLE), r.get(CLUSTER)
+    if not two:
+        return []
+    L = [SBEGIN]
+    L.append("## Many nodes over Redis")
+    L.append("")
+    m = a["machine"]
+    mine = [x for x in a["by"]["saturation-step"] + a["by"]["fanout"] if x["server"] in (SINGLE, CLUSTER)]
+    again = sum(max(0, (x.get("attempts") or 1) - 1) for x in mine)
+    noisy = [x for x in mine if x.get("noisy")]
+    others = [x.get("other_cpu") for x in mine if x.get("other_cpu") is not None]
+    L.append(f"How it was run: `{m.get('command', 'bench/run.sh')}` (raw results: "
+             f"`{os.path.relpath(results_path)}`), on {m.get('cpu')}, {m.get('cpus')} CPUs; "
+             f"load before `{m.get('uptime_before')}`, after `{m.get('uptime_after')}` "
+             f"({m.get('elapsed_s', 0) // 60} min {m.get('elapsed_s', 0) % 60} s). "
+             f"{a['runs']} run(s), interleaved, medians over runs. "
+             + (f"Other work during these configurations' steps: median {median(others):.2f}, "
+                f"max {max(others):.2f} CPUs of 2; {again} step(s) measured again, "
+                f"{len(noisy)} of {len(mine)} stayed noisy and are kept as they are. "
+                if others else ""))
+    L.append("")
+    L.append("`switchboard-redis2`: two Switchboard nodes started with `--redis-url` against one "
+             "Debian `redis-server` (`--save \"\" --appendonly no`, on a free 127.0.0.1 port), "
+             "against `switchboard`, one node with the embedded broker, in the same run. The "
+             "generator is given both nodes' addresses (`--addr A,B`) and spreads each room's "
+             "members over them in turn (member `slot` of room `r` on node `(slot + r) mod 2`: "
+             "every room has half its members on each node, and the publishers alternate), and "
+             "checks delivery as for one node: every member gets every message once, in order. "
+             "A publish goes to the publisher's node, through the publish script in Redis, and "
+             "back to both nodes on the room's channel; each node delivers to its half of the "
+             "room.")
+    L.append("")
+    L.append("**Same server CPU.** The machine has two CPUs, one for the load generator, so the "
+             "two nodes *and* redis-server run together on the server's CPU (`taskset -c "
+             "SERVER_CPU`), the one CPU the single node gets alone: the comparison is the same "
+             "server-side CPU budget, and throughput over Redis here is what that budget "
+             "delivers, Redis's work included. In a deployment each node and Redis have their "
+             "own CPUs; *nodes' CPU per million deliveries* below is what a node would need "
+             "there. Server CPU is read per process from `/proc/PID/stat` (nodes and "
+             "redis-server) for every step; Redis's own counts (`INFO all`: commands, event-loop "
+             "reads, bytes) are read at the start and end of each measured window.")
+    L.append("")
+    L.append("*Saturation*: the median over the ladders that other work on the machine did not end "
+             "(a ladder whose last, failing steps stayed noisy after every retry is marked "
+             "*(noise)* and left out, unless every ladder of the configuration was; then all count).")
+    L.append("")
+    L.append("| configuration | saturation (p99 ≤ "
+             f"{a['max_p99']:g} ms) | per run | p99 at the fixed rate | server CPU at the fixed rate "
+             "(nodes + Redis) | CPU s per million deliveries, nodes + Redis | nodes | Redis | "
+             "Redis share of the server CPU |")
+    L.append("|---|---|---|---|---|---|---|---|---|")
+    for s in (SINGLE, CLUSTER):
+        c = r.get(s)
+        if not c:
+            continue
+        f = c["fan"] or {}
+        runs_p99 = f.get("p99_runs") or []
+        per_run = f" ({', '.join(ms(v) for v in runs_p99)})" if len(runs_p99) > 1 else ""
+        L.append(f"| {LABEL.get(s, s)} | **{si(c['sat'])}/s** | "
+                 f"{', '.join(si(v) + (' (noise)' if n else '') for v, n in c['sat_runs'])} | "
+                 f"**{ms(f.get('p99_ms'))} ms**{per_run} | "
+                 f"{num(f.get('server_cpu'))} | {num(f.get('cpu_per_m'))} | "
+                 f"{num(f.get('nodes_cpu_per_m'))} | {num(f.get('redis_cpu_per_m'))} | "
+                 f"{num(f.get('redis_share'), '{:.0%}')} |")
+    L.append("")
+    if one and one.get("fan"):
+        L.append(f"Fixed rate: {si(one['fan']['offered'])} deliveries/s, as in \"Fan-out at a fixed "
+                 "rate\". CPU per million deliveries: CPU share ÷ deliveries per second × 10⁶ "
+                 "(CPU seconds), medians over runs.")
+        L.append("")
+    L.append("### Targets")
+    L.append("")
+    L.append("Per-node throughput over Redis at least 75% of one node's, with p99 at most 2× "
+             "(issue 11). Throughput is compared on the same server CPU (above); p99 at the "
+             "fixed rate.")
+    L.append("")
+    L.append("| target | measured | met |")
+    L.append("|---|---|---|")
+    for name, measured, ok in redis_targets(a):
+        L.append(f"| {name} | {measured} | {'–' if ok is None else 'yes' if ok else '**no**'} |")
+    L.append("")
+    if one and two:
+        loads = sorted(set(one["quiet_steps"]) & set(two["quiet_steps"]))
+        pairs = [(one["quiet_steps"][k], two["quiet_steps"][k]) for k in loads]
+        pairs = [(d, e) for d, e in pairs if d.get("cpu_per_m") and e.get("cpu_per_m")]
+        if pairs:
+            L.append("### The same load on both")
+            L.append("")
+            L.append("Every measurement (fixed-rate fan-out and ladder steps) at a load both "
+                     "configurations were measured at, *other work on the machine under the "
+                     "limit* (not noisy), medians: what a delivery costs the server side, Redis "
+                     "included, and the latency, side by side. ✗: not sustained (in most of them).")
+            L.append("")
+            L.append("| offered/s | one node: CPU s per M deliveries | two nodes + Redis: nodes + Redis (Redis) | "
+                     "ratio | one node: p99 ms | two nodes + Redis: p99 ms | measurements |")
+            L.append("|---|---|---|---|---|---|---|")
+            for d, e in pairs:
+                mk = lambda x: "" if x["passed"] * 2 > x["runs"] else " ✗"
+                L.append(f"| {si(d['offered'])} | {num(d['cpu_per_m'])}{mk(d)} | "
+                         f"{num(e['cpu_per_m'])} ({num(e['redis_cpu_per_m'])}){mk(e)} | "
+                         f"{e['cpu_per_m'] / d['cpu_per_m']:.2f}× | {ms(d['p99_ms'])} | {ms(e['p99_ms'])} | "
+                         f"{d['runs']}, {e['runs']} |")
+            L.append("")
+    L.append("### Every step (medians)")
+    L.append("")
+    L.append("| configuration | offered/s | delivered/s | p50 / p99 ms | CPU nodes / Redis | "
+             "CPU s per M deliveries (Redis) | Redis commands / reads per publish | Redis µs per "
+             "publish | deliveries per node write |")
+    L.append("|---|---|---|---|---|---|---|---|---|")
+    for s in (SINGLE, CLUSTER):
+        c = r.get(s)
+        if not c:
+            continue
+        for d in c["ladder"]:
+            mark = "" if d["ok"] else " ✗"
+            redis_m = f" ({num(d['redis_cpu_per_m'])})" if d.get("redis_cpu_per_m") is not None else ""
+            L.append(f"| {LABEL.get(s, s)} | {si(d['offered'])} | {si(d['delivered_per_s'])}{mark} | "
+                     f"{ms(d['p50_ms'])} / {ms(d['p99_ms'])} | {num(d['nodes_cpu'])} / "
+                     f"{num(d['broker_cpu'])} | {num(d['cpu_per_m'])}{redis_m} | "
+                     f"{num(d['redis_commands_per_publish'])} / {num(d['redis_reads_per_publish'])} | "
+                     f"{num(d['redis_cpu_us_per_publish'], '{:.1f}')} | "
+                     f"{num(d['deliveries_per_write'])} |")
+    L.append("")
+    L.append("✗: not sustained. *Redis commands per publish*: `total_commands_processed` over "
+             "messages published in the window (a script's own calls count too); *reads per "
+             "publish*: `total_reads_processed` (reads of client sockets by Redis's event loop) "
+             "over messages published, so 1 / reads is about how many publishes one round trip "
+             "carries; *Redis µs per publish*: `used_cpu_user + used_cpu_sys` over publishes.")
+    L.append("")
+    cmds = (two.get("fan") or {}).get("commands") or {}
+    if cmds:
+        L.append(f"What Redis runs per message at the fixed rate (`INFO commandstats`, medians):")
+        L.append("")
+        L.append("| command | calls per publish | µs per call |")
+        L.append("|---|---|---|")
+        for name, c in sorted(cmds.items(), key=lambda kv: -(kv[1].get("per_publish") or 0)):
+            L.append(f"| `{name}` | {num(c.get('per_publish'), '{:.3f}')} | {num(c.get('us_per_call'))} |")
+        L.append("")
+    L.append(analysis)
+    L.append(SEND)
+    L.append("")
+    return L
+
+
+def render(a, results_path, redis_analysis=""):
     m = a["machine"]
     L = []
     L.append("# Benchmarks")
@@ -601,6 +896,7 @@ def render(a, results_path):
                 cells.append("" if p is None or p.get("per_write") is None else f"{p['per_write']:.2f}")
             L.append(f"| {si(off)} | " + " | ".join(cells) + " |")
         L.append("")
+    L.extend(render_redis(a, redis_analysis, results_path))
     L.append("## Idle connections")
     L.append("")
     L.append("Connections opened (WebSocket handshake done; Switchboard's `welcome` received, "
@@ -667,25 +963,60 @@ def render(a, results_path):
     return "\n".join(L)
 
 
+def write_redis_section(results, machine, args):
+    """Rewrites "Many nodes over Redis" in the doc (keeping its hand-written part) and
+    nothing else; the first time, it goes before "## Idle connections"."""
+    import tempfile
+    with open(args.doc) as f:
+        old = f.read()
+    redis_analysis = f"{RBEGIN}\n### Why (not written yet)\n{REND}"
+    if RBEGIN in old and REND in old:
+        redis_analysis = old[old.index(RBEGIN):old.index(REND) + len(REND)]
+    # Plots are not part of the section: build them where they do not replace the doc's.
+    with tempfile.TemporaryDirectory() as tmp:
+        a = build(results, machine, tmp, os.path.dirname(os.path.abspath(args.doc)))
+    section = "\n".join(render_redis(a, redis_analysis, args.results)).rstrip("\n")
+    if not section:
+        raise SystemExit(f"no {CLUSTER} results in {args.results}")
+    if SBEGIN in old and SEND in old:
+        new = old[:old.index(SBEGIN)] + section + old[old.index(SEND) + len(SEND):]
+    elif "\n## Idle connections" in old:
+        at = old.index("\n## Idle connections") + 1
+        new = old[:at] + section + "\n\n" + old[at:]
+    else:
+        new = old.rstrip("\n") + "\n\n" + section + "\n"
+    with open(args.doc, "w") as f:
+        f.write(new)
+    print(f"wrote the section \"Many nodes over Redis\" of {args.doc}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--results", required=True)
     ap.add_argument("--machine", required=True)
     ap.add_argument("--doc", default="docs/benchmarks.md")
     ap.add_argument("--plots", default="docs/bench")
+    ap.add_argument("--section", choices=["redis"],
+                    help="rewrite only this section of --doc (\"Many nodes over Redis\")")
     args = ap.parse_args()
     with open(args.results) as f:
         results = [json.loads(line) for line in f if line.strip().startswith("{")]
     with open(args.machine) as f:
         machine = json.load(f)
+    if args.section == "redis":
+        write_redis_section(results, machine, args)
+        return
     a = build(results, machine, args.plots, os.path.dirname(os.path.abspath(args.doc)))
-    body = render(a, args.results)
     analysis = f"{BEGIN}\n## What the profiles show\n\n(Not written yet.)\n{END}"
+    redis_analysis = f"{RBEGIN}\n### Why (not written yet)\n{REND}"
     if os.path.exists(args.doc):
         with open(args.doc) as f:
             old = f.read()
         if BEGIN in old and END in old:
             analysis = old[old.index(BEGIN):old.index(END) + len(END)]
+        if RBEGIN in old and REND in old:
+            redis_analysis = old[old.index(RBEGIN):old.index(REND) + len(REND)]
+    body = render(a, args.results, redis_analysis)
     with open(args.doc, "w") as f:
         f.write(body + "\n" + analysis + "\n")
     print(f"wrote {args.doc} and {len(a['plots'])} plot(s) in {args.plots}")

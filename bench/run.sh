@@ -5,6 +5,8 @@
 #   bench/run.sh                # everything, then writes docs/benchmarks.md and docs/bench/*.svg
 #   SERVERS="switchboard node-ws" RUNS=1 bench/run.sh      # a subset
 #   QUICK=1 bench/run.sh        # short steps, one run: to try the script, not to publish
+#   SERVERS="switchboard switchboard-redis2" SECTION=redis bench/run.sh
+#                               # one node against two over Redis: rewrites only that section
 #
 # It installs the peers (npm ci in bench/peers/node, pip into target/bench-venv), builds
 # release binaries, pins each server to CPU 0 and the load generator to CPU 1 (taskset),
@@ -19,8 +21,16 @@ ROOT=$PWD
 # (history.redb, committed before delivery); switchboard-nowindow: no recovery window
 # either (rooms keep nothing). Plain switchboard is the default: a 100-message recovery
 # window in memory.
+# switchboard-redis2: two nodes sharing one Redis (--redis-url), each room's members and
+# the publishers split between them; the two nodes and redis-server share SERVER_CPU, the
+# one CPU a single server gets (the server side's CPU budget stays the same).
 # bun: Bun (uWebSockets inside) with server.publish, the fastest peer we know.
-SERVERS=${SERVERS:-"switchboard switchboard-history switchboard-nowindow bun node-ws socketio python-websockets"}
+DEFAULT_SERVERS="switchboard switchboard-history switchboard-nowindow switchboard-redis2 bun node-ws socketio python-websockets"
+if ! command -v redis-server >/dev/null; then
+    # Without Debian's redis-server the default run leaves the Redis configuration out.
+    DEFAULT_SERVERS=${DEFAULT_SERVERS/ switchboard-redis2/}
+fi
+SERVERS=${SERVERS:-$DEFAULT_SERVERS}
 RUNS=${RUNS:-3}
 SERVER_CPU=${SERVER_CPU:-0}
 GEN_CPU=${GEN_CPU:-1}
@@ -72,6 +82,9 @@ for tool in cargo node npm python3 taskset; do
     command -v "$tool" >/dev/null || die "needs $tool"
 done
 [ "$(nproc --all)" -ge 2 ] || die "needs two CPUs (server on one, load generator on the other)"
+case " $SERVERS " in
+*" switchboard-redis2 "*) command -v redis-server >/dev/null || die "switchboard-redis2 needs redis-server (apt-get install redis-server)" ;;
+esac
 
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=$ROOT/target/bench/$STAMP
@@ -80,7 +93,7 @@ RESULTS=$OUT/results.jsonl
 : >"$RESULTS"
 COMMAND="bench/run.sh"
 for v in SERVERS RUNS ROOMS MEMBERS PUBLISHERS PAYLOAD FANOUT_RATE START_RATE FACTOR MAX_RATE \
-    MAX_P99_MS STEP_SECS IDLE_SIZES QUICK; do
+    MAX_P99_MS STEP_SECS IDLE_SIZES QUICK SECTION MAX_OTHER_CPU RETRIES QUIET_WAIT RETRY_BUDGET; do
     # Record any setting given in the environment, so the command in the doc is exact.
     if printenv "$v" >/dev/null 2>&1; then COMMAND="$v=\"$(printenv "$v")\" $COMMAND"; fi
 done
@@ -95,38 +108,103 @@ VENV=$ROOT/target/bench-venv
 
 step "cargo build --release (switchboard, switchboard-bench)"
 cargo build --release --locked -p switchboard -p switchboard-bench
-SB=$ROOT/target/release/switchboard
-GEN=$ROOT/target/release/switchboard-bench
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+SB=$TARGET/release/switchboard
+GEN=$TARGET/release/switchboard-bench
 
 # --- starting and stopping servers (only the ones started here, by PID) ---
+# SERVER_PID: the server (several, comma-separated, for a configuration of several nodes);
+# SERVER_ADDR likewise. REDIS_PID, REDIS_ADDR: the Redis the nodes share, if any.
 SERVER_PID=""
 SERVER_ADDR=""
-stop_server() {
-    [ -n "$SERVER_PID" ] || return 0
-    if kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
+REDIS_PID=""
+REDIS_ADDR=""
+stop_pid() {
+    local pid=$1
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
         for _ in $(seq 100); do
-            kill -0 "$SERVER_PID" 2>/dev/null || break
+            kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
         done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
+        kill -KILL "$pid" 2>/dev/null || true
     fi
-    wait "$SERVER_PID" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+stop_server() {
+    local pid
+    # The nodes first (a node's graceful shutdown clears its presence in Redis), then Redis.
+    for pid in ${SERVER_PID//,/ }; do stop_pid "$pid"; done
+    [ -z "$REDIS_PID" ] || stop_pid "$REDIS_PID"
     SERVER_PID=""
+    REDIS_PID=""
+    REDIS_ADDR=""
 }
 trap stop_server EXIT
 trap 'exit 130' INT TERM
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Waits until something listens on 127.0.0.1:$1 (while process $2 lives).
+wait_port() {
+    for _ in $(seq 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        kill -0 "$2" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+# A Switchboard node pinned to the server CPU: start_node NAME PORT DATA-DIR [ARGS...]
+start_node() {
+    local name=$1 port=$2 data=$3
+    shift 3
+    rm -rf "$data"
+    taskset -c "$SERVER_CPU" "$SB" --listen "127.0.0.1:$port" --log warn \
+        --message-rate 1000000 --message-burst 1000000 \
+        --max-connections-per-ip 1000000 --max-connections 1000000 \
+        --max-outbound-queue 16MiB --data-dir "$data" "$@" >>"$OUT/$name.server.log" 2>&1 &
+}
+
+# Debian's redis-server, no persistence, on a free port, pinned to the server CPU too.
+start_redis() {
+    local port
+    port=$(free_port)
+    mkdir -p "$OUT/redis"
+    taskset -c "$SERVER_CPU" redis-server --port "$port" --bind 127.0.0.1 --dir "$OUT/redis" \
+        --save "" --appendonly no --daemonize no --loglevel warning >>"$OUT/redis.log" 2>&1 &
+    REDIS_PID=$!
+    wait_port "$port" "$REDIS_PID" || { cat "$OUT/redis.log" >&2; die "redis-server did not start"; }
+    REDIS_ADDR=127.0.0.1:$port
+}
 
 start_server() {
     local name=$1 log=$OUT/$1.server.log
     local port=""
     case $name in
+    switchboard-redis2)
+        start_redis
+        local pids=() addrs=() p
+        for i in 1 2; do
+            p=$(free_port)
+            start_node "$name" "$p" "$OUT/$name.data$i" --redis-url "redis://$REDIS_ADDR/"
+            pids+=("$!")
+            # Known at once, so that a failed start still stops what was started.
+            SERVER_PID=$(IFS=,; echo "${pids[*]}")
+            wait_port "$p" "$!" || { cat "$log" >&2; die "$name: node $i did not start"; }
+            addrs+=("127.0.0.1:$p")
+        done
+        SERVER_ADDR=$(IFS=,; echo "${addrs[*]}")
+        echo "    $name pids=$SERVER_PID addrs=$SERVER_ADDR redis pid=$REDIS_PID addr=$REDIS_ADDR" >&2
+        return 0
+        ;;
     switchboard | switchboard-history | switchboard-nowindow)
         # --log warn: the peers log nothing per connection either. The address is then not
         # logged, so pick a free port first.
-        port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        port=$(free_port)
         local data=$OUT/$name.data extra=()
-        rm -rf "$data"
         case $name in
         switchboard-history)
             # Every room the generator uses (fanout*, sat*, churn*, after*) is in `default`.
@@ -135,10 +213,7 @@ start_server() {
             ;;
         switchboard-nowindow) extra=(--recovery-window-size 0) ;;
         esac
-        taskset -c "$SERVER_CPU" "$SB" --listen "127.0.0.1:$port" --log warn \
-            --message-rate 1000000 --message-burst 1000000 \
-            --max-connections-per-ip 1000000 --max-connections 1000000 \
-            --max-outbound-queue 16MiB --data-dir "$data" "${extra[@]}" >"$log" 2>&1 &
+        start_node "$name" "$port" "$data" "${extra[@]}"
         ;;
     node-ws) taskset -c "$SERVER_CPU" node bench/peers/node/ws-server.js 0 >"$log" 2>&1 & ;;
     bun) taskset -c "$SERVER_CPU" bench/peers/bun/node_modules/.bin/bun bench/peers/bun/server.js 0 >"$log" 2>&1 & ;;
@@ -174,10 +249,12 @@ kind() {
 }
 
 gen() {
-    local name=$1
+    local name=$1 broker=()
     shift
+    # Redis counts as the server's CPU too, and its INFO is read around every step.
+    [ -z "$REDIS_PID" ] || broker=(--broker-pid "$REDIS_PID" --redis "$REDIS_ADDR")
     timeout --kill-after=10 900 taskset -c "$GEN_CPU" "$GEN" --server "$(kind "$name")" --name "$name" --addr "$SERVER_ADDR" \
-        --server-pid "$SERVER_PID" --json "$RESULTS" --max-other-cpu "$MAX_OTHER_CPU" \
+        --server-pid "$SERVER_PID" "${broker[@]}" --json "$RESULTS" --max-other-cpu "$MAX_OTHER_CPU" \
         --retries "$RETRIES" --retry-budget "$RETRY_BUDGET" --quiet-wait "$QUIET_WAIT" "$@" >>"$OUT/generator.log" 2>&1 \
         || echo "    (generator exited with $? for $name: $*; see $OUT/generator.log)" >&2
 }
@@ -201,14 +278,24 @@ for run in $(seq "$RUNS"); do
             --rate "$FANOUT_RATE" --duration "$FANOUT_SECS"
         gen "$name" --tag "run=$run" saturation "${shape[@]}" "${limits[@]}" --duration "$STEP_SECS" \
             --start-rate "$START_RATE" --factor "$FACTOR" --max-rate "$MAX_RATE"
-        gen "$name" --tag "run=$run" --sources "$IDLE_SOURCES" churn --members "$CHURN_MEMBERS" \
-            --rate "$CHURN_RATE" --workers "$CHURN_WORKERS" --duration "$CHURN_SECS" "${limits[@]}"
+        if [ "$name" = switchboard-redis2 ]; then
+            # What Redis did over the whole run (the commands' totals and the slowest calls).
+            redis-cli -h 127.0.0.1 -p "${REDIS_ADDR##*:}" INFO commandstats >"$OUT/$name.run$run.commandstats.txt" 2>&1 || true
+            redis-cli -h 127.0.0.1 -p "${REDIS_ADDR##*:}" SLOWLOG GET 10 >"$OUT/$name.run$run.slowlog.txt" 2>&1 || true
+        else
+            # Churn measures one server's connection handling; the Redis configuration is
+            # about fan-out across nodes.
+            gen "$name" --tag "run=$run" --sources "$IDLE_SOURCES" churn --members "$CHURN_MEMBERS" \
+                --rate "$CHURN_RATE" --workers "$CHURN_WORKERS" --duration "$CHURN_SECS" "${limits[@]}"
+        fi
         stop_server
     done
 done
 for name in $SERVERS; do
     # A configuration of history changes nothing for an idle connection.
     case $name in switchboard-*) continue ;; esac
+    # The Redis section alone (SECTION=redis) does not report idle connections.
+    [ -z "${SECTION:-}" ] || continue
     for n in $IDLE_SIZES; do
         step "$name: $n idle connections (fresh server)"
         start_server "$name"
@@ -262,5 +349,9 @@ json.dump({
 EOF
 
 step "report: $DOC, $PLOTS/*.svg"
-python3 bench/report.py --results "$RESULTS" --machine "$OUT/machine.json" --doc "$DOC" --plots "$PLOTS"
+# SECTION=redis: rewrite only "Many nodes over Redis" of DOC (a run of switchboard and
+# switchboard-redis2 alone), leaving the rest of the doc from the last full run.
+section=()
+[ -z "${SECTION:-}" ] || section=(--section "$SECTION")
+python3 bench/report.py --results "$RESULTS" --machine "$OUT/machine.json" --doc "$DOC" --plots "$PLOTS" "${section[@]}"
 echo "raw results: $RESULTS" >&2

@@ -18,8 +18,9 @@ if [ "$PROFILE" = release ]; then
 else
     cargo build --locked -p switchboard -p switchboard-bench
 fi
-SB=target/$PROFILE/switchboard
-GEN=target/$PROFILE/switchboard-bench
+TARGET=${CARGO_TARGET_DIR:-target}
+SB=$TARGET/$PROFILE/switchboard
+GEN=$TARGET/$PROFILE/switchboard-bench
 LOG=$(mktemp -d)/switchboard.log
 
 # With --log warn the server does not log its address: pick a free port first.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Map, Value};
 
 use crate::conn::ServerKind;
-use crate::fanout::{Limits, Shape, Timing, World};
+use crate::fanout::{Limits, Procs, Shape, Timing, World};
 use crate::idle::{self, IdleOpts};
 use crate::stats;
 
@@ -54,7 +54,7 @@ pub fn run(
         .enable_all()
         .build()?;
     let world = if opts.rate > 0.0 {
-        Some(rt.block_on(World::build(kind, addr, opts.shape.clone()))?)
+        Some(rt.block_on(World::build(kind, &[addr], opts.shape.clone()))?)
     } else {
         None
     };
@@ -74,7 +74,12 @@ pub fn run(
     if let Some(mut world) = world {
         let (step, held) = rt.block_on(async {
             let step = world
-                .step(opts.rate, opts.timing, opts.limits, Some(pid))
+                .step(
+                    opts.rate,
+                    opts.timing,
+                    opts.limits,
+                    &Procs::single(Some(pid)),
+                )
                 .await?;
             // Read while the fan-out's connections are still open.
             let held = rss();

@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use tokio::task::JoinSet;
 
 use crate::conn::{Conn, ServerKind};
-use crate::fanout::{wait_quiet, Limits, Noise, Shape, Timing, World};
+use crate::fanout::{wait_quiet, Limits, Noise, Procs, Shape, Timing, World};
 use crate::stats::{self, new_histogram};
 
 pub struct ChurnOpts {
@@ -46,7 +46,7 @@ pub async fn run(
         room_prefix: "churn".into(),
     };
     let room = "churn0".to_owned();
-    let mut world = World::build(kind, addr, shape).await?;
+    let mut world = World::build(kind, &[addr], shape).await?;
     // Churn is not measured again when noisy (the churners' work is not repeatable step by
     // step), but it starts on a quiet machine when it can.
     let busy_before = wait_quiet(opts.noise.max_other_cpu, opts.noise.quiet_wait).await;
@@ -125,7 +125,12 @@ pub async fn run(
             (countersw.cycles.load(Ordering::Relaxed), start, secs);
     });
     let step = world
-        .step(opts.rate, timing, opts.limits, opts.server_pid)
+        .step(
+            opts.rate,
+            timing,
+            opts.limits,
+            &Procs::single(opts.server_pid),
+        )
         .await?;
     let _ = window_watch.await;
     stop.store(true, Ordering::Relaxed);

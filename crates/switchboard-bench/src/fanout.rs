@@ -19,7 +19,42 @@ use tokio::sync::{Mutex as AsyncMutex, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::conn::{Conn, Control, Ended, Proto, Reader, ServerKind, Writer};
+use crate::redisinfo;
 use crate::stats::{self, new_histogram, now_ns, CpuMeter, MachineMeter};
+
+/// The server side's processes, measured during each step: one or more nodes, and the
+/// broker they share (Redis), if any. The server's CPU is all of them together.
+#[derive(Debug, Clone, Default)]
+pub struct Procs {
+    /// The server's processes, one per node.
+    pub nodes: Vec<u32>,
+    /// A broker process the nodes share (Redis).
+    pub broker: Option<u32>,
+    /// The broker's address: Redis `INFO` is read at the start and end of each window.
+    pub redis: Option<SocketAddr>,
+}
+
+impl Procs {
+    /// One server process (or none known).
+    pub fn single(pid: Option<u32>) -> Procs {
+        Procs {
+            nodes: pid.into_iter().collect(),
+            ..Procs::default()
+        }
+    }
+
+    fn known(&self) -> bool {
+        !self.nodes.is_empty() || self.broker.is_some()
+    }
+}
+
+/// Read and write system calls of several processes, summed.
+fn syscalls_of(pids: &[u32]) -> Option<(u64, u64)> {
+    pids.iter().try_fold((0, 0), |(r, w), pid| {
+        let (r1, w1) = stats::syscalls(*pid)?;
+        Some((r + r1, w + w1))
+    })
+}
 
 /// How a fan-out world is built.
 #[derive(Debug, Clone)]
@@ -267,6 +302,8 @@ pub struct World {
     readers: JoinSet<()>,
     pub setup_secs: f64,
     retries_used: u32,
+    /// Addresses (nodes) the members are spread over.
+    nodes: usize,
 }
 
 /// How to deal with other work on the machine (see [`World::step_quietly`]).
@@ -303,7 +340,18 @@ pub struct StepResult {
 
 impl World {
     /// Opens R × M connections, joins them to their rooms and starts their readers.
-    pub async fn build(kind: ServerKind, addr: SocketAddr, shape: Shape) -> anyhow::Result<World> {
+    ///
+    /// With several addresses (nodes of one server sharing a broker), each room's members
+    /// are spread over them in turn, and so are the publishers: member `slot` of room `r`
+    /// connects to address `(slot + r) % addrs.len()`.
+    pub async fn build(
+        kind: ServerKind,
+        addrs: &[SocketAddr],
+        shape: Shape,
+    ) -> anyhow::Result<World> {
+        if addrs.is_empty() {
+            bail!("need at least one address");
+        }
         if shape.rooms == 0 || shape.members == 0 {
             bail!("need at least one room and one member");
         }
@@ -320,6 +368,7 @@ impl World {
             let room = i % shape.rooms;
             let slot = i / shape.rooms;
             let room_name = format!("{}{room}", shape.room_prefix);
+            let addr = addrs[(slot + room) % addrs.len()];
             let source =
                 (!shape.sources.is_empty()).then(|| shape.sources[i % shape.sources.len()]);
             let sem = sem.clone();
@@ -354,6 +403,7 @@ impl World {
             readers: JoinSet::new(),
             setup_secs: 0.0,
             retries_used: 0,
+            nodes: addrs.len(),
         };
         for (i, room, _slot, conn) in conns {
             let (rd, wr) = conn.into_split();
@@ -418,14 +468,14 @@ impl World {
         rate: f64,
         timing: Timing,
         limits: Limits,
-        server_pid: Option<u32>,
+        procs: &Procs,
         noise: Noise,
     ) -> anyhow::Result<StepResult> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let idle_busy = wait_quiet(noise.max_other_cpu, noise.quiet_wait).await;
-            let mut res = self.step(rate, timing, limits, server_pid).await?;
+            let mut res = self.step(rate, timing, limits, procs).await?;
             let other = res
                 .record
                 .get("other_cpu")
@@ -469,7 +519,7 @@ impl World {
         rate: f64,
         timing: Timing,
         limits: Limits,
-        server_pid: Option<u32>,
+        procs: &Procs,
     ) -> anyhow::Result<StepResult> {
         let shared = &self.shared;
         let per_pub = rate / self.publishers.len().max(1) as f64;
@@ -509,17 +559,46 @@ impl World {
         let p0 = self.published();
         let gen_cpu = CpuMeter::start(None);
         let machine = MachineMeter::start();
-        let srv_cpu = server_pid.map(|pid| CpuMeter::start(Some(pid)));
-        let srv_sys0 = server_pid.and_then(stats::syscalls);
+        let node_cpu: Vec<CpuMeter> = procs
+            .nodes
+            .iter()
+            .map(|pid| CpuMeter::start(Some(*pid)))
+            .collect();
+        let broker_cpu = procs.broker.map(|pid| CpuMeter::start(Some(pid)));
+        let srv_sys0 = (!procs.nodes.is_empty())
+            .then(|| syscalls_of(&procs.nodes))
+            .flatten();
+        let info0 = match procs.redis {
+            Some(a) => redisinfo::read(a).await,
+            None => None,
+        };
         let t0 = Instant::now();
         tokio::time::sleep_until(win_end.into()).await;
         let d1 = shared.delivered.load(Ordering::Relaxed);
         let p1 = self.published();
         let window = t0.elapsed().as_secs_f64();
         let gen_share = gen_cpu.share();
-        let srv_share = srv_cpu.and_then(|m| m.share());
-        let srv_sys1 = server_pid.and_then(stats::syscalls);
+        let node_shares: Option<Vec<f64>> = node_cpu.iter().map(CpuMeter::share).collect();
+        let broker_share = broker_cpu.and_then(|m| m.share());
+        // The server side: every node, and the broker they share.
+        let srv_share = if !procs.known() {
+            None
+        } else {
+            match (&node_shares, procs.broker.is_some(), broker_share) {
+                (Some(n), false, _) => Some(n.iter().sum::<f64>()),
+                (Some(n), true, Some(b)) => Some(n.iter().sum::<f64>() + b),
+                _ => None,
+            }
+            .map(|v| (v * 100.0).round() / 100.0)
+        };
+        let srv_sys1 = (!procs.nodes.is_empty())
+            .then(|| syscalls_of(&procs.nodes))
+            .flatten();
         let busy = machine.busy_cpus();
+        let info1 = match (procs.redis, &info0) {
+            (Some(a), Some(_)) => redisinfo::read(a).await,
+            _ => None,
+        };
         let mut publish_error = None;
         while let Some(res) = pubs.join_next().await {
             match res {
@@ -611,7 +690,15 @@ impl World {
         r.insert("drained".into(), json!(drained));
         r.insert("drain_ms".into(), json!(drain_ms.round()));
         r.insert("window_s".into(), json!((window * 1000.0).round() / 1000.0));
+        r.insert("nodes".into(), json!(self.nodes));
         r.insert("server_cpu".into(), json!(srv_share));
+        if procs.nodes.len() > 1 || procs.broker.is_some() {
+            r.insert("node_cpu".into(), json!(node_shares));
+            r.insert("broker_cpu".into(), json!(broker_share));
+        }
+        if let (Some(a), Some(b)) = (&info0, &info1) {
+            redisinfo::fields(a, b, p1 - p0, &mut r);
+        }
         if let (Some((r0, w0)), Some((r1, w1))) = (srv_sys0, srv_sys1) {
             // How well the server batches: messages delivered per write system call.
             let writes = w1.saturating_sub(w0);

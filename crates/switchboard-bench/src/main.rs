@@ -12,6 +12,7 @@ mod churn;
 mod conn;
 mod fanout;
 mod idle;
+mod redisinfo;
 mod stats;
 
 use std::net::SocketAddr;
@@ -23,7 +24,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Map, Value};
 
 use conn::ServerKind;
-use fanout::{Limits, Noise, Shape, Timing, World};
+use fanout::{Limits, Noise, Procs, Shape, Timing, World};
 use stats::Table;
 
 #[derive(Debug, Parser)]
@@ -36,12 +37,24 @@ struct Cli {
     /// Which server is listening (decides the protocol spoken).
     #[arg(long, value_enum, default_value = "switchboard", global = true)]
     server: ServerKind,
-    /// The server's address.
-    #[arg(long, default_value = "127.0.0.1:8080", global = true)]
-    addr: SocketAddr,
+    /// The server's address; for fanout and saturation, several (comma-separated: nodes of
+    /// one server sharing a broker), over which each room's members and the publishers are
+    /// spread in turn. The other scenarios use the first.
+    #[arg(long, default_value = "127.0.0.1:8080", global = true, value_parser = parse_addrs)]
+    addr: Addrs,
     /// The server's process id: its CPU use and resident memory are read from /proc.
+    /// Several (comma-separated, one per node): their CPU is summed, and the first one's
+    /// memory is read.
+    #[arg(long, global = true, value_parser = parse_pids)]
+    server_pid: Option<Pids>,
+    /// The process id of a broker the nodes share (Redis): its CPU counts as the server's
+    /// too, and is reported on its own (`broker_cpu`).
     #[arg(long, global = true)]
-    server_pid: Option<u32>,
+    broker_pid: Option<u32>,
+    /// A Redis the nodes share: its `INFO` (commands, script time, reads, bytes) is read at
+    /// the start and end of every fan-out step and reported per message published.
+    #[arg(long, global = true)]
+    redis: Option<SocketAddr>,
     /// Append each JSON line to this file as well.
     #[arg(long, global = true, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -244,6 +257,57 @@ struct ShardArgs {
     shard: usize,
 }
 
+#[derive(Debug, Clone)]
+struct Addrs(Vec<SocketAddr>);
+
+#[derive(Debug, Clone)]
+struct Pids(Vec<u32>);
+
+fn parse_addrs(s: &str) -> Result<Addrs, String> {
+    let v = s
+        .split(',')
+        .map(|a| {
+            a.trim()
+                .parse::<SocketAddr>()
+                .map_err(|e| format!("{a}: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Addrs(v))
+}
+
+fn parse_pids(s: &str) -> Result<Pids, String> {
+    let v = s
+        .split(',')
+        .map(|p| p.trim().parse::<u32>().map_err(|e| format!("{p}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Pids(v))
+}
+
+impl Cli {
+    /// The first address: the one server of the scenarios that use one.
+    fn addr(&self) -> SocketAddr {
+        self.addr.0[0]
+    }
+
+    /// The first server process (the one whose memory is read).
+    fn server_pid(&self) -> Option<u32> {
+        self.server_pid.as_ref().and_then(|p| p.0.first().copied())
+    }
+
+    /// Every process of the server side, for the fan-out steps.
+    fn procs(&self) -> Procs {
+        Procs {
+            nodes: self
+                .server_pid
+                .as_ref()
+                .map(|p| p.0.clone())
+                .unwrap_or_default(),
+            broker: self.broker_pid,
+            redis: self.redis,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
@@ -322,7 +386,7 @@ async fn run_async(cli: &Cli) -> anyhow::Result<bool> {
     match &cli.command {
         Scenario::Fanout(a) => {
             let mut world =
-                World::build(cli.server, cli.addr, shape(cli, &a.shape, "fanout")).await?;
+                World::build(cli.server, &cli.addr.0, shape(cli, &a.shape, "fanout")).await?;
             eprintln!(
                 "switchboard-bench: {} connections joined in {:.2}s",
                 a.shape.rooms * a.shape.members,
@@ -333,7 +397,7 @@ async fn run_async(cli: &Cli) -> anyhow::Result<bool> {
                     a.rate,
                     a.timing.timing(),
                     a.timing.limits(),
-                    cli.server_pid,
+                    &cli.procs(),
                     noise(cli),
                 )
                 .await?;
@@ -359,10 +423,10 @@ async fn run_async(cli: &Cli) -> anyhow::Result<bool> {
                 timing: a.timing.timing(),
                 limits: a.timing.limits(),
                 sources: idle::source_addrs(cli.sources),
-                server_pid: cli.server_pid,
+                server_pid: cli.server_pid(),
                 noise: noise(cli),
             };
-            let (record, pass) = churn::run(cli.server, cli.addr, &opts).await?;
+            let (record, pass) = churn::run(cli.server, cli.addr(), &opts).await?;
             let mut t = Table::new(churn::COLUMNS);
             t.row(churn::table_row(&record));
             t.print();
@@ -382,7 +446,7 @@ async fn run_async(cli: &Cli) -> anyhow::Result<bool> {
         Scenario::IdleShard(a) => {
             idle::shard(
                 cli.server,
-                cli.addr,
+                cli.addr(),
                 a.connections,
                 a.concurrency,
                 idle::source_addrs(cli.sources),
@@ -399,7 +463,7 @@ async fn run_saturation(cli: &Cli, a: &SaturationArgs) -> anyhow::Result<bool> {
     if a.factor <= 1.0 || a.start_rate <= 0.0 {
         anyhow::bail!("--factor must be above 1 and --start-rate above 0");
     }
-    let mut world = World::build(cli.server, cli.addr, shape(cli, &a.shape, "sat")).await?;
+    let mut world = World::build(cli.server, &cli.addr.0, shape(cli, &a.shape, "sat")).await?;
     eprintln!(
         "switchboard-bench: {} connections joined in {:.2}s",
         a.shape.rooms * a.shape.members,
@@ -419,7 +483,7 @@ async fn run_saturation(cli: &Cli, a: &SaturationArgs) -> anyhow::Result<bool> {
                 rate,
                 a.timing.timing(),
                 a.timing.limits(),
-                cli.server_pid,
+                &cli.procs(),
                 noise(cli),
             )
             .await?;
@@ -525,9 +589,9 @@ fn run_idle(cli: &Cli, a: &IdleArgs) -> anyhow::Result<bool> {
         concurrency: a.concurrency,
         sources: cli.sources,
         settle: Duration::from_secs_f64(a.settle),
-        server_pid: cli.server_pid,
+        server_pid: cli.server_pid(),
     };
-    let record = idle::run(cli.server, cli.addr, &opts)?;
+    let record = idle::run(cli.server, cli.addr(), &opts)?;
     let mut t = Table::new(idle::COLUMNS);
     t.row(idle::table_row(&record));
     t.print();
@@ -537,7 +601,7 @@ fn run_idle(cli: &Cli, a: &IdleArgs) -> anyhow::Result<bool> {
 }
 
 fn run_after_load(cli: &Cli, a: &AfterLoadArgs) -> anyhow::Result<bool> {
-    let Some(server_pid) = cli.server_pid else {
+    let Some(server_pid) = cli.server_pid() else {
         anyhow::bail!("after-load reads the server's memory: give --server-pid");
     };
     let opts = afterload::AfterLoadOpts {
@@ -552,7 +616,7 @@ fn run_after_load(cli: &Cli, a: &AfterLoadArgs) -> anyhow::Result<bool> {
         wait: Duration::from_secs_f64(a.wait),
         server_pid,
     };
-    let (record, ok) = afterload::run(cli.server, cli.addr, &opts)?;
+    let (record, ok) = afterload::run(cli.server, cli.addr(), &opts)?;
     let mut t = Table::new(afterload::COLUMNS);
     t.row(afterload::table_row(&record));
     t.print();
