@@ -330,6 +330,18 @@ impl RedisBroker {
             surveys: Mutex::new(HashMap::new()),
             closing: std::sync::atomic::AtomicBool::new(false),
         });
+        // The scripts are loaded before the first pipeline (which would otherwise fail with
+        // NOSCRIPT and be sent again).
+        {
+            let mut conn = inner.conn.clone();
+            for script in [&inner.publish, &inner.read, &inner.presence, &inner.heartbeat] {
+                script
+                    .prepare_invoke()
+                    .load_async(&mut conn)
+                    .await
+                    .map_err(|e| format!("redis at {url}: loading a script: {e}"))?;
+            }
+        }
         // Registered before any member joins: no other node takes this one for dead.
         inner
             .beat()
@@ -903,12 +915,14 @@ impl Inner {
     }
 
     /// Adds one publish script call to `pipe`.
+    /// `fresh`: the epoch of a room that has none yet (one per batch).
     fn add_publish(
         &self,
         pipe: &mut redis::Pipeline,
         room: &str,
         p: &Publication,
         opts: StreamOptions,
+        fresh: &str,
     ) {
         let mut encoded = Vec::with_capacity(p.data.len() + p.from.len() + 48);
         stored::encode_publication(p, &mut encoded);
@@ -925,7 +939,7 @@ impl Inner {
             .arg(idem_key(room, key.unwrap_or("")))
             .arg(channel(room))
             .arg(encoded)
-            .arg(crate::ids::random_token())
+            .arg(fresh)
             .arg(opts.size)
             .arg(opts.ttl_ms.max(1))
             .arg(META_TTL_MS.max(opts.ttl_ms))
@@ -939,8 +953,9 @@ impl Inner {
     async fn publish_batch(&self, batch: &[Publish]) -> Vec<Result<Published, BrokerError>> {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
+        let fresh = crate::ids::random_token();
         for p in batch {
-            self.add_publish(&mut pipe, &p.room, &p.publication, p.opts);
+            self.add_publish(&mut pipe, &p.room, &p.publication, p.opts, &fresh);
         }
         let mut conn = self.conn.clone();
         for attempt in 0..2 {
