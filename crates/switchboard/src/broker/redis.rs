@@ -334,7 +334,12 @@ impl RedisBroker {
         // NOSCRIPT and be sent again).
         {
             let mut conn = inner.conn.clone();
-            for script in [&inner.publish, &inner.read, &inner.presence, &inner.heartbeat] {
+            for script in [
+                &inner.publish,
+                &inner.read,
+                &inner.presence,
+                &inner.heartbeat,
+            ] {
                 script
                     .prepare_invoke()
                     .load_async(&mut conn)
