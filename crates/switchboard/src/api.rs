@@ -283,10 +283,21 @@ impl Api {
             Ok(k) => k,
             Err(f) => return bad(f.code, &f.message),
         };
-        let stream = self.stream(&room);
+        self.publish_payload(&room, Payload::Json(data.get().into()), key)
+            .await
+    }
+
+    /// Publishes `payload` to `room` as the server: answers its position, or why not.
+    async fn publish_payload(
+        &self,
+        room: &str,
+        payload: Payload,
+        key: Option<Box<str>>,
+    ) -> Response<Body> {
+        let stream = self.stream(room);
         match self
             .hub
-            .publish_as_server(&room, Payload::Json(data.get().into()), key, stream)
+            .publish_as_server(room, payload, key, stream)
             .wait()
             .await
         {
@@ -338,21 +349,8 @@ impl Api {
             }
             Some(k) => Some(k.into_boxed_str()),
         };
-        let stream = self.stream(&room);
-        match self
-            .hub
-            .publish_as_server(&room, Payload::Binary(body), key, stream)
-            .wait()
+        self.publish_payload(&room, Payload::Binary(body), key)
             .await
-        {
-            Ok(p) => ok(json!({
-                "room": room,
-                "epoch": &*p.epoch,
-                "offset": p.offset,
-                "duplicate": p.duplicate,
-            })),
-            Err(e) => broker_error(e),
-        }
     }
 
     async fn broadcast(&self, body: &[u8]) -> Response<Body> {

@@ -550,14 +550,15 @@ impl Inner {
             .arg(crate::ids::random_token())
     }
 
-    /// Runs `pipe` (built with `ignore_errors`), loading the presence script first if Redis
-    /// does not know it (a restart) and running it again: its calls are idempotent.
-    async fn run_presence(
+    /// Runs `pipe` (built with `ignore_errors`) of calls of `script`; if Redis does not
+    /// know the script (it restarted), none of them ran: loads it and runs the pipeline again.
+    async fn run_scripted<T: redis::FromRedisValue>(
         &self,
         pipe: &redis::Pipeline,
-    ) -> redis::RedisResult<Vec<redis::RedisResult<Value>>> {
+        script: &Script,
+    ) -> redis::RedisResult<Vec<redis::RedisResult<T>>> {
         let mut conn = self.conn.clone();
-        let results: Vec<redis::RedisResult<Value>> = pipe.query_async(&mut conn).await?;
+        let results: Vec<redis::RedisResult<T>> = pipe.query_async(&mut conn).await?;
         let no_script = results.iter().any(|r| {
             r.as_ref()
                 .err()
@@ -566,7 +567,7 @@ impl Inner {
         if !no_script {
             return Ok(results);
         }
-        self.presence.prepare_invoke().load_async(&mut conn).await?;
+        script.prepare_invoke().load_async(&mut conn).await?;
         pipe.query_async(&mut conn).await
     }
 
@@ -619,7 +620,7 @@ impl Inner {
         let written = if commands == 0 {
             Ok(Vec::new())
         } else {
-            self.run_presence(&pipe).await
+            self.run_scripted(&pipe, &self.presence).await
         };
         let ok = match written {
             Ok(mut results) => {
@@ -737,7 +738,7 @@ impl Inner {
             for room in chunk {
                 self.add_presence(&mut pipe, room, "sync", node).arg("0");
             }
-            self.run_presence(&pipe).await?;
+            self.run_scripted::<Value>(&pipe, &self.presence).await?;
         }
         let () = redis::pipe()
             .cmd("DEL")
@@ -962,40 +963,21 @@ impl Inner {
         for p in batch {
             self.add_publish(&mut pipe, &p.room, &p.publication, p.opts, &fresh);
         }
-        let mut conn = self.conn.clone();
-        for attempt in 0..2 {
-            let results: Vec<redis::RedisResult<(u64, String, u8)>> =
-                match pipe.query_async(&mut conn).await {
-                    Ok(r) => r,
-                    Err(e) => return batch.iter().map(|_| Err(unavailable(&e))).collect(),
-                };
-            let no_script = results.iter().any(|r| {
-                r.as_ref()
-                    .err()
-                    .is_some_and(|e| e.code() == Some("NOSCRIPT"))
-            });
-            if no_script && attempt == 0 {
-                // Nothing ran: every call of the batch needs the script.
-                if let Err(e) = self.publish.prepare_invoke().load_async(&mut conn).await {
-                    return batch.iter().map(|_| Err(unavailable(&e))).collect();
-                }
-                continue;
-            }
-            return results
-                .into_iter()
-                .map(|r| {
-                    r.map(|(offset, epoch, duplicate)| Published {
-                        epoch: epoch.into(),
-                        offset,
-                        duplicate: duplicate == 1,
-                    })
-                    .map_err(unavailable)
+        let results: Vec<redis::RedisResult<(u64, String, u8)>> =
+            match self.run_scripted(&pipe, &self.publish).await {
+                Ok(r) => r,
+                Err(e) => return batch.iter().map(|_| Err(unavailable(&e))).collect(),
+            };
+        results
+            .into_iter()
+            .map(|r| {
+                r.map(|(offset, epoch, duplicate)| Published {
+                    epoch: epoch.into(),
+                    offset,
+                    duplicate: duplicate == 1,
                 })
-                .collect();
-        }
-        batch
-            .iter()
-            .map(|_| Err(unavailable("the publish script could not be loaded")))
+                .map_err(unavailable)
+            })
             .collect()
     }
 
@@ -1202,18 +1184,27 @@ fn split_member(v: &[u8]) -> Option<(&str, u64, &str)> {
     Some((node, seq, member))
 }
 
+/// Waits for the next item of `queue` and takes as many more as are waiting, up to
+/// [`MAX_BATCH`], into `batch`; false once the queue is closed.
+async fn next_batch<T>(queue: &mut mpsc::UnboundedReceiver<T>, batch: &mut Vec<T>) -> bool {
+    let Some(first) = queue.recv().await else {
+        return false;
+    };
+    batch.push(first);
+    while batch.len() < MAX_BATCH {
+        match queue.try_recv() {
+            Ok(item) => batch.push(item),
+            Err(_) => break,
+        }
+    }
+    true
+}
+
 /// Writes presence operations to Redis in the order they were queued, as many at a time as
 /// are waiting. After a failed write this node's members are announced again.
 async fn presence_writer(inner: Weak<Inner>, mut queue: mpsc::UnboundedReceiver<PresenceOp>) {
     let mut ops = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = queue.recv().await {
-        ops.push(first);
-        while ops.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(op) => ops.push(op),
-                Err(_) => break,
-            }
-        }
+    while next_batch(&mut queue, &mut ops).await {
         let Some(node) = inner.upgrade() else {
             return;
         };
@@ -1305,14 +1296,7 @@ fn parse_entry(entry: Value) -> Option<(u64, Publication)> {
 /// here), so the sender's own copy comes before its `ok`, as on one node.
 async fn batcher(inner: Weak<Inner>, mut queue: mpsc::UnboundedReceiver<Publish>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = queue.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
-            }
-        }
+    while next_batch(&mut queue, &mut batch).await {
         let Some(node) = inner.upgrade() else {
             return;
         };
