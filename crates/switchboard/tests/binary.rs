@@ -587,44 +587,14 @@ async fn the_http_api_publishes_bytes() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// A `redis-server` of the test's own on a free port; stopped when dropped.
-struct Redis(std::process::Child, String);
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn redis() -> Redis {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
-    let child = std::process::Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("redis-server must be installed (apt-get install redis-server)");
-    for _ in 0..300 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Redis(child, format!("redis://127.0.0.1:{port}/"))
-}
-
 /// Over Redis: bytes published on one node reach members on another, and a client that
 /// recovers on the other node (from the Redis stream) gets them exactly.
 #[tokio::test(flavor = "multi_thread")]
 async fn binary_messages_cross_nodes_and_recover_from_the_redis_stream() {
-    let redis = redis();
+    let redis = common::redis();
     let nodes = [
-        Server::start(&["--redis-url", &redis.1]),
-        Server::start(&["--redis-url", &redis.1]),
+        Server::start(&["--redis-url", &redis.url]),
+        Server::start(&["--redis-url", &redis.url]),
     ];
     let mut a = Peer::connect(&nodes[0]).await;
     let mut b = Peer::connect(&nodes[1]).await;

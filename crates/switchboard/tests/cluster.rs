@@ -2,47 +2,11 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{Peer, Server};
+use common::{redis, Peer, Redis, Server};
 use serde_json::{json, Value};
-
-/// A `redis-server` of the test's own on a free port; stopped when dropped.
-struct Redis {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn redis() -> Redis {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server must be installed (apt-get install redis-server)");
-    for _ in 0..300 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Redis {
-        child,
-        url: format!("redis://127.0.0.1:{port}/"),
-    }
-}
 
 fn node(redis: &Redis) -> Server {
     Server::start(&[
@@ -167,42 +131,17 @@ async fn a_client_that_moves_to_another_node_recovers_what_it_missed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_restarting_mid_stream_loses_no_acknowledged_message() {
     let dir = common::temp_dir("redis");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
     // Every write on disk before Redis answers it: a restart keeps what was acknowledged.
-    let start = || {
-        Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server")
-    };
-    let wait_up = || {
-        for _ in 0..500 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("redis-server did not start");
-    };
-    let mut redis = Redis {
-        child: start(),
-        url: format!("redis://127.0.0.1:{port}/"),
-    };
-    wait_up();
+    let mut redis = Redis::start(&[
+        "--save",
+        "",
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--dir",
+        dir.to_str().expect("a UTF-8 temp dir"),
+    ]);
     let server = node(&redis);
     let mut reader = Peer::connect(&server).await;
     reader.join("r", None).await;
@@ -212,12 +151,10 @@ async fn redis_restarting_mid_stream_loses_no_acknowledged_message() {
     let mut refused = 0;
     for i in 0..160u64 {
         if i == 100 {
-            let _ = redis.child.kill();
-            let _ = redis.child.wait();
+            redis.stop();
         }
         if i == 110 {
-            redis.child = start();
-            wait_up();
+            redis.start_again();
             // Give the connections a moment to come back.
             tokio::time::sleep(Duration::from_millis(1500)).await;
         }
@@ -612,32 +549,7 @@ async fn a_node_that_missed_messages_it_cannot_read_back_makes_its_members_rejoi
 
 #[tokio::test(flavor = "multi_thread")]
 async fn after_redis_loses_its_data_every_node_announces_its_members_again() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
-    let start = || {
-        Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server")
-    };
-    let wait_up = || {
-        for _ in 0..500 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("redis-server did not start");
-    };
-    let mut redis = Redis {
-        child: start(),
-        url: format!("redis://127.0.0.1:{port}/"),
-    };
-    wait_up();
+    let mut redis = redis();
     let a = node_with(&redis, &["--node-timeout", "2s"]);
     let b = node_with(&redis, &["--node-timeout", "2s"]);
     let mut pa = Peer::connect(&a).await;
@@ -647,10 +559,8 @@ async fn after_redis_loses_its_data_every_node_announces_its_members_again() {
     let members = api(&a, "GET", "/api/rooms/r/members", "").await;
     assert_eq!(members["member_count"], 2, "{members}");
     // Redis restarts empty.
-    let _ = redis.child.kill();
-    let _ = redis.child.wait();
-    redis.child = start();
-    wait_up();
+    redis.stop();
+    redis.start_again();
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     let mut want = vec![pa.conn.clone(), pb.conn.clone()];
     want.sort();

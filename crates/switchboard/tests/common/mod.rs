@@ -737,3 +737,69 @@ impl Server {
         }
     }
 }
+
+/// A `redis-server` of the test's own on a free port; stopped when dropped.
+pub struct Redis {
+    pub child: Child,
+    pub url: String,
+    port: u16,
+    /// Its options (persistence), for a restart on the same port.
+    args: Vec<String>,
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Redis {
+    /// Starts `redis-server` with `args` on a free port and waits until it takes connections.
+    pub fn start(args: &[&str]) -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        Redis {
+            child: spawn_redis(port, &args),
+            url: format!("redis://127.0.0.1:{port}/"),
+            port,
+            args,
+        }
+    }
+
+    /// Kills the server (SIGKILL: nothing is flushed that its options do not already write).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port with the same options.
+    pub fn start_again(&mut self) {
+        self.child = spawn_redis(self.port, &self.args);
+    }
+}
+
+fn spawn_redis(port: u16, args: &[String]) -> Child {
+    let mut child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(args)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed (apt-get install redis-server)");
+    for _ in 0..500 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return child;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("redis-server did not start on port {port}");
+}
+
+/// A Redis that keeps nothing on disk.
+pub fn redis() -> Redis {
+    Redis::start(&["--save", "", "--appendonly", "no"])
+}
