@@ -13,7 +13,10 @@ is written again, and so is the one between <!-- redis-analysis:begin --> and
 
 rewrites only the section "Many nodes over Redis" (between <!-- redis:begin --> and
 <!-- redis:end -->) from a run of `switchboard` and `switchboard-redis2`, and leaves the
-rest of the doc as it was.
+rest of the doc as it was; `--section compression` likewise "Compression" (between
+<!-- compression:begin --> and <!-- compression:end -->, its hand-written part between
+<!-- compression-analysis:begin --> and <!-- compression-analysis:end -->) from a run of
+the servers plain and compressing. A full report keeps the last "Compression" as it was.
 """
 
 import argparse
@@ -24,15 +27,19 @@ import os
 import statistics
 from collections import defaultdict
 
-ORDER = ["switchboard", "switchboard-history", "switchboard-nowindow", "switchboard-redis2",
-         "bun", "node-ws", "socketio", "python-websockets"]
+ORDER = ["switchboard", "switchboard-deflate", "switchboard-history", "switchboard-nowindow",
+         "switchboard-redis2", "bun", "bun-deflate", "node-ws", "node-ws-deflate", "socketio",
+         "python-websockets"]
 LABEL = {
     "switchboard": "Switchboard",
     "switchboard-history": "Switchboard, history on disk",
     "switchboard-nowindow": "Switchboard, no recovery window",
     "switchboard-redis2": "Switchboard, 2 nodes + Redis",
+    "switchboard-deflate": "Switchboard, compression",
     "bun": "Bun",
+    "bun-deflate": "Bun, compression",
     "node-ws": "Node ws",
+    "node-ws-deflate": "Node ws, perMessageDeflate",
     "socketio": "Socket.IO",
     "python-websockets": "Python websockets",
 }
@@ -43,6 +50,9 @@ COLOR = {
     "switchboard-redis2": "#8c564b",
     "bun": "#ff7f0e",
     "node-ws": "#2ca02c",
+    "switchboard-deflate": "#393b79",
+    "bun-deflate": "#e6550d",
+    "node-ws-deflate": "#31a354",
     "socketio": "#d62728",
     "python-websockets": "#9467bd",
 }
@@ -51,6 +61,14 @@ BEGIN, END = "<!-- analysis:begin -->", "<!-- analysis:end -->"
 RBEGIN, REND = "<!-- redis-analysis:begin -->", "<!-- redis-analysis:end -->"
 # The generated section itself, so that a run of only these configurations can rewrite it.
 SBEGIN, SEND = "<!-- redis:begin -->", "<!-- redis:end -->"
+# The section "Compression" (a run with SECTION=compression), and its hand-written part.
+CBEGIN, CEND = "<!-- compression:begin -->", "<!-- compression:end -->"
+CABEGIN, CAEND = "<!-- compression-analysis:begin -->", "<!-- compression-analysis:end -->"
+# Each server plain and compressing, in the order the section shows them.
+COMPRESSION = [("switchboard", "switchboard-deflate"), ("bun", "bun-deflate"),
+               ("node-ws", "node-ws-deflate")]
+# Targets (issue 13): compressed saturation ≥ half the uncompressed, ≥ 5× Node ws compressing.
+DEFLATE_MIN_SHARE, DEFLATE_MIN_VS_NODE = 0.5, 5.0
 # One node with the embedded broker, and two nodes sharing one Redis.
 SINGLE, CLUSTER = "switchboard", "switchboard-redis2"
 # Targets of the Redis configuration against one node: throughput share, p99 ratio.
@@ -424,7 +442,8 @@ def build(results, machine, plots_dir, doc_dir):
 
     return dict(servers=servers, runs=runs, fan=fan, sat=sat, curve=curve, churn=churn,
                 idle=idle, sizes=sizes, loss=loss, plots=plots, rel=rel, max_p99=max_p99,
-                by=by, machine=machine, redis=redis_figures(by, runs))
+                by=by, machine=machine, redis=redis_figures(by, runs),
+                compression=compression_figures(by, runs))
 
 
 def redis_figures(by, runs):
@@ -509,6 +528,180 @@ def redis_figures(by, runs):
             "best": best,
         }
     return out
+
+
+def compression_figures(by, runs):
+    """Each server plain and compressing: the fixed-rate fan-out, saturation, and every
+    ladder step with its CPU per delivery and bytes on the wire per delivery."""
+    out = {}
+    names = [n for pair in COMPRESSION for n in pair]
+    for s in names:
+        fan = [r for r in by["fanout"] if r["server"] == s]
+        sat = [r for r in by["saturation"] if r["server"] == s]
+        if not fan and not sat:
+            continue
+
+        def summary(rs):
+            d = {k: median([r.get(k) for r in rs]) for k in (
+                "offered_deliveries_per_s", "delivered_per_s", "p50_ms", "p99_ms", "server_cpu",
+                "generator_cpu", "wire_bytes_per_delivery", "frame_bytes")}
+            d["cpu_per_m"] = median([cpu_per_m(r.get("server_cpu"), r.get("delivered_per_s"))
+                                     for r in rs])
+            d["passed"] = sum(1 for r in rs if r.get("pass"))
+            d["runs"] = len(rs)
+            d["ok"] = d["passed"] * 2 > len(rs)
+            d["compressed"] = any(r.get("compression") for r in rs)
+            return d
+
+        steps = defaultdict(list)
+        for r in by["saturation-step"]:
+            if r["server"] == s:
+                steps[r["offered_deliveries_per_s"]].append(r)
+        ladder = {off: summary(rs) for off, rs in sorted(steps.items()) if len(rs) * 2 >= runs}
+        # What ended each ladder: the first step not sustained, and whether the generator
+        # was at its core's limit there (then the server's saturation is a lower bound).
+        ends = []
+        for r in sat:
+            failed = [x for x in by["saturation-step"] if x["server"] == s
+                      and run_of(x) == run_of(r) and not x.get("pass")]
+            first = min(failed, key=lambda x: x["offered_deliveries_per_s"]) if failed else None
+            ends.append({
+                "reason": r.get("first_fail_reason") or "max rate reached",
+                "generator_bound": bool(first and (first.get("generator_cpu") or 0) >= 0.9
+                                        and (first.get("server_cpu") or 0) < 0.9),
+                "server_cpu": first.get("server_cpu") if first else None,
+                "generator_cpu": first.get("generator_cpu") if first else None,
+            })
+        out[s] = {
+            "fan": summary(fan) if fan else None,
+            "sat": median([r.get("saturation_delivered_per_s") or 0 for r in sat]) if sat else None,
+            "sat_runs": [r.get("saturation_delivered_per_s") for r in sat],
+            "ends": ends,
+            "ladder": ladder,
+        }
+    return out
+
+
+def compression_targets(c):
+    out = []
+    sb, sbz, nodez = c.get("switchboard"), c.get("switchboard-deflate"), c.get("node-ws-deflate")
+    if sb and sbz and sb.get("sat") and sbz.get("sat") is not None:
+        share = sbz["sat"] / sb["sat"]
+        bound = any(e["generator_bound"] for e in sbz["ends"])
+        # The same figure from CPU per delivery, which holds when the generator is the limit:
+        # at the highest load both sustained, how many deliveries a CPU second buys.
+        common = [off for off in set(sb["ladder"]) & set(sbz["ladder"])
+                  if sb["ladder"][off]["ok"] and sbz["ladder"][off]["ok"]
+                  and sb["ladder"][off]["cpu_per_m"] and sbz["ladder"][off]["cpu_per_m"]]
+        cpu_note = ""
+        if common:
+            off = max(common)
+            r = sb["ladder"][off]["cpu_per_m"] / sbz["ladder"][off]["cpu_per_m"]
+            cpu_note = (f"; at {si(off)}/s, the highest load both sustained, compressing costs "
+                        f"{sbz['ladder'][off]['cpu_per_m']:.2f} against {sb['ladder'][off]['cpu_per_m']:.2f} "
+                        f"CPU s per million deliveries: {r:.0%} of the deliveries per CPU second")
+        note = (" (the generator, inflating every message, was at its core's limit where the "
+                "compressed ladder ended: a lower bound)" if bound else "")
+        out.append(("compressed saturation ≥ 50% of uncompressed",
+                    f"{si(sbz['sat'])}/s vs {si(sb['sat'])}/s = {share:.0%}{note}{cpu_note}",
+                    share >= DEFLATE_MIN_SHARE))
+    if sbz and nodez and nodez.get("sat") and sbz.get("sat") is not None:
+        x = sbz["sat"] / nodez["sat"]
+        out.append(("compressed saturation ≥ 5× Node ws with perMessageDeflate",
+                    f"{si(sbz['sat'])}/s vs {si(nodez['sat'])}/s = {x:.1f}×", x >= DEFLATE_MIN_VS_NODE))
+    return out
+
+
+def render_compression(a, analysis, results_path):
+    """The section "Compression"; `analysis` is its hand-written part."""
+    c = a["compression"]
+    if "switchboard-deflate" not in c:
+        return []
+    m = a["machine"]
+    fan_any = next((r for r in a["by"]["fanout"] if r["server"] in c), {})
+    L = [CBEGIN, "## Compression", ""]
+    L.append(f"How it was run: `{m.get('command', 'bench/run.sh')}` (raw results: "
+             f"`{os.path.relpath(results_path)}`), on {m.get('cpu')}, {m.get('cpus')} CPUs; "
+             f"load before `{m.get('uptime_before')}`, after `{m.get('uptime_after')}` "
+             f"({m.get('elapsed_s', 0) // 60} min {m.get('elapsed_s', 0) % 60} s); {a['runs']} run(s), "
+             "interleaved, medians over runs. Server on CPU 0, generator on CPU 1, as above.")
+    L.append("")
+    L.append(f"The fan-out shape of the other sections ({fan_any.get('rooms', '?')} rooms × "
+             f"{fan_any.get('members', '?')} members) with {fan_any.get('payload_bytes', '?')} bytes "
+             "of text in each message's `data` (words, every message different: it compresses "
+             "about as chat text does). In the *compression* configurations every member offers "
+             "permessage-deflate as Chromium does (`permessage-deflate; client_max_window_bits`) "
+             "and the run fails unless the server accepts it for every member; the generator "
+             "inflates and checks every message. **Switchboard** with its defaults: level 1, "
+             "messages under 128 B plain, `server_no_context_takeover`, each message to a room "
+             "deflated once and the same compressed frame queued for every member. **Bun** "
+             "(`perMessageDeflate: true`, `server.publish(room, text, true)`): uWebSockets' "
+             "shared compressor. **Node ws** (`perMessageDeflate: true`, ws's defaults: zlib's "
+             "default level, context takeover, messages under 1 KiB plain): every member's copy "
+             "deflated by its own connection's zlib stream.")
+    L.append("")
+    L.append("| configuration | saturation (p99 ≤ "
+             f"{a['max_p99']:g} ms) | per run | what ended the ladder | bytes on the wire per "
+             "delivery | message bytes | p99 at the fixed rate | CPU s per million deliveries "
+             "at the fixed rate |")
+    L.append("|---|---|---|---|---|---|---|---|")
+    for pair in COMPRESSION:
+        for s in pair:
+            d = c.get(s)
+            if not d:
+                continue
+            f = d["fan"] or {}
+            ends = sorted({e["reason"] + (" (generator at its limit)" if e["generator_bound"] else "")
+                           for e in d["ends"]})
+            L.append(f"| {LABEL.get(s, s)} | **{si(d['sat'])}/s** | "
+                     f"{', '.join(si(v) for v in d['sat_runs'])} | {'; '.join(ends)} | "
+                     f"{num(f.get('wire_bytes_per_delivery'), '{:.0f}')} | "
+                     f"{num(f.get('frame_bytes'), '{:.0f}')} | {ms(f.get('p99_ms'))} | "
+                     f"{num(f.get('cpu_per_m'))} |")
+    L.append("")
+    if fan_any:
+        L.append(f"Fixed rate: {si(fan_any.get('offered_deliveries_per_s'))} deliveries/s. *Bytes on "
+                 "the wire*: what members read from their sockets over deliveries, in the measured "
+                 "window (frame headers included); *message bytes*: one delivered message as the "
+                 "application sees it (inflated). CPU per million deliveries: the server's CPU "
+                 "share ÷ deliveries per second × 10⁶.")
+        L.append("")
+    L.append("### Targets")
+    L.append("")
+    L.append("With compression, at least 50% of Switchboard's uncompressed saturation, and at least "
+             "5× Node ws with compression (issue 13).")
+    L.append("")
+    L.append("| target | measured | met |")
+    L.append("|---|---|---|")
+    for name, measured, ok in compression_targets(c):
+        L.append(f"| {name} | {measured} | {'yes' if ok else '**no**'} |")
+    L.append("")
+    loads = sorted({off for d in c.values() for off in d["ladder"]})
+    shown = [s for pair in COMPRESSION for s in pair if s in c]
+    if loads:
+        L.append("### Every step (medians)")
+        L.append("")
+        L.append("CPU s per million deliveries / p99 ms / bytes on the wire per delivery at each "
+                 "offered load of the ladder. ✗: not sustained.")
+        L.append("")
+        L.append("| offered/s | " + " | ".join(LABEL.get(s, s) for s in shown) + " |")
+        L.append("|---|" + "---|" * len(shown))
+        for off in loads:
+            cells = []
+            for s in shown:
+                d = c[s]["ladder"].get(off)
+                if not d:
+                    cells.append("")
+                    continue
+                cells.append(f"{num(d['cpu_per_m'])} / {ms(d['p99_ms'])} / "
+                             f"{num(d['wire_bytes_per_delivery'], '{:.0f}')}"
+                             + ("" if d["ok"] else " ✗"))
+            L.append(f"| {si(off)} | " + " | ".join(cells) + " |")
+        L.append("")
+    L.append(analysis)
+    L.append(CEND)
+    L.append("")
+    return L
 
 
 def targets(a):
@@ -752,7 +945,7 @@ def render_redis(a, analysis, results_path):
     return L
 
 
-def render(a, results_path, redis_analysis=""):
+def render(a, results_path, redis_analysis="", compression_analysis=""):
     m = a["machine"]
     L = []
     L.append("# Benchmarks")
@@ -897,6 +1090,7 @@ def render(a, results_path, redis_analysis=""):
             L.append(f"| {si(off)} | " + " | ".join(cells) + " |")
         L.append("")
     L.extend(render_redis(a, redis_analysis, results_path))
+    L.extend(render_compression(a, compression_analysis, results_path))
     L.append("## Idle connections")
     L.append("")
     L.append("Connections opened (WebSocket handshake done; Switchboard's `welcome` received, "
@@ -963,31 +1157,45 @@ def render(a, results_path, redis_analysis=""):
     return "\n".join(L)
 
 
-def write_redis_section(results, machine, args):
-    """Rewrites "Many nodes over Redis" in the doc (keeping its hand-written part) and
-    nothing else; the first time, it goes before "## Idle connections"."""
+SECTIONS = {
+    # name: (title, section markers, hand-written part's markers, renderer, what it needs)
+    "redis": ("Many nodes over Redis", (SBEGIN, SEND), (RBEGIN, REND),
+              lambda a, an, res: render_redis(a, an, res), f"{CLUSTER} results"),
+    "compression": ("Compression", (CBEGIN, CEND), (CABEGIN, CAEND),
+                    lambda a, an, res: render_compression(a, an, res), "switchboard-deflate results"),
+}
+
+
+def place_section(old, section, begin, end):
+    """`old` with the section between `begin` and `end` replaced by `section`; the first
+    time, it goes before "## Idle connections"."""
+    if begin in old and end in old:
+        return old[:old.index(begin)] + section + old[old.index(end) + len(end):]
+    if "\n## Idle connections" in old:
+        at = old.index("\n## Idle connections") + 1
+        return old[:at] + section + "\n\n" + old[at:]
+    return old.rstrip("\n") + "\n\n" + section + "\n"
+
+
+def write_section(name, results, machine, args):
+    """Rewrites one generated section of the doc (keeping its hand-written part) and
+    nothing else."""
     import tempfile
+    title, (begin, end), (abegin, aend), render_fn, needs = SECTIONS[name]
     with open(args.doc) as f:
         old = f.read()
-    redis_analysis = f"{RBEGIN}\n### Why (not written yet)\n{REND}"
-    if RBEGIN in old and REND in old:
-        redis_analysis = old[old.index(RBEGIN):old.index(REND) + len(REND)]
+    analysis = f"{abegin}\n### Why (not written yet)\n{aend}"
+    if abegin in old and aend in old:
+        analysis = old[old.index(abegin):old.index(aend) + len(aend)]
     # Plots are not part of the section: build them where they do not replace the doc's.
     with tempfile.TemporaryDirectory() as tmp:
         a = build(results, machine, tmp, os.path.dirname(os.path.abspath(args.doc)))
-    section = "\n".join(render_redis(a, redis_analysis, args.results)).rstrip("\n")
+    section = "\n".join(render_fn(a, analysis, args.results)).rstrip("\n")
     if not section:
-        raise SystemExit(f"no {CLUSTER} results in {args.results}")
-    if SBEGIN in old and SEND in old:
-        new = old[:old.index(SBEGIN)] + section + old[old.index(SEND) + len(SEND):]
-    elif "\n## Idle connections" in old:
-        at = old.index("\n## Idle connections") + 1
-        new = old[:at] + section + "\n\n" + old[at:]
-    else:
-        new = old.rstrip("\n") + "\n\n" + section + "\n"
+        raise SystemExit(f"no {needs} in {args.results}")
     with open(args.doc, "w") as f:
-        f.write(new)
-    print(f"wrote the section \"Many nodes over Redis\" of {args.doc}")
+        f.write(place_section(old, section, begin, end))
+    print(f"wrote the section \"{title}\" of {args.doc}")
 
 
 def main():
@@ -996,19 +1204,21 @@ def main():
     ap.add_argument("--machine", required=True)
     ap.add_argument("--doc", default="docs/benchmarks.md")
     ap.add_argument("--plots", default="docs/bench")
-    ap.add_argument("--section", choices=["redis"],
-                    help="rewrite only this section of --doc (\"Many nodes over Redis\")")
+    ap.add_argument("--section", choices=sorted(SECTIONS),
+                    help="rewrite only this section of --doc (\"Many nodes over Redis\", "
+                         "\"Compression\")")
     args = ap.parse_args()
     with open(args.results) as f:
         results = [json.loads(line) for line in f if line.strip().startswith("{")]
     with open(args.machine) as f:
         machine = json.load(f)
-    if args.section == "redis":
-        write_redis_section(results, machine, args)
+    if args.section:
+        write_section(args.section, results, machine, args)
         return
     a = build(results, machine, args.plots, os.path.dirname(os.path.abspath(args.doc)))
     analysis = f"{BEGIN}\n## What the profiles show\n\n(Not written yet.)\n{END}"
     redis_analysis = f"{RBEGIN}\n### Why (not written yet)\n{REND}"
+    compression_analysis = f"{CABEGIN}\n### Why (not written yet)\n{CAEND}"
     if os.path.exists(args.doc):
         with open(args.doc) as f:
             old = f.read()
@@ -1016,7 +1226,13 @@ def main():
             analysis = old[old.index(BEGIN):old.index(END) + len(END)]
         if RBEGIN in old and REND in old:
             redis_analysis = old[old.index(RBEGIN):old.index(REND) + len(REND)]
-    body = render(a, args.results, redis_analysis)
+        if CABEGIN in old and CAEND in old:
+            compression_analysis = old[old.index(CABEGIN):old.index(CAEND) + len(CAEND)]
+    body = render(a, args.results, redis_analysis, compression_analysis)
+    # A full run does not measure compression (SECTION=compression does): the section of
+    # the last such run stays as it was.
+    if CBEGIN not in body and os.path.exists(args.doc) and CBEGIN in old and CEND in old:
+        body = place_section(body, old[old.index(CBEGIN):old.index(CEND) + len(CEND)], CBEGIN, CEND)
     with open(args.doc, "w") as f:
         f.write(body + "\n" + analysis + "\n")
     print(f"wrote {args.doc} and {len(a['plots'])} plot(s) in {args.plots}")

@@ -7,6 +7,9 @@
 #   QUICK=1 bench/run.sh        # short steps, one run: to try the script, not to publish
 #   SERVERS="switchboard switchboard-redis2" SECTION=redis bench/run.sh
 #                               # one node against two over Redis: rewrites only that section
+#   SECTION=compression bench/run.sh
+#                               # each server plain and with permessage-deflate, 1 KiB text
+#                               # messages: rewrites only the section "Compression"
 #
 # It installs the peers (npm ci in bench/peers/node, pip into target/bench-venv), builds
 # release binaries, pins each server to CPU 0 and the load generator to CPU 1 (taskset),
@@ -25,10 +28,21 @@ ROOT=$PWD
 # the publishers split between them; the two nodes and redis-server share SERVER_CPU, the
 # one CPU a single server gets (the server side's CPU budget stays the same).
 # bun: Bun (uWebSockets inside) with server.publish, the fastest peer we know.
+# *-deflate: the same server with permessage-deflate on (Switchboard: its defaults; Bun and
+# Node ws: PERMESSAGE_DEFLATE=1, see their server.js), and members that offer it as browsers
+# do (switchboard-bench --compression).
 DEFAULT_SERVERS="switchboard switchboard-history switchboard-nowindow switchboard-redis2 bun node-ws socketio python-websockets"
 if ! command -v redis-server >/dev/null; then
     # Without Debian's redis-server the default run leaves the Redis configuration out.
     DEFAULT_SERVERS=${DEFAULT_SERVERS/ switchboard-redis2/}
+fi
+if [ "${SECTION:-}" = compression ]; then
+    # Messages worth compressing: 1 KiB of words in `data` (ws compresses nothing under
+    # 1 KiB by default); a coarser ladder (the compressing peers saturate early).
+    DEFAULT_SERVERS="switchboard switchboard-deflate bun bun-deflate node-ws node-ws-deflate"
+    PAYLOAD=${PAYLOAD:-1024}
+    TEXT=${TEXT:-1}
+    FACTOR=${FACTOR:-1.5}
 fi
 SERVERS=${SERVERS:-$DEFAULT_SERVERS}
 RUNS=${RUNS:-3}
@@ -39,6 +53,8 @@ ROOMS=${ROOMS:-10}
 MEMBERS=${MEMBERS:-100}
 PUBLISHERS=${PUBLISHERS:-10}
 PAYLOAD=${PAYLOAD:-64}
+# TEXT=1: pad each message's data with words (compressible like chat) instead of `x`s.
+TEXT=${TEXT:-0}
 # Fixed-rate fan-out (messages published per second, all publishers together).
 FANOUT_RATE=${FANOUT_RATE:-300}
 # Saturation ladder (published per second): START, ×FACTOR, up to MAX.
@@ -92,7 +108,7 @@ mkdir -p "$OUT"
 RESULTS=$OUT/results.jsonl
 : >"$RESULTS"
 COMMAND="bench/run.sh"
-for v in SERVERS RUNS ROOMS MEMBERS PUBLISHERS PAYLOAD FANOUT_RATE START_RATE FACTOR MAX_RATE \
+for v in SERVERS RUNS ROOMS MEMBERS PUBLISHERS PAYLOAD TEXT FANOUT_RATE START_RATE FACTOR MAX_RATE \
     MAX_P99_MS STEP_SECS IDLE_SIZES QUICK SECTION MAX_OTHER_CPU RETRIES QUIET_WAIT RETRY_BUDGET; do
     # Record any setting given in the environment, so the command in the doc is exact.
     if printenv "$v" >/dev/null 2>&1; then COMMAND="$v=\"$(printenv "$v")\" $COMMAND"; fi
@@ -200,7 +216,7 @@ start_server() {
         echo "    $name pids=$SERVER_PID addrs=$SERVER_ADDR redis pid=$REDIS_PID addr=$REDIS_ADDR" >&2
         return 0
         ;;
-    switchboard | switchboard-history | switchboard-nowindow)
+    switchboard | switchboard-deflate | switchboard-history | switchboard-nowindow)
         # --log warn: the peers log nothing per connection either. The address is then not
         # logged, so pick a free port first.
         port=$(free_port)
@@ -215,8 +231,14 @@ start_server() {
         esac
         start_node "$name" "$port" "$data" "${extra[@]}"
         ;;
-    node-ws) taskset -c "$SERVER_CPU" node bench/peers/node/ws-server.js 0 >"$log" 2>&1 & ;;
-    bun) taskset -c "$SERVER_CPU" bench/peers/bun/node_modules/.bin/bun bench/peers/bun/server.js 0 >"$log" 2>&1 & ;;
+    node-ws | node-ws-deflate)
+        PERMESSAGE_DEFLATE=$([ "$name" = node-ws-deflate ] && echo 1 || echo 0) \
+            taskset -c "$SERVER_CPU" node bench/peers/node/ws-server.js 0 >"$log" 2>&1 &
+        ;;
+    bun | bun-deflate)
+        PERMESSAGE_DEFLATE=$([ "$name" = bun-deflate ] && echo 1 || echo 0) \
+            taskset -c "$SERVER_CPU" bench/peers/bun/node_modules/.bin/bun bench/peers/bun/server.js 0 >"$log" 2>&1 &
+        ;;
     socketio) taskset -c "$SERVER_CPU" node bench/peers/node/socketio-server.js 0 >"$log" 2>&1 & ;;
     python-websockets) taskset -c "$SERVER_CPU" "$VENV/bin/python" bench/peers/python/server.py 0 >"$log" 2>&1 & ;;
     *) die "unknown server $name" ;;
@@ -243,7 +265,7 @@ start_server() {
 kind() {
     case $1 in
     switchboard-*) echo switchboard ;;
-    bun) echo node-ws ;;  # the same JSON protocol
+    bun | bun-deflate | node-ws-deflate) echo node-ws ;;  # the same JSON protocol
     *) echo "$1" ;;
     esac
 }
@@ -260,6 +282,14 @@ gen() {
 }
 
 shape=(--rooms "$ROOMS" --members "$MEMBERS" --publishers "$PUBLISHERS" --payload "$PAYLOAD")
+[ "$TEXT" = 1 ] && shape+=(--text)
+# The shape for one configuration: compressing ones' members offer permessage-deflate.
+shape_of() {
+    case $1 in
+    *-deflate) echo "${shape[@]}" --compression ;;
+    *) echo "${shape[@]}" ;;
+    esac
+}
 limits=(--warmup "$WARMUP" --drain "$DRAIN" --max-p99-ms "$MAX_P99_MS")
 
 uptime_before=$(uptime)
@@ -270,21 +300,22 @@ for run in $(seq "$RUNS"); do
     for name in $SERVERS; do
         step "run $run/$RUNS, $name: fan-out, saturation, churn"
         start_server "$name"
+        read -r -a my_shape <<<"$(shape_of "$name")"
         # Warm-up (JIT, allocator, caches): a fan-out run that is not recorded.
         timeout 120 taskset -c "$GEN_CPU" "$GEN" --server "$(kind "$name")" --addr "$SERVER_ADDR" \
             --retries 0 --quiet-wait 0 fanout \
-            "${shape[@]}" --rate "$FANOUT_RATE" --duration 3 --warmup 1 >>"$OUT/generator.log" 2>&1 || true
-        gen "$name" --tag "run=$run" fanout "${shape[@]}" "${limits[@]}" \
+            "${my_shape[@]}" --rate "$FANOUT_RATE" --duration 3 --warmup 1 >>"$OUT/generator.log" 2>&1 || true
+        gen "$name" --tag "run=$run" fanout "${my_shape[@]}" "${limits[@]}" \
             --rate "$FANOUT_RATE" --duration "$FANOUT_SECS"
-        gen "$name" --tag "run=$run" saturation "${shape[@]}" "${limits[@]}" --duration "$STEP_SECS" \
+        gen "$name" --tag "run=$run" saturation "${my_shape[@]}" "${limits[@]}" --duration "$STEP_SECS" \
             --start-rate "$START_RATE" --factor "$FACTOR" --max-rate "$MAX_RATE"
         if [ "$name" = switchboard-redis2 ]; then
             # What Redis did over the whole run (the commands' totals and the slowest calls).
             redis-cli -h 127.0.0.1 -p "${REDIS_ADDR##*:}" INFO commandstats >"$OUT/$name.run$run.commandstats.txt" 2>&1 || true
             redis-cli -h 127.0.0.1 -p "${REDIS_ADDR##*:}" SLOWLOG GET 10 >"$OUT/$name.run$run.slowlog.txt" 2>&1 || true
-        else
+        elif [ -z "${SECTION:-}" ]; then
             # Churn measures one server's connection handling; the Redis configuration is
-            # about fan-out across nodes.
+            # about fan-out across nodes (and a section's run measures fan-out only).
             gen "$name" --tag "run=$run" --sources "$IDLE_SOURCES" churn --members "$CHURN_MEMBERS" \
                 --rate "$CHURN_RATE" --workers "$CHURN_WORKERS" --duration "$CHURN_SECS" "${limits[@]}"
         fi
@@ -293,7 +324,7 @@ for run in $(seq "$RUNS"); do
 done
 for name in $SERVERS; do
     # A configuration of history changes nothing for an idle connection.
-    case $name in switchboard-*) continue ;; esac
+    case $name in switchboard-* | *-deflate) continue ;; esac
     # The Redis section alone (SECTION=redis) does not report idle connections.
     [ -z "${SECTION:-}" ] || continue
     for n in $IDLE_SIZES; do
@@ -350,7 +381,8 @@ EOF
 
 step "report: $DOC, $PLOTS/*.svg"
 # SECTION=redis: rewrite only "Many nodes over Redis" of DOC (a run of switchboard and
-# switchboard-redis2 alone), leaving the rest of the doc from the last full run.
+# switchboard-redis2 alone), leaving the rest of the doc from the last full run;
+# SECTION=compression likewise "Compression".
 section=()
 [ -z "${SECTION:-}" ] || section=(--section "$SECTION")
 python3 bench/report.py --results "$RESULTS" --machine "$OUT/machine.json" --doc "$DOC" --plots "$PLOTS" "${section[@]}"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CI smoke run of the benchmark: builds the server and the load generator, starts
 # Switchboard on a free port, and runs a tiny version of each scenario against it —
-# fan-out, saturation (a short ladder far below saturation), idle connections (two
+# fan-out (plain and compressed), saturation (a short ladder far below saturation), idle connections (two
 # generator processes, several source addresses), churn, and memory after load.
 # Correctness only: any loss, duplicate, gap, server error or dropped connection fails the
 # run (exit status non-zero); latency limits are loose, since timing belongs to the
@@ -58,6 +58,10 @@ run() {
     timeout --kill-after=5 60 "$GEN" --addr "$ADDR" --server-pid "$PID" --retries 0 --quiet-wait 0 "$@"
 }
 run fanout --rooms 3 --members 10 --publishers 3 --rate 300 --duration 2 "${loose[@]}"
+# Compressing members (the run fails unless every one negotiated permessage-deflate), text
+# worth compressing: every message inflated and checked.
+run fanout --rooms 2 --members 10 --publishers 2 --rate 200 --duration 2 --payload 1024 --text \
+    --compression "${loose[@]}"
 run saturation --rooms 2 --members 10 --publishers 2 --start-rate 50 --factor 2 --max-rate 200 \
     --duration 1 "${loose[@]}"
 run --sources 4 idle --connections 400 --shards 2 --concurrency 32 --settle 0.5

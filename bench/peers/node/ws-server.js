@@ -8,14 +8,18 @@
 //   {"type":"leave","room":R}                -> leaves R
 //
 // Usage: node ws-server.js [port]   (0 or nothing: any free port; prints "listening addr=...")
+// PERMESSAGE_DEFLATE=1: permessage-deflate on, with ws's defaults (what `perMessageDeflate:
+// true` gives: zlib's default level, context takeover, messages under 1 KiB plain),
+// each member's copy compressed by its own connection.
 'use strict';
 
 const { WebSocketServer } = require('ws');
 
 const port = Number(process.argv[2] || 0);
+const deflate = process.env.PERMESSAGE_DEFLATE === '1';
 const rooms = new Map(); // room name -> Set of sockets
 
-const wss = new WebSocketServer({ host: '127.0.0.1', port, perMessageDeflate: false, clientTracking: false });
+const wss = new WebSocketServer({ host: '127.0.0.1', port, perMessageDeflate: deflate, clientTracking: false });
 
 wss.on('connection', (ws) => {
   const joined = new Set();
@@ -62,7 +66,7 @@ function leave(ws, room) {
 
 wss.on('listening', () => {
   const a = wss.address();
-  console.log(`listening addr=${a.address}:${a.port} ws=${require('ws/package.json').version}`);
+  console.log(`listening addr=${a.address}:${a.port} ws=${require('ws/package.json').version} deflate=${deflate}`);
 });
 
 for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(0));

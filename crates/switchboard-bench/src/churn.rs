@@ -41,6 +41,8 @@ pub async fn run(
         members: opts.members,
         publishers: 1,
         payload: opts.payload,
+        text: false,
+        compression: false,
         connect_concurrency: 64,
         sources: opts.sources.clone(),
         room_prefix: "churn".into(),

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use bytes::{Bytes, BytesMut};
-use switchboard_ws::{apply_mask, handshake, CloseCode, Decoder, Message, OpCode, Role};
+use switchboard_ws::{apply_mask, deflate, handshake, CloseCode, Decoder, Message, OpCode, Role};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
@@ -247,7 +247,12 @@ pub struct Conn {
     decoder: Decoder,
     mask: MaskRng,
     pub proto: Proto,
+    /// The server accepted permessage-deflate.
+    pub compressed: bool,
 }
+
+/// What a browser offers (Chromium, Firefox): permessage-deflate, any server window.
+const DEFLATE_OFFER: &str = "permessage-deflate; client_max_window_bits";
 
 const MAX_MESSAGE: usize = 16 << 20;
 
@@ -260,7 +265,19 @@ impl Conn {
         proto: Proto,
         timeout: Duration,
     ) -> anyhow::Result<Conn> {
-        tokio::time::timeout(timeout, Conn::open_inner(addr, source, proto))
+        Conn::open_with(addr, source, proto, timeout, false).await
+    }
+
+    /// [`open`](Conn::open), offering permessage-deflate as browsers do when `compress`;
+    /// [`compressed`](Conn::compressed) says whether the server took it.
+    pub async fn open_with(
+        addr: SocketAddr,
+        source: Option<IpAddr>,
+        proto: Proto,
+        timeout: Duration,
+        compress: bool,
+    ) -> anyhow::Result<Conn> {
+        tokio::time::timeout(timeout, Conn::open_inner(addr, source, proto, compress))
             .await
             .map_err(|_| anyhow!("connect timed out after {timeout:?}"))?
     }
@@ -269,6 +286,7 @@ impl Conn {
         addr: SocketAddr,
         source: Option<IpAddr>,
         proto: Proto,
+        compress: bool,
     ) -> anyhow::Result<Conn> {
         let mut stream = tcp_connect(addr, source).await?;
         let host = addr.to_string();
@@ -277,9 +295,13 @@ impl Conn {
         for chunk in nonce.chunks_mut(4) {
             chunk.copy_from_slice(&rng.next());
         }
-        let req = handshake::client_request(&host, proto.path(), proto.protocols(), &[], nonce);
+        let offer = [("Sec-WebSocket-Extensions", DEFLATE_OFFER)];
+        let headers: &[(&str, &str)] = if compress { &offer } else { &[] };
+        let req = handshake::client_request(&host, proto.path(), proto.protocols(), headers, nonce);
         stream.write_all(&req.bytes).await?;
         let mut buf = BytesMut::with_capacity(4096);
+        let mut decoder = Decoder::new(Role::Client, MAX_MESSAGE);
+        let mut compressed = false;
         loop {
             if stream.read_buf(&mut buf).await? == 0 {
                 bail!("connection closed during the handshake");
@@ -293,6 +315,14 @@ impl Conn {
                     );
                 }
                 res.verify(&req.key)?;
+                if let Some(ext) = res.header("sec-websocket-extensions") {
+                    let params = deflate::accepted(ext)
+                        .ok_or_else(|| anyhow!("unexpected Sec-WebSocket-Extensions: {ext}"))?;
+                    decoder.enable_deflate(&params);
+                    // A reader of many messages: one inflate stream per connection.
+                    decoder.retain_inflater();
+                    compressed = true;
+                }
                 let _ = buf.split_to(res.head_len);
                 break;
             }
@@ -300,9 +330,10 @@ impl Conn {
         let mut conn = Conn {
             stream,
             buf,
-            decoder: Decoder::new(Role::Client, MAX_MESSAGE),
+            decoder,
             mask: rng,
             proto,
+            compressed,
         };
         match proto {
             Proto::Switchboard => loop {
@@ -419,6 +450,7 @@ impl Conn {
                 buf: self.buf,
                 decoder: self.decoder,
                 proto: self.proto,
+                wire: 0,
             },
             Writer {
                 wr,
@@ -436,6 +468,8 @@ pub struct Reader {
     buf: BytesMut,
     decoder: Decoder,
     pub proto: Proto,
+    /// Bytes read from the socket since the last [`take_wire_bytes`](Reader::take_wire_bytes).
+    wire: u64,
 }
 
 /// What ended a reader.
@@ -465,9 +499,18 @@ impl Reader {
         }
         match self.rd.read_buf(&mut self.buf).await {
             Ok(0) => Err(Ended::Eof),
-            Ok(_) => Ok(()),
+            Ok(n) => {
+                self.wire += n as u64;
+                Ok(())
+            }
             Err(e) => Err(Ended::Error(e.into())),
         }
+    }
+
+    /// Bytes read from the socket (WebSocket frames as sent: compressed, if they were)
+    /// since the last call.
+    pub fn take_wire_bytes(&mut self) -> u64 {
+        std::mem::take(&mut self.wire)
     }
 
     /// The next complete message already buffered.

@@ -64,6 +64,10 @@ pub struct Shape {
     pub publishers: usize,
     /// Bytes of each message's `data` string.
     pub payload: usize,
+    /// Pad `data` with words (text that compresses about as chat does) instead of `x`.
+    pub text: bool,
+    /// Members offer permessage-deflate, as browsers do (and must all get it).
+    pub compression: bool,
     pub connect_concurrency: usize,
     pub sources: Vec<IpAddr>,
     /// Room names are `<prefix><index>`.
@@ -96,6 +100,8 @@ pub struct Shared {
     win_start: AtomicU64,
     win_end: AtomicU64,
     frame_bytes: AtomicU64,
+    /// Bytes members read from their sockets: what deliveries cost on the wire.
+    wire_bytes: AtomicU64,
     hist: Mutex<Histogram<u64>>,
     problems: Mutex<Vec<String>>,
 }
@@ -110,6 +116,7 @@ impl Shared {
             win_start: AtomicU64::new(u64::MAX),
             win_end: AtomicU64::new(0),
             frame_bytes: AtomicU64::new(0),
+            wire_bytes: AtomicU64::new(0),
             hist: Mutex::new(new_histogram()),
             problems: Mutex::new(Vec::new()),
         }
@@ -184,16 +191,55 @@ pub fn parse_marker(frame: &[u8]) -> Option<(usize, u64, u64)> {
     Some((publisher, seq, ns))
 }
 
-/// Writes the `data` of one message: the marker, then padding up to `payload` bytes.
-pub fn marker_data(out: &mut Vec<u8>, publisher: usize, seq: u64, ns: u64, payload: usize) {
+/// Writes the `data` of one message: the marker, then padding up to `payload` bytes —
+/// `x`s, or with `text` words picked by a generator seeded from the publisher and the
+/// sequence number (every message different, compressing like chat text does: about
+/// 2–3× on its own).
+pub fn marker_data(
+    out: &mut Vec<u8>,
+    publisher: usize,
+    seq: u64,
+    ns: u64,
+    payload: usize,
+    text: bool,
+) {
     use std::io::Write;
     let start = out.len();
     let _ = write!(out, "sb1 {publisher} {seq} {ns} ");
-    let len = out.len() - start;
-    if payload > len {
-        out.resize(start + payload, b'x');
+    let marker = out.len() - start;
+    if !text {
+        if payload > marker {
+            out.resize(start + payload, b'x');
+        }
+        return;
     }
+    let mut rng = (publisher as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seq;
+    while out.len() - start < payload {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let word = WORDS[(rng % WORDS.len() as u64) as usize];
+        out.extend_from_slice(word.as_bytes());
+        out.push(if rng >> 60 == 0 { b',' } else { b' ' });
+    }
+    out.truncate(start + payload.max(marker));
 }
+
+/// Common English words: chat-like padding (no quotes or backslashes, so it needs no
+/// escaping inside a JSON string).
+const WORDS: &[&str] = &[
+    "the", "be", "to", "of", "and", "a", "in", "that", "have", "I", "it", "for", "not", "on",
+    "with", "he", "as", "you", "do", "at", "this", "but", "his", "by", "from", "they", "we", "say",
+    "her", "she", "or", "an", "will", "my", "one", "all", "would", "there", "their", "what", "so",
+    "up", "out", "if", "about", "who", "get", "which", "go", "me", "when", "make", "can", "like",
+    "time", "no", "just", "him", "know", "take", "people", "into", "year", "your", "good", "some",
+    "could", "them", "see", "other", "than", "then", "now", "look", "only", "come", "its", "over",
+    "think", "also", "back", "after", "use", "two", "how", "our", "work", "first", "well", "way",
+    "even", "new", "want", "because", "any", "these", "give", "day", "most", "us", "meeting",
+    "room", "message", "deploy", "server", "build", "review", "ship", "today", "tomorrow",
+    "thanks", "sure", "okay", "great", "question", "change", "issue", "fixed", "test", "release",
+    "document", "draft", "page",
+];
 
 /// A member's read loop: counts and times every benchmark message, answers pings.
 async fn read_loop(
@@ -265,6 +311,9 @@ async fn read_loop(
                 }
             }
             shared.delivered.fetch_add(n, Ordering::Relaxed);
+            shared
+                .wire_bytes
+                .fetch_add(rd.take_wire_bytes(), Ordering::Relaxed);
         }
         if !replies.is_empty() {
             let mut w = wr.lock().await;
@@ -372,10 +421,14 @@ impl World {
             let source =
                 (!shape.sources.is_empty()).then(|| shape.sources[i % shape.sources.len()]);
             let sem = sem.clone();
+            let compress = shape.compression;
             setup.spawn(async move {
                 let _permit = sem.acquire_owned().await;
                 let timeout = Duration::from_secs(15);
-                let mut conn = Conn::open(addr, source, proto, timeout).await?;
+                let mut conn = Conn::open_with(addr, source, proto, timeout, compress).await?;
+                if compress && !conn.compressed {
+                    bail!("the server did not accept permessage-deflate");
+                }
                 conn.join(&room_name, 1, timeout)
                     .await
                     .with_context(|| format!("join {room_name}"))?;
@@ -547,7 +600,7 @@ impl World {
                     p.seq.clone(),
                     p.index,
                     format!("{}{}", self.shape.room_prefix, p.room),
-                    self.shape.payload,
+                    (self.shape.payload, self.shape.text),
                     per_pub,
                     start + phase,
                     win_end,
@@ -556,6 +609,7 @@ impl World {
         }
         tokio::time::sleep_until(win_start.into()).await;
         let d0 = shared.delivered.load(Ordering::Relaxed);
+        let b0 = shared.wire_bytes.load(Ordering::Relaxed);
         let p0 = self.published();
         let gen_cpu = CpuMeter::start(None);
         let machine = MachineMeter::start();
@@ -575,6 +629,7 @@ impl World {
         let t0 = Instant::now();
         tokio::time::sleep_until(win_end.into()).await;
         let d1 = shared.delivered.load(Ordering::Relaxed);
+        let b1 = shared.wire_bytes.load(Ordering::Relaxed);
         let p1 = self.published();
         let window = t0.elapsed().as_secs_f64();
         let gen_share = gen_cpu.share();
@@ -674,6 +729,14 @@ impl World {
             "frame_bytes".into(),
             json!(shared.frame_bytes.load(Ordering::Relaxed)),
         );
+        r.insert("text_payload".into(), json!(self.shape.text));
+        r.insert("compression".into(), json!(self.shape.compression));
+        if d1 > d0 {
+            // Bytes on the wire per delivery during the window (the WebSocket frames as the
+            // server sent them; pings and the like are a rounding error beside them).
+            let per = b1.saturating_sub(b0) as f64 / (d1 - d0) as f64;
+            r.insert("wire_bytes_per_delivery".into(), json!(per.round()));
+        }
         r.insert("offered_publish_per_s".into(), json!(rate.round()));
         r.insert(
             "offered_deliveries_per_s".into(),
@@ -775,7 +838,7 @@ async fn publish(
     seq: Arc<AtomicU64>,
     index: usize,
     room: String,
-    payload: usize,
+    (payload, words): (usize, bool),
     rate: f64,
     start: Instant,
     stop: Instant,
@@ -799,7 +862,7 @@ async fn publish(
             for _ in 0..n {
                 let s = seq.fetch_add(1, Ordering::Relaxed) + 1;
                 data.clear();
-                marker_data(&mut data, index, s, ns, payload);
+                marker_data(&mut data, index, s, ns, payload, words);
                 text.clear();
                 proto.publish_text(&mut text, &room, &data);
                 w.push_text(&text);
@@ -864,13 +927,25 @@ mod tests {
     #[test]
     fn markers_round_trip_inside_any_envelope() {
         let mut data = Vec::new();
-        marker_data(&mut data, 3, 41, 123_456_789, 64);
+        marker_data(&mut data, 3, 41, 123_456_789, 64, false);
         assert_eq!(data.len(), 64);
         let mut frame = br#"42["message",{"room":"r0","data":""#.to_vec();
         frame.extend_from_slice(&data);
         frame.extend_from_slice(br#""}]"#);
         assert_eq!(parse_marker(&frame), Some((3, 41, 123_456_789)));
         assert_eq!(parse_marker(b"{\"type\":\"presence\"}"), None);
+    }
+
+    #[test]
+    fn text_padding_is_words_of_the_asked_length_and_differs_per_message() {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        marker_data(&mut a, 1, 1, 5, 1024, true);
+        marker_data(&mut b, 1, 2, 5, 1024, true);
+        assert_eq!((a.len(), b.len()), (1024, 1024));
+        assert_ne!(a[16..], b[16..]);
+        assert!(a.iter().all(|c| c.is_ascii_graphic() || *c == b' '));
+        assert!(!a.contains(&b'"') && !a.contains(&b'\\'));
+        assert_eq!(parse_marker(&a), Some((1, 1, 5)));
     }
 
     #[test]

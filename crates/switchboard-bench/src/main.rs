@@ -120,6 +120,14 @@ struct ShapeArgs {
     /// Bytes of each message's data.
     #[arg(long, default_value_t = 64)]
     payload: usize,
+    /// Pad each message's data with words (compresses about as chat text does) instead
+    /// of one repeated letter.
+    #[arg(long)]
+    text: bool,
+    /// Members offer permessage-deflate as browsers do; the run fails if the server does
+    /// not accept it.
+    #[arg(long)]
+    compression: bool,
     /// Connections being opened at once during setup.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
@@ -347,6 +355,8 @@ fn shape(cli: &Cli, a: &ShapeArgs, prefix: &str) -> Shape {
         members: a.members,
         publishers: a.publishers,
         payload: a.payload,
+        text: a.text,
+        compression: a.compression,
         connect_concurrency: a.concurrency,
         sources: idle::source_addrs(cli.sources),
         room_prefix: prefix.to_owned(),
