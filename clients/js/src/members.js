@@ -3,11 +3,14 @@
 // its first page, plus `member_count` and a `members_cursor`), and kept current by `presence`
 // events (protocol v1: member = { conn, user, presence }). Pages and events are applied as
 // keyed upserts and deletes in the order they arrive, which is the order the server produced
-// them in, so the list is right once the last page is in.
+// them in, so the list is right once the last page is in. In a room bigger than the client
+// fetches (Room's memberLimit), the list holds the first page, whoever joined or changed since,
+// and any pages fetched later; `count` is always the server's.
 
 export class Members {
   #byConn = new Map();
   #list = [];
+  #stale = false; // the array is made again when next read, not on every change
   #count = 0;
 
   /**
@@ -15,7 +18,16 @@ export class Members {
    * until the list changes, so it can serve as a snapshot (React's useSyncExternalStore).
    */
   get list() {
+    if (this.#stale) {
+      this.#list = [...this.#byConn.values()];
+      this.#stale = false;
+    }
     return this.#list;
+  }
+
+  /** How many members the list holds (at most `count`). */
+  get size() {
+    return this.#byConn.size;
   }
 
   /** How many members the room has, including those on pages not fetched (yet). */
@@ -59,6 +71,6 @@ export class Members {
   }
 
   #changed() {
-    this.#list = [...this.#byConn.values()];
+    this.#stale = true;
   }
 }

@@ -6,6 +6,9 @@
 // room is joined again, and the key keeps a repeat from being delivered twice (outbox.js).
 // A room that needs a room token (minted by the app's backend for this one room) sends it with
 // every join: a fixed `token`, or one fetched with `getToken()` before each (re-)join.
+// A big room's `joined` reply carries its first page of members and the count: the rest is
+// fetched page by page when the room has at most `memberLimit` members, and otherwise only when
+// the app asks (`fetchMembers()`), so that joining a room of 10,000 does not read 10,000 members.
 
 import { tokenError } from "./auth.js";
 import { BYTES, copyBytes, isBlob, isBytes, listedData } from "./binary.js";
@@ -14,6 +17,9 @@ import { CLIENT_CODES, SwitchboardError, quiet } from "./errors.js";
 import { Members } from "./members.js";
 import { Outbox, newKey } from "./outbox.js";
 import { RetryTimer } from "./timer.js";
+
+// Rooms of up to this many members get their whole member list by themselves.
+export const DEFAULT_MEMBER_LIMIT = 1000;
 
 // Join refusals that may well go away if the same join is tried again a little later.
 const RETRYABLE = new Set(["unavailable", "rate_limited", "internal", CLIENT_CODES.TIMEOUT, CLIENT_CODES.TOKEN]);
@@ -34,12 +40,16 @@ export class Room {
   #reads; // history requests: sent while the connection is open
   #early = []; // frames for this room that arrived while its join was in flight
   #joinAttempt = 0; // tells the reply to the current join from stale ones
+  #memberLimit; // fetch every page by itself up to this many members
+  #membersCursor = null; // where the member list goes on, while pages are missing
+  #membersFetch = null; // { attempt, promise } of the pages being fetched
   #joining = false; // a join request is in flight
   #rejoinTimer;
   #settleReady;
 
-  constructor(name, { presence, token = null, getToken = null } = {}, link) {
+  constructor(name, { presence, token = null, getToken = null, memberLimit = DEFAULT_MEMBER_LIMIT } = {}, link) {
     this.name = name;
+    this.#memberLimit = typeof memberLimit === "number" && memberLimit >= 0 ? memberLimit : DEFAULT_MEMBER_LIMIT;
     this.#presence = presence;
     this.#token = token ?? null;
     this.#getToken = typeof getToken === "function" ? getToken : null;
@@ -66,6 +76,33 @@ export class Room {
   /** How many members the room has: in a big room, more than `members` holds until every page is in. */
   get memberCount() {
     return this.#members.count;
+  }
+
+  /** Whether `members` lists every member (every page is in). */
+  get membersComplete() {
+    return this.#state === "joined" && this.#membersCursor === null;
+  }
+
+  /**
+   * Fetches the pages of the member list not fetched yet (a room bigger than `memberLimit`
+   * gets only its first page by itself); resolves with the whole list, kept live by presence
+   * events from then on. Rejects if the connection is lost meanwhile: the list starts over with
+   * the next join.
+   */
+  fetchMembers() {
+    if (this.#state === "closed") return this.#closedError("room was left");
+    if (this.#state !== "joined") {
+      return Promise.reject(new SwitchboardError(CLIENT_CODES.DISCONNECTED, `room "${this.name}" is not joined`));
+    }
+    if (this.#membersCursor === null) return Promise.resolve(this.members);
+    const attempt = this.#joinAttempt;
+    if (this.#membersFetch?.attempt !== attempt) {
+      const promise = this.#fetchPages(this.#membersCursor, attempt).finally(() => {
+        if (this.#membersFetch?.promise === promise) this.#membersFetch = null;
+      });
+      this.#membersFetch = { attempt, promise };
+    }
+    return this.#membersFetch.promise;
   }
 
   on(event, listener) {
@@ -265,6 +302,7 @@ export class Room {
     if (!recovered) this.#offset = null;
     this.#epoch = reply.epoch;
     this.#members.replace(reply.members ?? [], reply.member_count);
+    this.#membersCursor = reply.members_cursor ?? null;
     // Before any listener runs: what it publishes must go out after what waited.
     this.#publishes.flush();
     this.#setState("joined");
@@ -283,27 +321,28 @@ export class Room {
     this.#early = [];
     for (const frame of early) this._receive(frame);
     this.#settleReady.resolve(reply);
-    if (reply.members_cursor != null) this.#fetchMembers(reply.members_cursor, this.#joinAttempt);
+    if (this.#membersCursor !== null && this.#members.count <= this.#memberLimit) {
+      this.fetchMembers().catch((error) => {
+        if (error.code !== CLIENT_CODES.DISCONNECTED) this.#error(error); // partial until the next join
+      });
+    }
   }
 
   /**
    * Fetches the rest of a big room's member list, a page at a time. Replies come in order with
    * the presence events, so each page is applied as of the moment the server made it.
    */
-  #fetchMembers(cursor, attempt) {
+  #fetchPages(cursor, attempt) {
     const frame = { type: "members", room: this.name, cursor };
-    this.#link.request(frame, this.#link.timeoutMs).then(
-      (page) => {
-        if (attempt !== this.#joinAttempt || this.#state !== "joined") return;
-        this.#members.addPage(page.members ?? [], page.member_count);
-        this.#events.emit("members", this.members);
-        if (page.cursor != null) this.#fetchMembers(page.cursor, attempt);
-      },
-      (error) => {
-        if (attempt !== this.#joinAttempt || error.code === CLIENT_CODES.DISCONNECTED) return;
-        this.#error(error); // the list stays partial until the next join
-      },
-    );
+    return this.#link.request(frame, this.#link.timeoutMs).then((page) => {
+      if (attempt !== this.#joinAttempt || this.#state !== "joined") {
+        throw new SwitchboardError(CLIENT_CODES.DISCONNECTED, `room "${this.name}" was joined again meanwhile`);
+      }
+      this.#members.addPage(page.members ?? [], page.member_count);
+      this.#membersCursor = page.cursor ?? null;
+      this.#events.emit("members", this.members);
+      return this.#membersCursor === null ? this.members : this.#fetchPages(this.#membersCursor, attempt);
+    });
   }
 
   #joinFailed(error) {

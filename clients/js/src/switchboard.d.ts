@@ -57,7 +57,7 @@ export interface JoinedReply {
   members: Member[];
   /** How many members the room has. */
   member_count: number;
-  /** Present when there are more members than the first page: the SDK fetches the rest. */
+  /** Present when there are more members than the first page (see JoinOptions.memberLimit). */
   members_cursor?: string;
   /** Present when the join sent `since`: true when `messages` holds exactly what was missed. */
   recovered?: boolean;
@@ -274,6 +274,12 @@ export interface JoinOptions {
   token?: string | null;
   /** Fetches a room token before every (re-)join; a rejection is a room `error` (`token_error`), retried. */
   getToken?: ((room: string) => string | null | undefined | Promise<string | null | undefined>) | null;
+  /**
+   * A room of up to this many members gets its whole member list by itself (page by page
+   * after the join); a bigger one only the first page, the count, and whoever joins or changes
+   * later, until `fetchMembers()` is called. Default 1000; Infinity: always every page.
+   */
+  memberLimit?: number;
 }
 
 export interface PublishOptions {
@@ -294,8 +300,12 @@ export interface Room {
   readonly state: RoomState;
   /** The live member list; the same array until it changes. */
   readonly members: readonly Member[];
-  /** How many members the room has (more than `members.length` while pages are being fetched). */
+  /** How many members the room has (more than `members.length` while pages are missing). */
   readonly memberCount: number;
+  /** Whether `members` lists every member of the room (every page is in). */
+  readonly membersComplete: boolean;
+  /** Fetches the member pages not fetched yet; resolves with the whole list. */
+  fetchMembers(): Promise<readonly Member[]>;
   /** Resolves with the first joined reply; rejects if the room is refused, left or closed first. */
   readonly ready: Promise<JoinedReply>;
   on<E extends keyof RoomEvents>(event: E, listener: (payload: RoomEvents[E]) => void): Unsubscribe;

@@ -252,4 +252,29 @@ describe("error replies under server limits", () => {
     assert.deepEqual(names(newcomer.room.members).sort(), ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "new"]);
     assert.equal(newcomer.room.memberCount, 8);
   });
+
+  test("a room bigger than memberLimit: the first page and the count, the rest on fetchMembers()", { ...TEST }, async (t) => {
+    const server = await startServer({ args: ["--members-page-size", "3"] });
+    t.after(() => server.stop());
+    const name = uniqueRoom("bigger");
+    for (let i = 0; i < 8; i++) {
+      const { sb } = await connect(t, server.url);
+      await within(join(sb, name, { presence: { name: `m${i}` } }).room.ready, 5_000, `member ${i} joins`);
+    }
+    const { sb } = await connect(t, server.url);
+    const newcomer = join(sb, name, { presence: { name: "new" }, memberLimit: 5 });
+    await within(newcomer.room.ready, 5_000, "newcomer joins");
+    // Time for pages to arrive, had any been asked for.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(newcomer.room.members.length, 3, "only the first page");
+    assert.equal(newcomer.room.memberCount, 9);
+    assert.equal(newcomer.room.membersComplete, false);
+    const late = await connect(t, server.url);
+    await within(join(late.sb, name, { presence: { name: "late" } }).room.ready, 5_000, "a late member joins");
+    await waitFor(() => names(newcomer.room.members).includes("late"), { what: "the late member listed" });
+    const all = await within(newcomer.room.fetchMembers(), 5_000, "every page fetched");
+    assert.deepEqual(names(all).sort(), ["late", "m0", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "new"]);
+    assert.equal(newcomer.room.memberCount, 10);
+    assert.equal(newcomer.room.membersComplete, true);
+  });
 });

@@ -97,6 +97,50 @@ test("a big room's member list is fetched page by page, with events applied in b
   assert.ok(of("members").length >= 4);
 });
 
+test("a room bigger than memberLimit lists its first page until fetchMembers() is called", async () => {
+  const cy = { conn: "c3", user: "cy", presence: { name: "cy" } };
+  const t = setup();
+  const ws = t.connect();
+  const room = t.sb.join("chat:lobby", { memberLimit: 2 });
+  joined(ws, { members: [ada], member_count: 3, members_cursor: "1" });
+  await flush();
+  assert.equal(ws.frames("members").length, 0, "3 members > memberLimit 2: no page fetched by itself");
+  assert.equal(room.membersComplete, false);
+  assert.equal(room.memberCount, 3);
+  // Someone who joins later is listed all the same.
+  ws.receive({ type: "presence", room: "chat:lobby", events: [{ event: "join", member: cy }], member_count: 4 });
+  assert.deepEqual(room.members.map((m) => m.conn), ["c1", "c3"]);
+  assert.equal(room.memberCount, 4);
+  const all = room.fetchMembers();
+  assert.equal(room.fetchMembers(), all, "one fetch at a time");
+  assert.equal(ws.frames("members").length, 1);
+  assert.equal(ws.frames("members").at(-1).cursor, "1");
+  ws.reply("members", { type: "members", room: "chat:lobby", members: [bob], member_count: 4, cursor: "2" });
+  await flush();
+  ws.reply("members", { type: "members", room: "chat:lobby", members: [cy], member_count: 4, cursor: null });
+  const list = await all;
+  assert.deepEqual(list.map((m) => m.conn), ["c1", "c3", "c2"]);
+  assert.equal(room.membersComplete, true);
+  assert.equal(await room.fetchMembers(), room.members, "complete: resolves at once");
+  assert.equal(ws.frames("members").length, 2);
+});
+
+test("fetchMembers() rejects when the connection is lost, and the next join starts the list over", async () => {
+  const t = setup();
+  const ws = t.connect();
+  const room = t.sb.join("chat:lobby", { memberLimit: 0 });
+  joined(ws, { members: [ada], member_count: 2, members_cursor: "1" });
+  await flush();
+  const all = room.fetchMembers();
+  const ws2 = reconnect(t);
+  await assert.rejects(all, { code: "disconnected" });
+  await assert.rejects(room.fetchMembers(), { code: "disconnected" }, "not joined");
+  joined(ws2, { members: [ada, bob], member_count: 2 });
+  await flush();
+  assert.equal(room.membersComplete, true);
+  assert.deepEqual(room.members, [ada, bob]);
+});
+
 test("a small room's joined reply is the whole list: no members request", async () => {
   const { ws, room } = await joinedRoom({}, { members: [ada, bob], member_count: 2 });
   assert.equal(ws.frames("members").length, 0);

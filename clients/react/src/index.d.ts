@@ -74,6 +74,8 @@ export interface UseRoomOptions {
   token?: string | null;
   /** Fetches a room token before every (re-)join. */
   getToken?: (room: string) => string | null | undefined | Promise<string | null | undefined>;
+  /** The SDK's join option: a bigger room lists its first page until `room.fetchMembers()`. Default 1000. */
+  memberLimit?: number;
 }
 
 /** How the room's last re-join went. */

@@ -127,6 +127,7 @@ function acquireRoom(client, name, presence, auth) {
   if (!lease) {
     const options = presence === undefined ? {} : { presence };
     if (auth.token != null) options.token = auth.token;
+    if (auth.memberLimit !== undefined) options.memberLimit = auth.memberLimit;
     // A room getToken is called before every (re-)join: the latest one given by a hook.
     if (auth.getToken) options.getToken = (room) => lease.auth.getToken(room);
     lease = { room: null, count: 0, timer: null, presence: presenceKey(presence), auth };
@@ -198,7 +199,7 @@ function useRoomSnapshot(room, event, read, fallback) {
  * null or empty until the effect has run. The room's subscriptions are made in the same effect
  * as the lease, so nothing emitted in between is missed.
  */
-function useLease(name, presence, { collectMessages, limit, token, getToken }) {
+function useLease(name, presence, { collectMessages, limit, token, getToken, memberLimit }) {
   const { client } = useSwitchboard();
   const latestPresence = useRef(presence);
   const latestGetToken = useRef(getToken);
@@ -219,6 +220,7 @@ function useLease(name, presence, { collectMessages, limit, token, getToken }) {
     if (typeof name !== "string") return undefined;
     const auth = {
       token,
+      memberLimit,
       getToken: typeof latestGetToken.current === "function" ? (room) => latestGetToken.current(room) : null,
     };
     const { room, release } = acquireRoom(client, name, latestPresence.current, auth);
@@ -283,13 +285,16 @@ function useLease(name, presence, { collectMessages, limit, token, getToken }) {
  *
  * `token` / `getToken`: a room token for the join (getToken is called before every
  * (re-)join), for rooms the connection token does not cover; read when the room is joined.
+ * `memberLimit`: the SDK's join option (a bigger room lists its first page of members until
+ * `room.fetchMembers()`); read when the room is joined.
  */
-export function useRoom(name, { presence, limit = DEFAULT_MESSAGE_LIMIT, token, getToken } = {}) {
+export function useRoom(name, { presence, limit = DEFAULT_MESSAGE_LIMIT, token, getToken, memberLimit } = {}) {
   const { client, room, messages, recovery, error } = useLease(name, presence, {
     collectMessages: true,
     limit,
     token,
     getToken,
+    memberLimit,
   });
   const members = useRoomSnapshot(room, "members", (r) => r.members, EMPTY);
   const memberCount = useRoomSnapshot(room, "members", (r) => r.memberCount, 0);
