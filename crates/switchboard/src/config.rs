@@ -296,7 +296,7 @@ pub struct ServeArgs {
     /// Answer permessage-deflate offers (RFC 7692) on /ws, /yjs and /echo: messages of at least compression_threshold bytes go compressed to clients that offered it. [default: true]
     #[arg(long, env = "SWITCHBOARD_COMPRESSION", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub compression: Option<bool>,
-    /// Deflate level for outgoing messages, 1 (fastest) to 9 (smallest). [default: 1]
+    /// Deflate level for outgoing messages, 1 (fastest) to 9 (smallest). [default: 2]
     #[arg(long, env = "SWITCHBOARD_COMPRESSION_LEVEL", value_name = "1-9")]
     pub compression_level: Option<u32>,
     /// Messages smaller than this go uncompressed even to compressing clients (deflating them saves little and costs a deflate each). [default: 128B]
@@ -495,7 +495,7 @@ impl Default for Config {
             history_page_size: 100,
             idempotency_window: Duration::from_secs(300),
             compression: true,
-            compression_level: 1,
+            compression_level: 2,
             compression_threshold: 128,
             data_dir: PathBuf::from("./data"),
             max_document_size: 8 * 1024 * 1024,
