@@ -583,32 +583,46 @@ def compression_figures(by, runs):
 
 
 def compression_targets(c):
+    """The issue's two targets. Where the compressed ladder ended because the generator,
+    inflating every message, was at its limit, its saturation is a lower bound and the
+    verdict comes from server CPU per delivery at the highest load both sustained."""
     out = []
     sb, sbz, nodez = c.get("switchboard"), c.get("switchboard-deflate"), c.get("node-ws-deflate")
     if sb and sbz and sb.get("sat") and sbz.get("sat") is not None:
         share = sbz["sat"] / sb["sat"]
-        bound = any(e["generator_bound"] for e in sbz["ends"])
-        # The same figure from CPU per delivery, which holds when the generator is the limit:
-        # at the highest load both sustained, how many deliveries a CPU second buys.
+        bound = sum(e["generator_bound"] for e in sbz["ends"]) * 2 > len(sbz["ends"])
         common = [off for off in set(sb["ladder"]) & set(sbz["ladder"])
                   if sb["ladder"][off]["ok"] and sbz["ladder"][off]["ok"]
                   and sb["ladder"][off]["cpu_per_m"] and sbz["ladder"][off]["cpu_per_m"]]
-        cpu_note = ""
-        if common:
-            off = max(common)
-            r = sb["ladder"][off]["cpu_per_m"] / sbz["ladder"][off]["cpu_per_m"]
-            cpu_note = (f"; at {si(off)}/s, the highest load both sustained, compressing costs "
-                        f"{sbz['ladder'][off]['cpu_per_m']:.2f} against {sb['ladder'][off]['cpu_per_m']:.2f} "
-                        f"CPU s per million deliveries: {r:.0%} of the deliveries per CPU second")
-        note = (" (the generator, inflating every message, was at its core's limit where the "
-                "compressed ladder ended: a lower bound)" if bound else "")
-        out.append(("compressed saturation ≥ 50% of uncompressed",
-                    f"{si(sbz['sat'])}/s vs {si(sb['sat'])}/s = {share:.0%}{note}{cpu_note}",
-                    share >= DEFLATE_MIN_SHARE))
-    if sbz and nodez and nodez.get("sat") and sbz.get("sat") is not None:
-        x = sbz["sat"] / nodez["sat"]
-        out.append(("compressed saturation ≥ 5× Node ws with perMessageDeflate",
-                    f"{si(sbz['sat'])}/s vs {si(nodez['sat'])}/s = {x:.1f}×", x >= DEFLATE_MIN_VS_NODE))
+        measured = f"saturation {si(sbz['sat'])}/s vs {si(sb['sat'])}/s = {share:.0%}"
+        ok = share >= DEFLATE_MIN_SHARE
+        if bound and common:
+            # Deliveries per CPU second, compressing over plain, at every load both sustained;
+            # the verdict takes the least of them.
+            ratios = sorted((sb["ladder"][off]["cpu_per_m"] / sbz["ladder"][off]["cpu_per_m"], off)
+                            for off in common)
+            least, at = ratios[0]
+            measured = (f"the generator, inflating every message, was at its core's limit where the "
+                        f"compressed ladders ended, so their {si(sbz['sat'])}/s ({share:.0%} of "
+                        f"{si(sb['sat'])}/s) is the generator's. Server CPU per delivery instead, at "
+                        f"the {len(ratios)} loads both sustained ({si(min(common))}–{si(max(common))}/s): "
+                        f"compressing delivers {least:.0%}–{ratios[-1][0]:.0%} of the uncompressed "
+                        f"deliveries per CPU second, the least at {si(at)}/s "
+                        f"({sbz['ladder'][at]['cpu_per_m']:.2f} against {sb['ladder'][at]['cpu_per_m']:.2f} "
+                        f"CPU s per million deliveries)")
+            ok = least >= DEFLATE_MIN_SHARE
+        out.append(("with compression, ≥ 50% of the uncompressed saturation", measured, ok))
+    if sbz and nodez and sbz.get("sat") is not None:
+        if nodez.get("sat"):
+            x = sbz["sat"] / nodez["sat"]
+            lower = " (a lower bound: ours ended at the generator's limit)" if any(
+                e["generator_bound"] for e in sbz["ends"]) else ""
+            out.append(("with compression, ≥ 5× Node ws with perMessageDeflate",
+                        f"{si(sbz['sat'])}/s vs {si(nodez['sat'])}/s = {x:.1f}×{lower}",
+                        x >= DEFLATE_MIN_VS_NODE))
+        else:
+            out.append(("with compression, ≥ 5× Node ws with perMessageDeflate",
+                        f"{si(sbz['sat'])}/s vs none: Node ws sustained no step of its ladder", True))
     return out
 
 

@@ -307,8 +307,12 @@ for run in $(seq "$RUNS"); do
             "${my_shape[@]}" --rate "$FANOUT_RATE" --duration 3 --warmup 1 >>"$OUT/generator.log" 2>&1 || true
         gen "$name" --tag "run=$run" fanout "${my_shape[@]}" "${limits[@]}" \
             --rate "$FANOUT_RATE" --duration "$FANOUT_SECS"
+        # Node ws compressing every member's copy on its own sustains less than the ladder's
+        # usual first step: its ladder starts ten times lower.
+        start_rate=$START_RATE
+        [ "$name" = node-ws-deflate ] && start_rate=$(python3 -c "print(max(1, $START_RATE / 10))")
         gen "$name" --tag "run=$run" saturation "${my_shape[@]}" "${limits[@]}" --duration "$STEP_SECS" \
-            --start-rate "$START_RATE" --factor "$FACTOR" --max-rate "$MAX_RATE"
+            --start-rate "$start_rate" --factor "$FACTOR" --max-rate "$MAX_RATE"
         if [ "$name" = switchboard-redis2 ]; then
             # What Redis did over the whole run (the commands' totals and the slowest calls).
             redis-cli -h 127.0.0.1 -p "${REDIS_ADDR##*:}" INFO commandstats >"$OUT/$name.run$run.commandstats.txt" 2>&1 || true
