@@ -75,14 +75,14 @@ struct RoomState {
     /// The offset of the last publication delivered here (or the position the broker
     /// answered, if later): a member joining without `since` starts from here.
     top: u64,
-    members: HashMap<u64, Member>,
+    members: MemberMap,
     /// What members are told of each other (the namespace's `presence`).
     mode: PresenceMode,
     /// Presence changes held for the next frame (a busy room sends one per interval).
     announcer: Announcer,
     /// Join order (member `seq` → who): member lists are read from here a page at a time,
     /// so a join costs the same in a room of ten or ten thousand.
-    order: BTreeMap<u64, Slot>,
+    order: JoinOrder,
     /// Members on other nodes (a shared broker), by connection id.
     remote: HashMap<Arc<str>, Remote>,
     next_seq: u64,
@@ -129,6 +129,218 @@ enum Slot {
     Remote(Arc<str>),
 }
 
+/// A room's members on this node, by connection number: a list while the room is small (a
+/// room of one holds one entry, where a hash map holds a table of four, ~370 bytes), a hash
+/// map past [`MemberMap::SMALL`] members.
+enum MemberMap {
+    Small(Vec<(u64, Member)>),
+    Big(HashMap<u64, Member>),
+}
+
+impl Default for MemberMap {
+    fn default() -> MemberMap {
+        MemberMap::Small(Vec::new())
+    }
+}
+
+/// One of two iterators of the same items.
+enum Either<A, B> {
+    A(A),
+    B(B),
+}
+
+impl<A: Iterator, B: Iterator<Item = A::Item>> Iterator for Either<A, B> {
+    type Item = A::Item;
+
+    fn next(&mut self) -> Option<A::Item> {
+        match self {
+            Either::A(a) => a.next(),
+            Either::B(b) => b.next(),
+        }
+    }
+}
+
+impl MemberMap {
+    const SMALL: usize = 16;
+
+    fn get(&self, num: &u64) -> Option<&Member> {
+        match self {
+            MemberMap::Small(list) => list.iter().find(|(n, _)| n == num).map(|(_, m)| m),
+            MemberMap::Big(map) => map.get(num),
+        }
+    }
+
+    fn get_mut(&mut self, num: &u64) -> Option<&mut Member> {
+        match self {
+            MemberMap::Small(list) => list.iter_mut().find(|(n, _)| n == num).map(|(_, m)| m),
+            MemberMap::Big(map) => map.get_mut(num),
+        }
+    }
+
+    /// Adds or replaces a member; returns the one it replaced.
+    fn insert(&mut self, num: u64, member: Member) -> Option<Member> {
+        match self {
+            MemberMap::Small(list) => {
+                if let Some((_, m)) = list.iter_mut().find(|(n, _)| *n == num) {
+                    return Some(std::mem::replace(m, member));
+                }
+                if list.len() >= Self::SMALL {
+                    let mut map: HashMap<u64, Member> = std::mem::take(list).into_iter().collect();
+                    map.insert(num, member);
+                    *self = MemberMap::Big(map);
+                    return None;
+                }
+                if list.capacity() == list.len() {
+                    // Grow by a few at a time: most rooms stay small.
+                    list.reserve_exact(list.len().clamp(1, 4));
+                }
+                list.push((num, member));
+                None
+            }
+            MemberMap::Big(map) => map.insert(num, member),
+        }
+    }
+
+    fn remove(&mut self, num: &u64) -> Option<Member> {
+        match self {
+            MemberMap::Small(list) => {
+                let at = list.iter().position(|(n, _)| n == num)?;
+                let (_, member) = list.swap_remove(at);
+                if list.is_empty() {
+                    *list = Vec::new();
+                }
+                Some(member)
+            }
+            MemberMap::Big(map) => map.remove(num),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            MemberMap::Small(list) => list.len(),
+            MemberMap::Big(map) => map.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&u64, &Member)> {
+        match self {
+            MemberMap::Small(list) => Either::A(list.iter().map(|(n, m)| (n, m))),
+            MemberMap::Big(map) => Either::B(map.iter()),
+        }
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = (&u64, &mut Member)> {
+        match self {
+            MemberMap::Small(list) => Either::A(list.iter_mut().map(|(n, m)| (&*n, m))),
+            MemberMap::Big(map) => Either::B(map.iter_mut()),
+        }
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &u64> {
+        self.iter().map(|(n, _)| n)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Member> {
+        self.iter().map(|(_, m)| m)
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut Member> {
+        self.iter_mut().map(|(_, m)| m)
+    }
+}
+
+/// A room's join order: member `seq` → who. Small rooms keep it as a sorted list, which
+/// for a room of one is one 32-byte entry where a B-tree takes a ~280-byte node; past
+/// [`JoinOrder::SMALL`] members it becomes a B-tree, so that a leave in a room of ten
+/// thousand costs a lookup, not a shift of the list.
+enum JoinOrder {
+    Small(Vec<(u64, Slot)>),
+    Big(BTreeMap<u64, Slot>),
+}
+
+impl Default for JoinOrder {
+    fn default() -> JoinOrder {
+        JoinOrder::Small(Vec::new())
+    }
+}
+
+impl JoinOrder {
+    const SMALL: usize = 32;
+
+    /// Puts a member at join position `seq` (a member joining again keeps its own).
+    fn insert(&mut self, seq: u64, slot: Slot) {
+        match self {
+            JoinOrder::Small(list) => {
+                if let Ok(at) = list.binary_search_by_key(&seq, |(s, _)| *s) {
+                    list[at].1 = slot;
+                    return;
+                }
+                if list.len() >= Self::SMALL {
+                    let mut tree: BTreeMap<u64, Slot> = std::mem::take(list).into_iter().collect();
+                    tree.insert(seq, slot);
+                    *self = JoinOrder::Big(tree);
+                    return;
+                }
+                if list.capacity() == list.len() {
+                    // Grow by a few at a time: most rooms stay small.
+                    list.reserve_exact(if list.is_empty() {
+                        1
+                    } else {
+                        list.len().min(8)
+                    });
+                }
+                let at = list.partition_point(|(s, _)| *s < seq);
+                list.insert(at, (seq, slot));
+            }
+            JoinOrder::Big(tree) => {
+                tree.insert(seq, slot);
+            }
+        }
+    }
+
+    fn remove(&mut self, seq: u64) {
+        match self {
+            JoinOrder::Small(list) => {
+                if let Ok(at) = list.binary_search_by_key(&seq, |(s, _)| *s) {
+                    list.remove(at);
+                }
+                if list.is_empty() {
+                    *list = Vec::new();
+                }
+            }
+            JoinOrder::Big(tree) => {
+                tree.remove(&seq);
+            }
+        }
+    }
+
+    /// Calls `f` for each member after join position `after`, in join order, while it
+    /// returns true.
+    fn each_after(&self, after: u64, mut f: impl FnMut(u64, &Slot) -> bool) {
+        match self {
+            JoinOrder::Small(list) => {
+                let from = list.partition_point(|(s, _)| *s <= after);
+                for (seq, slot) in &list[from..] {
+                    if !f(*seq, slot) {
+                        return;
+                    }
+                }
+            }
+            JoinOrder::Big(tree) => {
+                for (&seq, slot) in tree.range(after.saturating_add(1)..) {
+                    if !f(seq, slot) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// A member on another node, as its node announced it.
 struct Remote {
     json: Arc<str>,
@@ -164,6 +376,11 @@ impl Room {
         &self.name
     }
 
+    /// The name, shared (for keeping beside the room without another copy).
+    pub fn shared_name(&self) -> Arc<str> {
+        self.name.clone()
+    }
+
     fn lock(&self) -> MutexGuard<'_, RoomState> {
         // Room state is only changed in short sections that do not panic midway.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -184,28 +401,27 @@ impl RoomState {
         let mut members = Vec::new();
         let mut bytes = 0;
         let mut last = None;
-        let mut rest = self.order.range(after.saturating_add(1)..);
-        for (&seq, slot) in rest.by_ref() {
+        let mut more = false;
+        self.order.each_after(after, |seq, slot| {
             let json = match slot {
                 Slot::Local(num) => self.members.get(num).map(|m| &m.json),
                 Slot::Remote(conn) => self.remote.get(conn).map(|r| &r.json),
             };
             let Some(json) = json else {
-                continue;
+                return true;
             };
             if !members.is_empty() && (members.len() == limit || bytes + json.len() > budget) {
-                return Page {
-                    members,
-                    next: last,
-                };
+                more = true;
+                return false;
             }
             bytes += json.len() + 1;
             members.push(json.clone());
             last = Some(seq);
-        }
+            true
+        });
         Page {
             members,
-            next: None,
+            next: if more { last } else { None },
         }
     }
 
@@ -292,7 +508,7 @@ impl RoomState {
                     .filter_map(|(i, h)| h.joiner.map(|num| (num, i)))
                     .collect();
                 let all = batch_frame(room, &batch, count);
-                for (num, m) in &self.members {
+                for (num, m) in self.members.iter() {
                     if m.pending.is_some() {
                         continue;
                     }
@@ -349,7 +565,7 @@ impl RoomState {
                 let Some(r) = self.remote.remove(conn) else {
                     return false;
                 };
-                self.order.remove(&r.seq);
+                self.order.remove(r.seq);
                 self.announce(room, "leave", conn, &r.json, None, interval)
             }
         }
@@ -358,7 +574,7 @@ impl RoomState {
     /// Sends a presence event to every member but `except` (and those whose `joined`
     /// reply is still being made: it will list members as they are then).
     fn send_to_all(&self, frame: &Frame, except: Option<u64>) {
-        for (num, m) in &self.members {
+        for (num, m) in self.members.iter() {
             if Some(*num) != except && m.pending.is_none() {
                 m.conn.send(frame);
             }
@@ -546,10 +762,10 @@ impl Hub {
                     state: Mutex::new(RoomState {
                         epoch: None,
                         top: 0,
-                        members: HashMap::new(),
+                        members: MemberMap::default(),
                         mode: req.announce,
                         announcer: Announcer::default(),
-                        order: BTreeMap::new(),
+                        order: JoinOrder::default(),
                         remote: HashMap::new(),
                         next_seq: 0,
                         closed: false,
@@ -775,7 +991,7 @@ impl Hub {
         let Some(member) = st.members.remove(&conn.num) else {
             return;
         };
-        st.order.remove(&member.seq);
+        st.order.remove(member.seq);
         if let Some((id, reason)) = reply {
             if id.is_some() || reason.is_some() {
                 let mut left = Out::new("left").opt_id(id).str("room", &room.name);
@@ -1238,4 +1454,101 @@ pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn after(order: &JoinOrder, from: u64, max: usize) -> Vec<u64> {
+        let mut seen = Vec::new();
+        order.each_after(from, |seq, _| {
+            seen.push(seq);
+            seen.len() < max
+        });
+        seen
+    }
+
+    #[test]
+    fn join_order_reads_the_same_small_and_big() {
+        let mut order = JoinOrder::default();
+        for seq in 1..=JoinOrder::SMALL as u64 {
+            order.insert(seq, Slot::Local(seq));
+        }
+        order.insert(5, Slot::Local(50)); // joined again: the same place
+        assert!(matches!(order, JoinOrder::Small(_)));
+        assert_eq!(after(&order, 0, 100).len(), JoinOrder::SMALL);
+        order.remove(3);
+        assert_eq!(after(&order, 1, 3), vec![2, 4, 5]);
+        assert_eq!(after(&order, 0, 2), vec![1, 2]);
+        for seq in 33..=40 {
+            order.insert(seq, Slot::Remote(format!("c{seq}").into()));
+        }
+        assert!(
+            matches!(order, JoinOrder::Big(_)),
+            "past SMALL members: a B-tree"
+        );
+        order.remove(2);
+        assert_eq!(after(&order, 0, 3), vec![1, 4, 5]);
+        assert_eq!(after(&order, 38, 10), vec![39, 40]);
+        assert_eq!(after(&order, 40, 10), Vec::<u64>::new());
+    }
+
+    fn member(num: u64) -> Member {
+        let id: Arc<str> = format!("c{num}").into();
+        Member {
+            conn: Arc::new(ConnHandle::new(num, id.clone(), Outbox::new(1 << 16))),
+            json: id,
+            user: None,
+            info: None,
+            seq: num,
+            floor: 0,
+            pending: None,
+        }
+    }
+
+    #[test]
+    fn member_map_is_the_same_map_small_and_big() {
+        let mut map = MemberMap::default();
+        for num in 1..=MemberMap::SMALL as u64 {
+            assert!(map.insert(num, member(num)).is_none());
+        }
+        assert!(matches!(map, MemberMap::Small(_)));
+        assert!(
+            map.insert(3, member(3)).is_some(),
+            "a member joining again is replaced"
+        );
+        assert_eq!(map.len(), MemberMap::SMALL);
+        assert!(map.insert(100, member(100)).is_none());
+        assert!(matches!(map, MemberMap::Big(_)));
+        assert_eq!(map.len(), MemberMap::SMALL + 1);
+        assert_eq!(map.remove(&5).map(|m| m.seq), Some(5));
+        assert!(map.get(&5).is_none() && map.get(&100).is_some());
+        let mut keys: Vec<u64> = map.keys().copied().collect();
+        keys.sort_unstable();
+        assert_eq!(keys.len(), MemberMap::SMALL);
+        assert_eq!(map.values().count(), MemberMap::SMALL);
+        let mut small = MemberMap::default();
+        small.insert(1, member(1));
+        assert!(matches!(&small, MemberMap::Small(l) if l.capacity() == 1));
+        assert!(small.remove(&2).is_none());
+        small.remove(&1);
+        assert!(small.is_empty());
+        assert!(matches!(&small, MemberMap::Small(l) if l.capacity() == 0));
+    }
+
+    #[test]
+    fn a_room_of_one_keeps_one_entry_and_none_once_empty() {
+        let mut order = JoinOrder::default();
+        order.insert(7, Slot::Local(1));
+        match &order {
+            JoinOrder::Small(list) => assert_eq!(list.capacity(), 1),
+            JoinOrder::Big(_) => panic!("one member: a list"),
+        }
+        order.remove(7);
+        match &order {
+            JoinOrder::Small(list) => assert_eq!(list.capacity(), 0),
+            JoinOrder::Big(_) => panic!("empty: a list"),
+        }
+    }
 }

@@ -2,7 +2,6 @@
 //! into hub calls. Every failure is answered with an `error` frame (or a close code) and
 //! touches nothing but this connection.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -40,7 +39,7 @@ pub struct Limits {
 pub struct Session {
     hub: Arc<Hub>,
     conn: Arc<ConnHandle>,
-    rooms: HashMap<Arc<str>, Joined>,
+    rooms: JoinedRooms,
     rate: RateLimiter,
     limits: Arc<Limits>,
     access: Arc<Access>,
@@ -57,6 +56,58 @@ struct Joined {
     grant: Option<RoomGrant>,
     /// How the room's stream is kept (its namespace's options).
     stream: StreamOptions,
+}
+
+/// The rooms a connection is in, by name: a list, not a hash map. Connections are in a few
+/// rooms (at most `max_rooms`), often one, and an empty hash map takes no memory but one
+/// with a single room takes a table of four (~380 bytes): at 19,000 connections with a room
+/// each, the list saves ~6 MB.
+#[derive(Default)]
+struct JoinedRooms(Vec<(Arc<str>, Joined)>);
+
+impl JoinedRooms {
+    fn get(&self, name: &str) -> Option<&Joined> {
+        self.0.iter().find(|(n, _)| &**n == name).map(|(_, j)| j)
+    }
+
+    fn contains_key(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Adds the room, or replaces what was kept for it.
+    fn insert(&mut self, name: Arc<str>, joined: Joined) {
+        match self.0.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, j)) => *j = joined,
+            None => {
+                if self.0.capacity() == self.0.len() {
+                    // One at a time at first (a push would make room for four).
+                    self.0.reserve_exact(self.0.len().clamp(1, 8));
+                }
+                self.0.push((name, joined));
+            }
+        }
+    }
+
+    fn remove(&mut self, name: &str) -> Option<Joined> {
+        let at = self.0.iter().position(|(n, _)| &**n == name)?;
+        let (_, joined) = self.0.swap_remove(at);
+        if self.0.is_empty() {
+            self.0 = Vec::new(); // a connection that left its rooms holds no list
+        }
+        Some(joined)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Joined)> {
+        self.0.iter().map(|(n, j)| (n, j))
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = (Arc<str>, Joined)> + '_ {
+        self.0.drain(..)
+    }
 }
 
 /// Close code for a bad token in an `auth` frame.
@@ -101,7 +152,7 @@ impl Session {
             ),
             hub,
             conn,
-            rooms: HashMap::new(),
+            rooms: JoinedRooms::default(),
             limits,
             access,
             identity: None,
@@ -144,7 +195,7 @@ impl Session {
     /// this connection is in finds it and asks whether it may.
     fn joined(&self, field: protocol::Field<'_>, perm: Perm) -> Result<&Joined, Failure> {
         let name = protocol::room_name(field)?;
-        let joined = self.rooms.get(&*name).ok_or_else(|| not_joined(&name))?;
+        let joined = self.rooms.get(&name).ok_or_else(|| not_joined(&name))?;
         self.access
             .check(self.identity.as_deref(), joined.grant.as_ref(), &name, perm)?;
         Ok(joined)
@@ -174,7 +225,7 @@ impl Session {
                     .access
                     .check(self.identity.as_deref(), grant.as_ref(), &room, Perm::Join)
                     .map_err(with_id)?;
-                if !self.rooms.contains_key(&*room) && self.rooms.len() >= self.limits.max_rooms {
+                if !self.rooms.contains_key(&room) && self.rooms.len() >= self.limits.max_rooms {
                     return Err(with_id(Failure::new(
                         ErrorCode::TooManyRooms,
                         format!(
@@ -207,7 +258,8 @@ impl Session {
                     Join::Done(r) => (r, false),
                     Join::Pending(r) => (r, true),
                 };
-                let name: Arc<str> = room.into_owned().into();
+                // The room's own name: no copy of it per member.
+                let name = joined.shared_name();
                 // In the map before anything is awaited: if the connection ends meanwhile,
                 // its close takes the member out.
                 self.rooms.insert(
@@ -244,7 +296,7 @@ impl Session {
                 let name = protocol::room_name(env.room).map_err(with_id)?;
                 let joined = self
                     .rooms
-                    .remove(&*name)
+                    .remove(&name)
                     .ok_or_else(|| with_id(not_joined(&name)))?;
                 self.hub.leave(&self.conn, &joined.room, id, None);
             }
@@ -291,7 +343,7 @@ impl Session {
             }
             Kind::History => {
                 let name = protocol::room_name(env.room).map_err(with_id)?;
-                let grant = self.rooms.get(&*name).and_then(|j| j.grant.as_ref());
+                let grant = self.rooms.get(&name).and_then(|j| j.grant.as_ref());
                 let ns = self
                     .access
                     .check(self.identity.as_deref(), grant, &name, Perm::History)
