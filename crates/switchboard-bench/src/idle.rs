@@ -356,3 +356,25 @@ pub fn table_row(r: &Map<String, Value>) -> Vec<String> {
         stats::cell(&v, "rss_per_connection_bytes"),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rooms_of_their_own_differ_across_shards_and_connections() {
+        assert_eq!(own_room(1, 23), "own1-23");
+        // Shard 1's connection 23 and shard 12's connection 3 must not share a room.
+        assert_ne!(own_room(1, 23), own_room(12, 3));
+    }
+
+    #[test]
+    fn ready_lines_are_parsed() {
+        let r = parse_ready(
+            r#"READY {"ok":3,"failed":1,"secs":0.5,"p50_ms":1.0,"p99_ms":2.0,"first_error":"x"}"#,
+        )
+        .expect("a READY line");
+        assert_eq!((r.ok, r.failed, r.first_error.as_str()), (3, 1, "x"));
+        assert!(parse_ready("DONE dropped=0").is_none());
+    }
+}
