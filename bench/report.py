@@ -16,7 +16,11 @@ rewrites only the section "Many nodes over Redis" (between <!-- redis:begin --> 
 rest of the doc as it was; `--section compression` likewise "Compression" (between
 <!-- compression:begin --> and <!-- compression:end -->, its hand-written part between
 <!-- compression-analysis:begin --> and <!-- compression-analysis:end -->) from a run of
-the servers plain and compressing. A full report keeps the last "Compression" as it was.
+the servers plain and compressing; `--section rooms` "Large rooms and a room per
+connection" (between <!-- rooms:begin --> and <!-- rooms:end -->, its hand-written part
+between <!-- rooms-analysis:begin --> and <!-- rooms-analysis:end -->) from a run of
+SECTION=rooms: the join storm and idle connections each in a room of its own. A full report
+keeps the last "Compression" and "Large rooms and a room per connection" as they were.
 """
 
 import argparse
@@ -27,7 +31,7 @@ import os
 import statistics
 from collections import defaultdict
 
-ORDER = ["switchboard", "switchboard-deflate", "switchboard-history", "switchboard-nowindow",
+ORDER = ["switchboard", "switchboard-count", "switchboard-deflate", "switchboard-history", "switchboard-nowindow",
          "switchboard-redis2", "bun", "bun-deflate", "node-ws", "node-ws-deflate", "socketio",
          "python-websockets"]
 LABEL = {
@@ -36,6 +40,7 @@ LABEL = {
     "switchboard-nowindow": "Switchboard, no recovery window",
     "switchboard-redis2": "Switchboard, 2 nodes + Redis",
     "switchboard-deflate": "Switchboard, compression",
+    "switchboard-count": "Switchboard, presence count",
     "bun": "Bun",
     "bun-deflate": "Bun, compression",
     "node-ws": "Node ws",
@@ -48,6 +53,7 @@ COLOR = {
     "switchboard-history": "#17becf",
     "switchboard-nowindow": "#aec7e8",
     "switchboard-redis2": "#8c564b",
+    "switchboard-count": "#9edae5",
     "bun": "#ff7f0e",
     "node-ws": "#2ca02c",
     "switchboard-deflate": "#393b79",
@@ -69,6 +75,14 @@ COMPRESSION = [("switchboard", "switchboard-deflate"), ("bun", "bun-deflate"),
                ("node-ws", "node-ws-deflate")]
 # Targets (issue 13): compressed saturation ≥ half the uncompressed, ≥ 5× Node ws compressing.
 DEFLATE_MIN_SHARE, DEFLATE_MIN_VS_NODE = 0.5, 5.0
+# The section "Large rooms and a room per connection" (a run with SECTION=rooms), and its
+# hand-written part.
+RMBEGIN, RMEND = "<!-- rooms:begin -->", "<!-- rooms:end -->"
+RMABEGIN, RMAEND = "<!-- rooms-analysis:begin -->", "<!-- rooms-analysis:end -->"
+# Targets (the large-rooms issue): a join storm of 10,000 members at 2,000/s with every join
+# answered, none dropped, join p99 < 100 ms, ≤ 2 KiB per member, a publish reaching all;
+# 19,000 connections each in a room of its own at ≤ 1.5 KiB per connection.
+STORM_MAX_P99_MS, STORM_MAX_BYTES, ROOM_IDLE_MAX_BYTES = 100, 2048, 1536
 # One node with the embedded broker, and two nodes sharing one Redis.
 SINGLE, CLUSTER = "switchboard", "switchboard-redis2"
 # Targets of the Redis configuration against one node: throughput share, p99 ratio.
@@ -384,7 +398,9 @@ def build(results, machine, plots_dir, doc_dir):
     # Idle.
     idle = defaultdict(dict)
     for r in by["idle"]:
-        idle[r["server"]][r["requested"]] = r
+        # Connections each in a room of their own are the rooms section's (SECTION=rooms).
+        if not r.get("room_per_connection"):
+            idle[r["server"]][r["requested"]] = r
     sizes = sorted({n for s in idle for n in idle[s]})
 
     # Loss below saturation.
@@ -401,6 +417,8 @@ def build(results, machine, plots_dir, doc_dir):
             loss[r["server"]].append(f"churn {run_of(r)}: {r.get('room_missing', 0)} missing, "
                                      f"{r.get('churn_errors', 0)} churn errors")
     for r in by["idle"]:
+        if r.get("room_per_connection"):
+            continue
         if r.get("failed") or r.get("dropped_while_idle"):
             loss[r["server"]].append(f"idle {r['requested']}: {r.get('failed')} failed, "
                                      f"{r.get('dropped_while_idle')} dropped")
@@ -443,7 +461,227 @@ def build(results, machine, plots_dir, doc_dir):
     return dict(servers=servers, runs=runs, fan=fan, sat=sat, curve=curve, churn=churn,
                 idle=idle, sizes=sizes, loss=loss, plots=plots, rel=rel, max_p99=max_p99,
                 by=by, machine=machine, redis=redis_figures(by, runs),
-                compression=compression_figures(by, runs))
+                compression=compression_figures(by, runs), rooms=rooms_figures(by))
+
+
+def rooms_figures(by):
+    """The join storm per server (medians over runs, counts the worst run's) and idle
+    connections each in a room of their own against bare ones, per size."""
+    storm = {}
+    for s in servers_in(by["join-storm"]):
+        rs = [r for r in by["join-storm"] if r["server"] == s]
+        d = {k: median([r.get(k) for r in rs]) for k in (
+            "join_p50_ms", "join_p99_ms", "join_max_ms", "rss_per_member_bytes", "server_cpu",
+            "generator_cpu", "server_cpu_seconds", "generator_cpu_seconds", "storm_secs",
+            "started_per_s", "wire_bytes_per_member", "wire_bytes_per_s_storm", "reach_p50_ms",
+            "reach_max_ms", "reach_secs", "server_rss_before", "server_rss_after",
+            "server_hwm", "presence_frames_total")}
+        # Correctness: the worst run.
+        d["answered"] = min(r.get("joins_answered", 0) for r in rs)
+        d["failed"] = max(r.get("joins_failed", 0) for r in rs)
+        d["timed_out"] = max(r.get("joins_timed_out", 0) for r in rs)
+        d["late"] = max(r.get("joins_late", 0) for r in rs)
+        d["closed"] = max(r.get("closed_connections", 0) for r in rs)
+        d["reach"] = min(r.get("reach", 0) for r in rs)
+        d["worst_p99"] = max((r.get("join_p99_ms") for r in rs if r.get("join_p99_ms") is not None),
+                             default=None)
+        d["worst_bytes"] = max((r.get("rss_per_member_bytes") for r in rs
+                                if r.get("rss_per_member_bytes") is not None), default=None)
+        codes = defaultdict(int)
+        for r in rs:
+            for code, n in (r.get("close_codes") or {}).items():
+                codes[code] += n
+        d["close_codes"] = dict(codes)
+        d["members"] = rs[0].get("members")
+        d["rate"] = rs[0].get("rate")
+        d["runs"] = len(rs)
+        d["per_run_p99"] = [r.get("join_p99_ms") for r in rs]
+        d["first_error"] = next((r["first_error"] for r in rs if r.get("first_error")), "")
+        storm[s] = d
+    idle_rooms = defaultdict(dict)
+    bare = defaultdict(dict)
+    rooms_runs = [r for r in by["idle"] if r.get("room_per_connection")]
+    sizes = sorted({r["requested"] for r in rooms_runs})
+    for n in sizes:
+        for s in servers_in(by["idle"]):
+            for room, out in ((True, idle_rooms), (False, bare)):
+                rs = [r for r in by["idle"] if r["server"] == s and r["requested"] == n
+                      and bool(r.get("room_per_connection")) == room]
+                if rs:
+                    out[s][n] = {
+                        "per_conn": median([r.get("rss_per_connection_bytes") for r in rs]),
+                        "worst": max((r.get("rss_per_connection_bytes") for r in rs
+                                      if r.get("rss_per_connection_bytes") is not None), default=None),
+                        "connections": min(r.get("connections", 0) for r in rs),
+                        "failed": max(r.get("failed", 0) for r in rs),
+                        "dropped": max(r.get("dropped_while_idle", 0) for r in rs),
+                        "connect_secs": median([r.get("connect_secs") for r in rs]),
+                        "runs": len(rs),
+                        "first_error": next((r["first_error"] for r in rs if r.get("first_error")), ""),
+                    }
+    return dict(storm=storm, idle_rooms=idle_rooms, bare=bare, sizes=sizes)
+
+
+def rooms_targets(rm):
+    """The issue's targets: (target, measured, met)."""
+    out = []
+    sb = rm["storm"].get("switchboard")
+    if sb:
+        n, rate = sb["members"], sb["rate"]
+        who = f"{n:,} members joining at {rate:,.0f}/s"
+        out.append((f"{who}: every join answered",
+                    f"{sb['answered']:,} of {n:,} answered (worst run); {sb['failed']} failed, "
+                    f"{sb['timed_out']} timed out", sb["answered"] == n))
+        codes = ", ".join(f"{c}: {k}" for c, k in sorted(sb["close_codes"].items()))
+        out.append((f"{who}: none dropped",
+                    f"{sb['closed']} connection(s) closed by the server" + (f" ({codes})" if codes else ""),
+                    sb["closed"] == 0 and sb["failed"] == 0))
+        p99 = sb["worst_p99"]
+        out.append((f"{who}: join p99 < {STORM_MAX_P99_MS} ms",
+                    f"{ms(p99)} ms (worst run)" + (f"; {p99 / STORM_MAX_P99_MS:.1f}× the target"
+                                                   if p99 is not None and p99 >= STORM_MAX_P99_MS else ""),
+                    p99 is not None and p99 < STORM_MAX_P99_MS and sb["answered"] == n))
+        b = sb["worst_bytes"]
+        out.append((f"{who}: ≤ 2 KiB server memory per member",
+                    f"{kib(b)} ({b:,.0f} B, worst run)" if b is not None else "–",
+                    b is not None and b <= STORM_MAX_BYTES))
+        out.append((f"{who}: a publish reaches all {n:,}",
+                    f"{sb['reach']:,} of {n:,} within 10 s (worst run)", sb["reach"] >= n))
+    for size, d in sorted(rm["idle_rooms"].get("switchboard", {}).items()):
+        b = d["worst"]
+        full = d["connections"] == size and d["failed"] == 0 and d["dropped"] == 0
+        out.append((f"{size:,} connections each in a room of its own: ≤ 1.5 KiB per connection",
+                    (f"{kib(b)} ({b:,.0f} B, worst run)" if b is not None else "–")
+                    + ("" if full else f"; {d['connections']:,} of {size:,} connected, "
+                       f"{d['failed']} failed"),
+                    b is not None and b <= ROOM_IDLE_MAX_BYTES and full))
+    return out
+
+
+def render_rooms(a, analysis, results_path):
+    """The section "Large rooms and a room per connection"; `analysis` is its hand-written part."""
+    rm = a["rooms"]
+    if not rm["storm"] and not rm["idle_rooms"]:
+        return []
+    m = a["machine"]
+    L = [RMBEGIN, "## Large rooms and a room per connection", ""]
+    L.append(f"How it was run: `{m.get('command', 'bench/run.sh')}` (raw results: "
+             f"`{os.path.relpath(results_path)}`), on {m.get('cpu')}, {m.get('cpus')} CPUs; "
+             f"load before `{m.get('uptime_before')}`, after `{m.get('uptime_after')}` "
+             f"({m.get('elapsed_s', 0) // 60} min {m.get('elapsed_s', 0) % 60} s); {a['runs']} run(s), "
+             "interleaved, each measurement on a freshly started server; medians over runs, "
+             "counts of the worst run. Server on CPU 0, generator on CPU 1, as above. "
+             "`switchboard-count` is Switchboard with `[namespaces.default] presence = \"count\"` "
+             "(rooms tell their members only how many there are); `switchboard` has full "
+             "presence, the default. Switchboard here runs with `--max-pending-connections 512` "
+             "(1,024 by default), so that 19,000 connections fit under the open-file cap of "
+             "20,000 together with the descriptors it keeps for handshakes.")
+    L.append("")
+    st = rm["storm"]
+    if st:
+        any_s = next(iter(st.values()))
+        L.append("### Join storm")
+        L.append("")
+        L.append(f"{any_s['members']:,} clients join one room, started at {any_s['rate']:,.0f} per "
+                 "second (paced evenly, from 127.0.0.2–9, one generator process): each opens its "
+                 "connection (Switchboard: `welcome` received), sends `join` and waits for "
+                 "`joined`; the join time is from sending `join` to reading its reply, in the "
+                 "generator (so it includes the generator's own delay when it is busy). A join "
+                 "not answered within 10 s is *timed out*; *failed* counts connections that could "
+                 "not be opened, joins refused, and connections lost before the reply. Every "
+                 "member keeps reading afterwards (presence frames discarded, pings answered). "
+                 "Server memory per member: (`VmRSS` 2 s after the last join was answered − "
+                 "`VmRSS` before the first connection) / members. CPU: share of one core, from "
+                 "the first connection to the last join's outcome. Then the first member "
+                 "publishes one message to the room; *reach* is how many members receive it "
+                 "within 10 s. *Presence read*: bytes the generator read per member over the "
+                 "whole run (nearly all of it presence frames).")
+        L.append("")
+        L.append("| server | joins answered | failed | timed out | join p50 ms | join p99 ms | "
+                 "join max ms | closed by the server | server memory per member | reach | "
+                 "server CPU | generator CPU | presence read per member |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for s in servers_in([{"server": k} for k in st]):
+            d = st[s]
+            codes = ", ".join(f"{c}: {k}" for c, k in sorted(d["close_codes"].items()))
+            closed = f"{d['closed']}" + (f" ({codes})" if codes else "")
+            b = d["rss_per_member_bytes"]
+            wire = d["wire_bytes_per_member"]
+            L.append(f"| {LABEL.get(s, s)} | {d['answered']:,} of {d['members']:,} | {d['failed']} | "
+                     f"{d['timed_out']} | {ms(d['join_p50_ms'])} | {ms(d['join_p99_ms'])} | "
+                     f"{ms(d['join_max_ms'])} | {closed} | "
+                     f"**{kib(b)}**{'' if b is None else f' ({b:,.0f} B)'} | "
+                     f"{d['reach']:,} of {d['members']:,} | {num(d['server_cpu'])} | "
+                     f"{num(d['generator_cpu'])} | "
+                     f"{'–' if wire is None else f'{wire / 1048576:.2f} MiB' if wire >= 1048576 else f'{wire / 1024:.1f} KiB'} |")
+        L.append("")
+        L.append("More of each (medians): time from the first connection to the last join's "
+                 "outcome, clients started per second, CPU seconds used by the server and the "
+                 "generator over the whole run, bytes the generator read per second during the "
+                 "storm, and when the published message arrived (p50 / max over the members "
+                 "that got it).")
+        L.append("")
+        L.append("| server | storm s | started/s | server CPU s | generator CPU s | read during the "
+                 "storm | reach p50 / max ms | server peak RSS |")
+        L.append("|---|---|---|---|---|---|---|---|")
+        for s in servers_in([{"server": k} for k in st]):
+            d = st[s]
+            rate = d["wire_bytes_per_s_storm"]
+            hwm = d["server_hwm"]
+            L.append(f"| {LABEL.get(s, s)} | {num(d['storm_secs'])} | {si(d['started_per_s'])} | "
+                     f"{num(d['server_cpu_seconds'])} | {num(d['generator_cpu_seconds'])} | "
+                     f"{'–' if rate is None else f'{rate / 1048576:.1f} MiB/s'} | "
+                     f"{ms(d['reach_p50_ms'])} / {ms(d['reach_max_ms'])} | "
+                     f"{'–' if hwm is None else f'{hwm / 1048576:.1f} MiB'} |")
+        L.append("")
+        errs = [(s, d["first_error"]) for s, d in st.items() if d["first_error"]]
+        for s, e in errs:
+            L.append(f"- {LABEL.get(s, s)}: first problem seen: `{e}`")
+        if errs:
+            L.append("")
+    if rm["idle_rooms"]:
+        L.append("### A room per connection")
+        L.append("")
+        L.append("Idle connections as in [Idle connections](#idle-connections), but each joins a "
+                 "room of its own once it is open (`own<shard>-<i>`: one member per room) and "
+                 "waits for the reply before it idles; on a freshly started server, memory read "
+                 "before the first connection and 2 s after the last. Switchboard's bare "
+                 "connections (no room) were measured in the same run, also on a fresh server.")
+        L.append("")
+        L.append("| server | connections | failed | per connection, each in a room of its own | "
+                 "bare connection (no room) | the room costs |")
+        L.append("|---|---|---|---|---|---|")
+        for n in rm["sizes"]:
+            for s in servers_in([{"server": k} for k in rm["idle_rooms"]]):
+                d = rm["idle_rooms"][s].get(n)
+                if not d:
+                    continue
+                b = rm["bare"].get(s, {}).get(n)
+                bare_b = b["per_conn"] if b else None
+                extra = (f"{(d['per_conn'] - bare_b):,.0f} B"
+                         if d["per_conn"] is not None and bare_b is not None else "–")
+                L.append(f"| {LABEL.get(s, s)} | {d['connections']:,} of {n:,} | {d['failed']} | "
+                         f"**{kib(d['per_conn'])}** | {kib(bare_b)} | {extra} |")
+        L.append("")
+        errs = [(s, n, d["first_error"]) for s in rm["idle_rooms"] for n, d in rm["idle_rooms"][s].items()
+                if d["first_error"]]
+        errs += [(s, n, d["first_error"]) for s in rm["bare"] for n, d in rm["bare"][s].items()
+                 if d["first_error"]]
+        for s, n, e in errs:
+            L.append(f"- {LABEL.get(s, s)} at {n:,}: first failure: `{e}`")
+        if errs:
+            L.append("")
+    L.append("### Targets")
+    L.append("")
+    L.append("| target | measured | met |")
+    L.append("|---|---|---|")
+    for name, measured, ok in rooms_targets(rm):
+        L.append(f"| {name} | {measured} | {'yes' if ok else '**no**'} |")
+    L.append("")
+    L.append(analysis)
+    L.append(RMEND)
+    L.append("")
+    return L
 
 
 def redis_figures(by, runs):
@@ -1177,16 +1415,21 @@ SECTIONS = {
               lambda a, an, res: render_redis(a, an, res), f"{CLUSTER} results"),
     "compression": ("Compression", (CBEGIN, CEND), (CABEGIN, CAEND),
                     lambda a, an, res: render_compression(a, an, res), "switchboard-deflate results"),
+    "rooms": ("Large rooms and a room per connection", (RMBEGIN, RMEND), (RMABEGIN, RMAEND),
+              lambda a, an, res: render_rooms(a, an, res), "join-storm or room-per-connection results"),
 }
+# Where a section goes the first time: before this heading (the default: "## Idle connections").
+BEFORE = {RMBEGIN: "## Churn"}
 
 
 def place_section(old, section, begin, end):
     """`old` with the section between `begin` and `end` replaced by `section`; the first
-    time, it goes before "## Idle connections"."""
+    time, it goes before "## Idle connections" (the rooms section before "## Churn")."""
     if begin in old and end in old:
         return old[:old.index(begin)] + section + old[old.index(end) + len(end):]
-    if "\n## Idle connections" in old:
-        at = old.index("\n## Idle connections") + 1
+    heading = "\n" + BEFORE.get(begin, "## Idle connections")
+    if heading in old:
+        at = old.index(heading) + 1
         return old[:at] + section + "\n\n" + old[at:]
     return old.rstrip("\n") + "\n\n" + section + "\n"
 
@@ -1220,7 +1463,7 @@ def main():
     ap.add_argument("--plots", default="docs/bench")
     ap.add_argument("--section", choices=sorted(SECTIONS),
                     help="rewrite only this section of --doc (\"Many nodes over Redis\", "
-                         "\"Compression\")")
+                         "\"Compression\", \"Large rooms and a room per connection\")")
     args = ap.parse_args()
     with open(args.results) as f:
         results = [json.loads(line) for line in f if line.strip().startswith("{")]
@@ -1247,6 +1490,9 @@ def main():
     # the last such run stays as it was.
     if CBEGIN not in body and os.path.exists(args.doc) and CBEGIN in old and CEND in old:
         body = place_section(body, old[old.index(CBEGIN):old.index(CEND) + len(CEND)], CBEGIN, CEND)
+    # Nor large rooms (SECTION=rooms does): that section stays as it was too.
+    if RMBEGIN not in body and os.path.exists(args.doc) and RMBEGIN in old and RMEND in old:
+        body = place_section(body, old[old.index(RMBEGIN):old.index(RMEND) + len(RMEND)], RMBEGIN, RMEND)
     with open(args.doc, "w") as f:
         f.write(body + "\n" + analysis + "\n")
     print(f"wrote {args.doc} and {len(a['plots'])} plot(s) in {args.plots}")

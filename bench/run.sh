@@ -10,6 +10,10 @@
 #   SECTION=compression bench/run.sh
 #                               # each server plain and with permessage-deflate, 1 KiB text
 #                               # messages: rewrites only the section "Compression"
+#   SECTION=rooms bench/run.sh  # large rooms: a join storm (JOIN_MEMBERS clients joining one
+#                               # room at JOIN_RATE/s) and idle connections each in a room of
+#                               # its own (IDLE_ROOM_SIZES), a fresh server each: rewrites
+#                               # only the section "Large rooms and a room per connection"
 #
 # It installs the peers (npm ci in bench/peers/node, pip into target/bench-venv), builds
 # release binaries, pins each server to CPU 0 and the load generator to CPU 1 (taskset),
@@ -44,6 +48,10 @@ if [ "${SECTION:-}" = compression ]; then
     TEXT=${TEXT:-1}
     FACTOR=${FACTOR:-1.5}
 fi
+if [ "${SECTION:-}" = rooms ]; then
+    # switchboard-count: rooms that tell only their member count (presence = "count").
+    DEFAULT_SERVERS="switchboard switchboard-count bun node-ws"
+fi
 SERVERS=${SERVERS:-$DEFAULT_SERVERS}
 RUNS=${RUNS:-3}
 SERVER_CPU=${SERVER_CPU:-0}
@@ -70,6 +78,12 @@ DRAIN=${DRAIN:-3}
 # here (open files are capped at 20,000 per process).
 IDLE_SIZES=${IDLE_SIZES:-"1000 10000 19000"}
 IDLE_SOURCES=${IDLE_SOURCES:-8}
+# SECTION=rooms: the join storm (JOIN_MEMBERS clients join one room, started at JOIN_RATE
+# per second), and idle connections each in a room of its own (IDLE_ROOM_SIZES; Switchboard
+# bare at the same sizes too, so that both figures come from one run).
+JOIN_MEMBERS=${JOIN_MEMBERS:-10000}
+JOIN_RATE=${JOIN_RATE:-2000}
+IDLE_ROOM_SIZES=${IDLE_ROOM_SIZES:-"19000"}
 # Noise: a step during which other work used more than MAX_OTHER_CPU CPUs is measured
 # again (up to RETRIES times, after waiting up to QUIET_WAIT s for a quiet machine).
 # (Other work on a CPU delays a pinned server by whole scheduler time slices: even 0.3 CPU
@@ -109,7 +123,8 @@ RESULTS=$OUT/results.jsonl
 : >"$RESULTS"
 COMMAND="bench/run.sh"
 for v in SERVERS RUNS ROOMS MEMBERS PUBLISHERS PAYLOAD TEXT FANOUT_RATE START_RATE FACTOR MAX_RATE \
-    MAX_P99_MS STEP_SECS IDLE_SIZES QUICK SECTION MAX_OTHER_CPU RETRIES QUIET_WAIT RETRY_BUDGET; do
+    MAX_P99_MS STEP_SECS IDLE_SIZES QUICK SECTION MAX_OTHER_CPU RETRIES QUIET_WAIT RETRY_BUDGET \
+    JOIN_MEMBERS JOIN_RATE IDLE_ROOM_SIZES; do
     # Record any setting given in the environment, so the command in the doc is exact.
     if printenv "$v" >/dev/null 2>&1; then COMMAND="$v=\"$(printenv "$v")\" $COMMAND"; fi
 done
@@ -216,7 +231,7 @@ start_server() {
         echo "    $name pids=$SERVER_PID addrs=$SERVER_ADDR redis pid=$REDIS_PID addr=$REDIS_ADDR" >&2
         return 0
         ;;
-    switchboard | switchboard-deflate | switchboard-history | switchboard-nowindow)
+    switchboard | switchboard-deflate | switchboard-history | switchboard-nowindow | switchboard-count)
         # --log warn: the peers log nothing per connection either. The address is then not
         # logged, so pick a free port first.
         port=$(free_port)
@@ -228,7 +243,17 @@ start_server() {
             extra=(--config "$OUT/history.toml")
             ;;
         switchboard-nowindow) extra=(--recovery-window-size 0) ;;
+        switchboard-count)
+            # The storm's room (and every other) tells its members only how many there are.
+            printf '[namespaces.default]\npresence = "count"\n' >"$OUT/count.toml"
+            extra=(--config "$OUT/count.toml")
+            ;;
         esac
+        if [ "${SECTION:-}" = rooms ]; then
+            # 19,000 connections and the open-file cap of 20,000: fewer descriptors kept for
+            # handshakes in progress (1,024 by default) leave room for them all.
+            extra+=(--max-pending-connections 512)
+        fi
         start_node "$name" "$port" "$data" "${extra[@]}"
         ;;
     node-ws | node-ws-deflate)
@@ -294,6 +319,36 @@ limits=(--warmup "$WARMUP" --drain "$DRAIN" --max-p99-ms "$MAX_P99_MS")
 
 uptime_before=$(uptime)
 started=$(date +%s)
+if [ "${SECTION:-}" = rooms ]; then
+    # Large rooms: each measurement on a freshly started server, runs interleaved.
+    for run in $(seq "$RUNS"); do
+        for name in $SERVERS; do
+            step "run $run/$RUNS, $name: join storm, $JOIN_MEMBERS members at $JOIN_RATE/s (fresh server)"
+            start_server "$name"
+            sleep 1
+            gen "$name" --tag "run=$run" --sources "$IDLE_SOURCES" join-storm \
+                --members "$JOIN_MEMBERS" --rate "$JOIN_RATE"
+            stop_server
+            for n in $IDLE_ROOM_SIZES; do
+                step "run $run/$RUNS, $name: $n idle connections, each in a room of its own (fresh server)"
+                start_server "$name"
+                sleep 1
+                gen "$name" --tag "run=$run" --sources "$IDLE_SOURCES" idle --connections "$n" \
+                    --concurrency 64 --room-per-connection
+                stop_server
+                if [ "$name" = switchboard ]; then
+                    step "run $run/$RUNS, $name: $n idle connections, no room (fresh server)"
+                    start_server "$name"
+                    sleep 1
+                    gen "$name" --tag "run=$run" --sources "$IDLE_SOURCES" idle --connections "$n" \
+                        --concurrency 64
+                    stop_server
+                fi
+            done
+        done
+    done
+    SERVERS=""  # nothing more to measure below
+fi
 # Runs are interleaved (run 1 of every server, then run 2, ...) so that a noisy moment on
 # the machine does not land on one server's runs only.
 for run in $(seq "$RUNS"); do
@@ -386,7 +441,8 @@ EOF
 step "report: $DOC, $PLOTS/*.svg"
 # SECTION=redis: rewrite only "Many nodes over Redis" of DOC (a run of switchboard and
 # switchboard-redis2 alone), leaving the rest of the doc from the last full run;
-# SECTION=compression likewise "Compression".
+# SECTION=compression likewise "Compression", SECTION=rooms "Large rooms and a room per
+# connection".
 section=()
 [ -z "${SECTION:-}" ] || section=(--section "$SECTION")
 python3 bench/report.py --results "$RESULTS" --machine "$OUT/machine.json" --doc "$DOC" --plots "$PLOTS" "${section[@]}"

@@ -2,7 +2,8 @@
 # CI smoke run of the benchmark: builds the server and the load generator, starts
 # Switchboard on a free port, and runs a tiny version of each scenario against it —
 # fan-out (plain and compressed), saturation (a short ladder far below saturation), idle connections (two
-# generator processes, several source addresses), churn, and memory after load.
+# generator processes, several source addresses; and each connection in a room of its own),
+# churn, memory after load, and a join storm (members joining one room at a paced rate).
 # Correctness only: any loss, duplicate, gap, server error or dropped connection fails the
 # run (exit status non-zero); latency limits are loose, since timing belongs to the
 # benchmark (bench/run.sh), not to a test.
@@ -65,9 +66,13 @@ run fanout --rooms 2 --members 10 --publishers 2 --rate 200 --duration 2 --paylo
 run saturation --rooms 2 --members 10 --publishers 2 --start-rate 50 --factor 2 --max-rate 200 \
     --duration 1 "${loose[@]}"
 run --sources 4 idle --connections 400 --shards 2 --concurrency 32 --settle 0.5
+run --sources 4 idle --connections 300 --shards 2 --concurrency 32 --settle 0.5 --room-per-connection
 run --sources 4 churn --members 5 --rate 100 --workers 4 --duration 2 "${loose[@]}"
 run --sources 4 after-load --rooms 2 --members 10 --publishers 2 --rate 100 --duration 1 \
     --connections 200 --hold 0.5 --wait 1 "${loose[@]}"
+# --strict here is correctness only: every join answered, none dropped, the message published
+# afterwards reaches every member (a join storm has no timing criterion).
+run --sources 4 --strict join-storm --members 300 --rate 600 --settle 0.5
 
 kill -0 "$PID" 2>/dev/null || { echo "smoke: the server died" >&2; cat "$LOG" >&2; exit 1; }
 echo

@@ -68,6 +68,7 @@ pub fn run(
             sources: opts.sources,
             settle: opts.hold,
             server_pid: Some(pid),
+            room_per_connection: false,
         };
         std::thread::spawn(move || idle::run(kind, addr, &idle_opts))
     });

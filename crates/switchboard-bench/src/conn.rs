@@ -84,7 +84,7 @@ impl Proto {
         }
     }
 
-    fn is_join_reply(self, text: &[u8], id: u64) -> bool {
+    pub fn is_join_reply(self, text: &[u8], id: u64) -> bool {
         match self {
             Proto::Switchboard | Proto::Json => {
                 contains(text, br#""type":"joined""#)

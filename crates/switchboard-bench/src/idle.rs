@@ -4,6 +4,10 @@
 //! One process may hold fewer than 20,000 descriptors here, so the connections are opened
 //! by shard processes (this binary, `idle-shard`), each holding its share until the parent
 //! has measured. Source addresses 127.0.0.2, .3, … spread the ephemeral ports.
+//!
+//! With a room per connection, each connection joins a room of its own once it is open
+//! (`own<shard>-<i>`: one member per room) and waits for the reply before it idles, so the
+//! figure is what a connection costs with one room in it.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -28,6 +32,8 @@ pub struct IdleOpts {
     pub sources: usize,
     pub settle: Duration,
     pub server_pid: Option<u32>,
+    /// Each connection joins a room of its own before idling.
+    pub room_per_connection: bool,
 }
 
 /// What one shard reported once its connections were open.
@@ -74,6 +80,7 @@ pub fn run(
             .args(["idle-shard", "--connections", &n.to_string()])
             .args(["--concurrency", &opts.concurrency.to_string()])
             .args(["--shard", &s.to_string()])
+            .args(opts.room_per_connection.then_some("--room-per-connection"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -136,6 +143,15 @@ pub fn run(
     r.insert("failed".into(), json!(failed));
     r.insert("dropped_while_idle".into(), json!(dropped));
     r.insert("shards".into(), json!(shards));
+    // Each connection in a room of its own (joined, reply received), or bare.
+    r.insert(
+        "room_per_connection".into(),
+        json!(opts.room_per_connection),
+    );
+    r.insert(
+        "rooms_joined".into(),
+        json!(if opts.room_per_connection { ok } else { 0 }),
+    );
     r.insert("sources".into(), json!(opts.sources));
     r.insert("connect_secs".into(), json!(round3(all_open)));
     r.insert(
@@ -172,8 +188,14 @@ pub fn source_addrs(n: usize) -> Vec<IpAddr> {
         .collect()
 }
 
-/// One shard: opens `n` connections, prints `READY {...}`, holds them until a line (or
-/// EOF) on stdin, prints `DONE dropped=<n>`, closes.
+/// The room of its own that connection `i` of shard `shard` joins.
+pub fn own_room(shard: usize, i: usize) -> String {
+    format!("own{shard}-{i}")
+}
+
+/// One shard: opens `n` connections (each joining a room of its own when
+/// `room_per_connection`), prints `READY {...}`, holds them until a line (or EOF) on stdin,
+/// prints `DONE dropped=<n>`, closes.
 pub async fn shard(
     kind: ServerKind,
     addr: SocketAddr,
@@ -181,6 +203,7 @@ pub async fn shard(
     concurrency: usize,
     sources: Vec<IpAddr>,
     shard: usize,
+    room_per_connection: bool,
 ) -> anyhow::Result<()> {
     let proto = kind.proto();
     let sem = Arc::new(Semaphore::new(concurrency.max(1)));
@@ -194,7 +217,18 @@ pub async fn shard(
         opening.spawn(async move {
             let _permit = sem.acquire_owned().await;
             let t = Instant::now();
-            let conn = Conn::open(addr, source, proto, Duration::from_secs(30)).await;
+            let timeout = Duration::from_secs(30);
+            let conn = async {
+                let mut conn = Conn::open(addr, source, proto, timeout).await?;
+                if room_per_connection {
+                    let room = own_room(shard, i);
+                    conn.join(&room, 1, Duration::from_secs(10))
+                        .await
+                        .with_context(|| format!("join {room}"))?;
+                }
+                anyhow::Ok(conn)
+            }
+            .await;
             (conn, t.elapsed())
         });
     }
@@ -321,4 +355,26 @@ pub fn table_row(r: &Map<String, Value>) -> Vec<String> {
         mib("server_rss_after"),
         stats::cell(&v, "rss_per_connection_bytes"),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rooms_of_their_own_differ_across_shards_and_connections() {
+        assert_eq!(own_room(1, 23), "own1-23");
+        // Shard 1's connection 23 and shard 12's connection 3 must not share a room.
+        assert_ne!(own_room(1, 23), own_room(12, 3));
+    }
+
+    #[test]
+    fn ready_lines_are_parsed() {
+        let r = parse_ready(
+            r#"READY {"ok":3,"failed":1,"secs":0.5,"p50_ms":1.0,"p99_ms":2.0,"first_error":"x"}"#,
+        )
+        .expect("a READY line");
+        assert_eq!((r.ok, r.failed, r.first_error.as_str()), (3, 1, "x"));
+        assert!(parse_ready("DONE dropped=0").is_none());
+    }
 }

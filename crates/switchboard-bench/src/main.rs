@@ -3,7 +3,9 @@
 //! Scenarios: `fanout` (R rooms × M members, P publishers at a rate), `saturation` (a
 //! ladder of rates until p99 or loss crosses a limit), `idle` (N idle connections, server
 //! memory per connection), `churn` (connections opened and closed while a room publishes),
-//! `after-load` (server memory once a load has ended: what the allocator gave back).
+//! `after-load` (server memory once a load has ended: what the allocator gave back),
+//! `join-storm` (N clients joining one room at a rate: join latency, memory per member,
+//! and whether a message then reaches every member).
 //! Each prints a table and one JSON line per run; `--json FILE` appends the lines to a file.
 //! It speaks Switchboard's protocol and those of the peer servers in bench/peers/.
 
@@ -12,6 +14,7 @@ mod churn;
 mod conn;
 mod fanout;
 mod idle;
+mod joinstorm;
 mod redisinfo;
 mod stats;
 
@@ -102,6 +105,9 @@ enum Scenario {
     /// A fan-out with a burst of idle connections during it, then no client at all: the
     /// server's memory after the load (needs --server-pid).
     AfterLoad(AfterLoadArgs),
+    /// N clients join one room, started at R per second: join latency, server memory per
+    /// member, connections closed, and how many members one message then reaches.
+    JoinStorm(JoinStormArgs),
     /// (internal) One process of the idle scenario.
     #[command(hide = true)]
     IdleShard(ShardArgs),
@@ -213,6 +219,9 @@ struct IdleArgs {
     /// Seconds to wait after the last connection opened before reading memory.
     #[arg(long, default_value_t = 2.0)]
     settle: f64,
+    /// Each connection joins a room of its own (waiting for the reply) before idling.
+    #[arg(long)]
+    room_per_connection: bool,
 }
 
 #[derive(Debug, Args)]
@@ -256,6 +265,28 @@ struct AfterLoadArgs {
 }
 
 #[derive(Debug, Args)]
+struct JoinStormArgs {
+    /// Clients, each joining the room once.
+    #[arg(long, default_value_t = 10_000)]
+    members: usize,
+    /// Clients started per second (each opens its connection, then joins).
+    #[arg(long, default_value_t = 2000.0)]
+    rate: f64,
+    /// The room's name.
+    #[arg(long, default_value = "storm")]
+    room: String,
+    /// Seconds a join (and opening its connection) may take before it counts as timed out.
+    #[arg(long, default_value_t = 10.0)]
+    join_timeout: f64,
+    /// Seconds the one message published afterwards has to reach every member.
+    #[arg(long, default_value_t = 10.0)]
+    reach_timeout: f64,
+    /// Seconds to wait after the last join before reading the server's memory.
+    #[arg(long, default_value_t = 2.0)]
+    settle: f64,
+}
+
+#[derive(Debug, Args)]
 struct ShardArgs {
     #[arg(long)]
     connections: usize,
@@ -263,6 +294,8 @@ struct ShardArgs {
     concurrency: usize,
     #[arg(long, default_value_t = 0)]
     shard: usize,
+    #[arg(long)]
+    room_per_connection: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -453,6 +486,31 @@ async fn run_async(cli: &Cli) -> anyhow::Result<bool> {
             emit(cli, "churn", record)?;
             Ok(ok)
         }
+        Scenario::JoinStorm(a) => {
+            let opts = joinstorm::StormOpts {
+                members: a.members,
+                rate: a.rate,
+                room: a.room.clone(),
+                sources: idle::source_addrs(cli.sources),
+                server_pid: cli.server_pid(),
+                join_timeout: Duration::from_secs_f64(a.join_timeout),
+                reach_timeout: Duration::from_secs_f64(a.reach_timeout),
+                settle: Duration::from_secs_f64(a.settle),
+            };
+            let (record, pass) = joinstorm::run(cli.server, cli.addr(), &opts).await?;
+            let mut t = Table::new(joinstorm::COLUMNS);
+            t.row(joinstorm::table_row(&record));
+            t.print();
+            // Without --strict, only server errors fail the run: a server that cannot take
+            // the storm is a result to report.
+            let ok = if cli.strict {
+                pass
+            } else {
+                record.get("server_errors").and_then(Value::as_u64) == Some(0)
+            };
+            emit(cli, "join-storm", record)?;
+            Ok(ok)
+        }
         Scenario::IdleShard(a) => {
             idle::shard(
                 cli.server,
@@ -461,6 +519,7 @@ async fn run_async(cli: &Cli) -> anyhow::Result<bool> {
                 a.concurrency,
                 idle::source_addrs(cli.sources),
                 a.shard,
+                a.room_per_connection,
             )
             .await?;
             Ok(true)
@@ -600,6 +659,7 @@ fn run_idle(cli: &Cli, a: &IdleArgs) -> anyhow::Result<bool> {
         sources: cli.sources,
         settle: Duration::from_secs_f64(a.settle),
         server_pid: cli.server_pid(),
+        room_per_connection: a.room_per_connection,
     };
     let record = idle::run(cli.server, cli.addr(), &opts)?;
     let mut t = Table::new(idle::COLUMNS);
