@@ -189,6 +189,8 @@ wait_port() {
 }
 
 # A Switchboard node pinned to the server CPU: start_node NAME PORT DATA-DIR [ARGS...]
+# (19,000 idle connections and the open-file cap of 20,000: fewer descriptors kept for
+# handshakes in progress than the default 1,024 leave room for them all.)
 start_node() {
     local name=$1 port=$2 data=$3
     shift 3
@@ -196,7 +198,8 @@ start_node() {
     taskset -c "$SERVER_CPU" "$SB" --listen "127.0.0.1:$port" --log warn \
         --message-rate 1000000 --message-burst 1000000 \
         --max-connections-per-ip 1000000 --max-connections 1000000 \
-        --max-outbound-queue 16MiB --data-dir "$data" "$@" >>"$OUT/$name.server.log" 2>&1 &
+        --max-outbound-queue 16MiB --max-pending-connections 512 \
+        --data-dir "$data" "$@" >>"$OUT/$name.server.log" 2>&1 &
 }
 
 # Debian's redis-server, no persistence, on a free port, pinned to the server CPU too.
@@ -249,11 +252,6 @@ start_server() {
             extra=(--config "$OUT/count.toml")
             ;;
         esac
-        if [ "${SECTION:-}" = rooms ]; then
-            # 19,000 connections and the open-file cap of 20,000: fewer descriptors kept for
-            # handshakes in progress (1,024 by default) leave room for them all.
-            extra+=(--max-pending-connections 512)
-        fi
         start_node "$name" "$port" "$data" "${extra[@]}"
         ;;
     node-ws | node-ws-deflate)
