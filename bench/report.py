@@ -1419,7 +1419,10 @@ SECTIONS = {
               lambda a, an, res: render_rooms(a, an, res), "join-storm or room-per-connection results"),
 }
 # Where a section goes the first time: before this heading (the default: "## Idle connections").
-BEFORE = {RMBEGIN: "## Churn"}
+# The hand-written section "TLS" (measured with bench/tls_idle.py, not by this run): kept
+# as it is by a full report, after "Idle connections".
+TBEGIN, TEND = "<!-- tls:begin -->", "<!-- tls:end -->"
+BEFORE = {RMBEGIN: "## Churn", TBEGIN: "## Churn"}
 
 
 def place_section(old, section, begin, end):
@@ -1490,6 +1493,9 @@ def main():
     # the last such run stays as it was.
     if CBEGIN not in body and os.path.exists(args.doc) and CBEGIN in old and CEND in old:
         body = place_section(body, old[old.index(CBEGIN):old.index(CEND) + len(CEND)], CBEGIN, CEND)
+    # Nor TLS (bench/tls_idle.py does), written by hand.
+    if TBEGIN not in body and os.path.exists(args.doc) and TBEGIN in old and TEND in old:
+        body = place_section(body, old[old.index(TBEGIN):old.index(TEND) + len(TEND)], TBEGIN, TEND)
     # Nor large rooms (SECTION=rooms does): that section stays as it was too.
     if RMBEGIN not in body and os.path.exists(args.doc) and RMBEGIN in old and RMEND in old:
         body = place_section(body, old[old.index(RMBEGIN):old.index(RMEND) + len(RMEND)], RMBEGIN, RMEND)
