@@ -23,6 +23,7 @@ pub mod durable;
 pub mod memory;
 pub mod redis;
 mod stored;
+pub(crate) use stored::open_redb;
 
 #[cfg(test)]
 mod contract;

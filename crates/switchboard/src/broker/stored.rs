@@ -54,7 +54,7 @@ pub struct Meta {
 /// Opens or creates a redb file. redb 4.5 can panic on a damaged file (an assertion in its
 /// page allocator while it repairs a truncated one) instead of returning an error: that is
 /// an error here too, so the caller can name the file.
-fn create(path: &Path) -> Result<Database, String> {
+pub(crate) fn open_redb(path: &Path) -> Result<Database, String> {
     std::panic::catch_unwind(|| Database::create(path))
         .map_err(|_| "the file is damaged (its store panicked opening it)".to_owned())?
         .map_err(|e| e.to_string())
@@ -66,7 +66,7 @@ impl Store {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
         let path = dir.join(FILE_NAME);
-        let db = create(&path)
+        let db = open_redb(&path)
             .map_err(|e| format!("cannot open history store {}: {e}", path.display()))?;
         let store = Store {
             db: std::sync::RwLock::new(db),
@@ -99,7 +99,7 @@ impl Store {
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(|e| e.to_string())?;
         drop(std::mem::replace(&mut *db, placeholder));
-        match create(&self.path) {
+        match open_redb(&self.path) {
             Ok(fresh) => {
                 *db = fresh;
                 self.broken

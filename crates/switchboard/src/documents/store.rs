@@ -51,7 +51,7 @@ impl Store {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
         let path = dir.join(FILE_NAME);
-        let db = Database::create(&path)
+        let db = crate::broker::open_redb(&path)
             .map_err(|e| format!("cannot open document store {}: {e}", path.display()))?;
         let store = Store { db, path };
         // Create both tables up front, so that readers never meet a missing table.
