@@ -310,6 +310,16 @@ def run_of(r):
     return r.get("tag", "run=1")
 
 
+def ladder_steps(by, server, runs):
+    """A server's saturation-ladder steps by offered load, in order of load, keeping the loads
+    that at least half of the runs reached."""
+    steps = defaultdict(list)
+    for r in by["saturation-step"]:
+        if r["server"] == server:
+            steps[r["offered_deliveries_per_s"]].append(r)
+    return [(off, rs) for off, rs in sorted(steps.items()) if len(rs) * 2 >= runs]
+
+
 def correctness_failed(r):
     return any(r.get(k) for k in ("missing", "gaps", "duplicates", "errors", "closed_connections")) \
         or "publish_error" in r
@@ -356,15 +366,8 @@ def build(results, machine, plots_dir, doc_dir):
     # Latency against offered load: median over runs of each ladder step.
     curve = {}
     for s in servers:
-        steps = defaultdict(list)
-        for r in by["saturation-step"]:
-            if r["server"] == s:
-                steps[r["offered_deliveries_per_s"]].append(r)
         pts = []
-        for offered in sorted(steps):
-            rs = steps[offered]
-            if len(rs) * 2 < runs:  # reached by fewer than half of the runs
-                continue
+        for offered, rs in ladder_steps(by, s, runs):
             passed = sum(1 for r in rs if r.get("pass"))
             pts.append({
                 "offered": offered,
@@ -724,15 +727,8 @@ def redis_figures(by, runs):
             d["commands"] = {n: {k: median(v) for k, v in c.items()} for n, c in cmds.items()}
             return d
 
-        steps = defaultdict(list)
-        for r in by["saturation-step"]:
-            if r["server"] == s:
-                steps[r["offered_deliveries_per_s"]].append(r)
         ladder = []
-        for offered in sorted(steps):
-            rs = steps[offered]
-            if len(rs) * 2 < runs:
-                continue
+        for offered, rs in ladder_steps(by, s, runs):
             d = summary(rs)
             d["ok"] = d["passed"] * 2 > len(rs)
             ladder.append(d)
@@ -791,11 +787,7 @@ def compression_figures(by, runs):
             d["compressed"] = any(r.get("compression") for r in rs)
             return d
 
-        steps = defaultdict(list)
-        for r in by["saturation-step"]:
-            if r["server"] == s:
-                steps[r["offered_deliveries_per_s"]].append(r)
-        ladder = {off: summary(rs) for off, rs in sorted(steps.items()) if len(rs) * 2 >= runs}
+        ladder = {off: summary(rs) for off, rs in ladder_steps(by, s, runs)}
         # What ended each ladder: the first step not sustained, and whether the generator
         # was at its core's limit there (then the server's saturation is a lower bound).
         ends = []
