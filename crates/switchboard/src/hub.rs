@@ -129,6 +129,22 @@ enum Slot {
     Remote(Arc<str>),
 }
 
+/// Makes room for one more entry in a list that usually stays short (a room's members, a
+/// connection's rooms): one entry for the first, then a few at a time, where a push would
+/// make room for four at once and double after.
+pub(crate) fn make_room_sparingly<T>(list: &mut Vec<T>) {
+    if list.capacity() == list.len() {
+        list.reserve_exact(list.len().clamp(1, 4));
+    }
+}
+
+/// Gives an emptied list's memory back (an empty `Vec` holds none).
+pub(crate) fn free_if_empty<T>(list: &mut Vec<T>) {
+    if list.is_empty() {
+        *list = Vec::new();
+    }
+}
+
 /// A room's members on this node, by connection number: a list while the room is small (a
 /// room of one holds one entry, where a hash map holds a table of four, ~370 bytes), a hash
 /// map past [`MemberMap::SMALL`] members.
@@ -190,10 +206,7 @@ impl MemberMap {
                     *self = MemberMap::Big(map);
                     return None;
                 }
-                if list.capacity() == list.len() {
-                    // Grow by a few at a time: most rooms stay small.
-                    list.reserve_exact(list.len().clamp(1, 4));
-                }
+                make_room_sparingly(list);
                 list.push((num, member));
                 None
             }
@@ -206,9 +219,7 @@ impl MemberMap {
             MemberMap::Small(list) => {
                 let at = list.iter().position(|(n, _)| n == num)?;
                 let (_, member) = list.swap_remove(at);
-                if list.is_empty() {
-                    *list = Vec::new();
-                }
+                free_if_empty(list);
                 Some(member)
             }
             MemberMap::Big(map) => map.remove(num),
@@ -285,14 +296,7 @@ impl JoinOrder {
                     *self = JoinOrder::Big(tree);
                     return;
                 }
-                if list.capacity() == list.len() {
-                    // Grow by a few at a time: most rooms stay small.
-                    list.reserve_exact(if list.is_empty() {
-                        1
-                    } else {
-                        list.len().min(8)
-                    });
-                }
+                make_room_sparingly(list);
                 let at = list.partition_point(|(s, _)| *s < seq);
                 list.insert(at, (seq, slot));
             }
@@ -308,9 +312,7 @@ impl JoinOrder {
                 if let Ok(at) = list.binary_search_by_key(&seq, |(s, _)| *s) {
                     list.remove(at);
                 }
-                if list.is_empty() {
-                    *list = Vec::new();
-                }
+                free_if_empty(list);
             }
             JoinOrder::Big(tree) => {
                 tree.remove(&seq);

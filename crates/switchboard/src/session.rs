@@ -13,7 +13,9 @@ use crate::auth::{Access, Identity, Perm, RoomGrant, TokenError};
 use crate::broker::{BrokerError, HistoryQuery, Payload, Pending, Published, StreamOptions};
 use crate::config::PresenceMode;
 use crate::connection::{Data, Flow, Handler};
-use crate::hub::{not_joined, ConnHandle, Hub, Join, JoinRequest, Room};
+use crate::hub::{
+    free_if_empty, make_room_sparingly, not_joined, ConnHandle, Hub, Join, JoinRequest, Room,
+};
 use crate::protocol::{self, error_frame, ErrorCode, Failure, Kind, Out};
 use crate::rate::{RateLimiter, Verdict};
 
@@ -83,10 +85,7 @@ impl JoinedRooms {
         match self.0.iter_mut().find(|(n, _)| *n == name) {
             Some((_, j)) => *j = joined,
             None => {
-                if self.0.capacity() == self.0.len() {
-                    // One at a time at first (a push would make room for four).
-                    self.0.reserve_exact(self.0.len().clamp(1, 8));
-                }
+                make_room_sparingly(&mut self.0);
                 self.0.push((name, joined));
             }
         }
@@ -95,9 +94,7 @@ impl JoinedRooms {
     fn remove(&mut self, name: &str) -> Option<Joined> {
         let at = self.0.iter().position(|(n, _)| &**n == name)?;
         let (_, joined) = self.0.swap_remove(at);
-        if self.0.is_empty() {
-            self.0 = Vec::new(); // a connection that left its rooms holds no list
-        }
+        free_if_empty(&mut self.0); // a connection that left its rooms holds no list
         Some(joined)
     }
 
