@@ -25,11 +25,6 @@ export class Members {
     return this.#list;
   }
 
-  /** How many members the list holds (at most `count`). */
-  get size() {
-    return this.#byConn.size;
-  }
-
   /** How many members the room has, including those on pages not fetched (yet). */
   get count() {
     return Math.max(this.#count, this.#byConn.size);
