@@ -436,26 +436,10 @@ pub async fn run(
     let timed_out = timed_out + unresolved;
     let failed = connect_failed + refused + lost;
     let server_errors = n.server_errors.load(Ordering::Relaxed);
-    let closes = shared
-        .closes
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    let join_hist = shared
-        .join_hist
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    let connect_hist = shared
-        .connect_hist
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    let reach_hist = shared
-        .reach_hist
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let closes = copy_of(&shared.closes);
+    let join_hist = copy_of(&shared.join_hist);
+    let connect_hist = copy_of(&shared.connect_hist);
+    let reach_hist = copy_of(&shared.reach_hist);
 
     let mut fail = Vec::new();
     if answered < opts.members as u64 {
@@ -610,6 +594,11 @@ pub fn table_row(r: &Map<String, Value>) -> Vec<String> {
         format!("no ({})", stats::cell(&v, "fail"))
     });
     row
+}
+
+/// A copy of what a mutex holds (a reader that panicked holding it left the value usable).
+fn copy_of<T: Clone>(m: &Mutex<T>) -> T {
+    m.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 #[cfg(test)]
