@@ -23,6 +23,8 @@ test("a page that joins late sees the earlier messages, then live ones, each onc
     const grace = await openChat(browser, server.origin, { name: "grace", room: "e2e-history" });
     await waitForMessages(grace.page, earlier);
     await say(ada.page, "live, from ada");
+    // Grace answers once she has seen it, so the room's order of the two is defined.
+    await waitForMessages(grace.page, ["live, from ada"]);
     await say(grace.page, "live, from grace");
     await waitForMessages(grace.page, ["live, from ada", "live, from grace"]);
     await waitForMessages(ada.page, ["live, from grace"]);
