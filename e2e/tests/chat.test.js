@@ -70,6 +70,8 @@ describe("chat", { timeout: 180_000 }, () => {
     await waitForMessages(ada.page, ["Yes — pulling the branch"]);
 
     await say(ada.page, "Great. The tests are green on my side.");
+    // Grace answers what she has seen, so the order of the two is the room's, not a race.
+    await waitForMessages(grace.page, ["Great. The tests are green on my side."]);
     await say(grace.page, "Same here, merging.\nThanks!");
     const everything = [
       "Hello Grace! Ready to review the compiler?",
