@@ -112,7 +112,9 @@ struct Driver<'a, S> {
     closing_deadline: Option<Instant>,
     last_ping: Instant,
     awaiting_pong: bool,
-    /// When the socket last took bytes, or the writer last had nothing to write.
+    /// Since when the frames in `writing` have waited: when the socket last took bytes, or
+    /// when the writer took them with nothing waiting before. Read only while `writing`
+    /// holds frames (for the write timeout), so it is set when a flush leaves some waiting.
     last_write_progress: Instant,
 }
 
@@ -171,9 +173,17 @@ pub async fn run<S: Socket, H: Handler>(
     let sleep = tokio::time::sleep_until(d.timer(settings, handler.deadline()));
     tokio::pin!(sleep);
     // Created once: it stays registered with the watch channel instead of registering
-    // and unregistering on every wake-up.
+    // and unregistering on every wake-up. `probe` tells, without the channel's lock,
+    // whether there is news for it.
+    let probe = shutdown.clone();
     let shutdown_changed = shutdown.changed();
     tokio::pin!(shutdown_changed);
+    // The waker the shutdown future was last polled with. It keeps it, so while the task's
+    // waker stays the same (it does for a task: tokio's wakers for one task are
+    // interchangeable, and `will_wake` says so) it is polled again only when the watch has
+    // a new value: a delivery's turn costs an atomic load for it instead of the channel's
+    // lock.
+    let mut registered: Option<std::task::Waker> = None;
     while !d.finished() {
         let handler_deadline = handler.deadline();
         let deadline = d.timer(settings, handler_deadline);
@@ -188,7 +198,11 @@ pub async fn run<S: Socket, H: Handler>(
         // there during the handshake, which would otherwise keep its finished task's
         // memory (about 1 KiB) alive for the life of the connection.
         let event = std::future::poll_fn(|cx| {
-            if !shutting_down {
+            let same = registered.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+            if !same {
+                registered = Some(cx.waker().clone());
+            }
+            if !shutting_down && (!same || !matches!(probe.has_changed(), Ok(false))) {
                 if let Poll::Ready(r) = shutdown_changed.as_mut().poll(cx) {
                     return Poll::Ready(Event::Shutdown(r.is_ok()));
                 }
@@ -224,7 +238,11 @@ pub async fn run<S: Socket, H: Handler>(
             }
             Event::Readable(Ok(())) => d.on_readable(handler).await,
             Event::Readable(Err(_)) => d.abort("read error"),
-            Event::Writable(Ok(())) | Event::Queued => d.flush().await,
+            Event::Writable(Ok(())) => d.flush().await,
+            Event::Queued => {
+                tokio::task::yield_now().await;
+                d.flush().await
+            }
             Event::Writable(Err(_)) => d.abort("write error"),
             Event::Overflow => {
                 d.take_from_outbox();
@@ -491,6 +509,10 @@ impl<S: Socket> Driver<'_, S> {
 
     /// Writes as much as the socket takes right now, many frames per system call.
     async fn flush(&mut self) {
+        // Whether the writer took frames or the socket took bytes in this call: the stall
+        // clock (`last_write_progress`) is read only while frames wait, so it is set only
+        // when this call leaves some waiting, not on every write.
+        let mut progressed = false;
         let closed = loop {
             if self.writing.is_empty() {
                 let closed = self.take_from_outbox();
@@ -498,7 +520,7 @@ impl<S: Socket> Driver<'_, S> {
                     break closed;
                 }
                 // Nothing was waiting for the socket until now: the stall clock starts here.
-                self.last_write_progress = Instant::now();
+                progressed = true;
             }
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
             let mut n = 0;
@@ -518,10 +540,13 @@ impl<S: Socket> Driver<'_, S> {
                 Ok(n) => {
                     self.outbox.unwritten(batch - n);
                     self.advance(n);
-                    self.last_write_progress = Instant::now();
+                    progressed = true;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.outbox.unwritten(batch);
+                    if progressed {
+                        self.last_write_progress = Instant::now();
+                    }
                     return;
                 }
                 Err(e) => {

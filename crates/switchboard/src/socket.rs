@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 pub trait Socket: Send + 'static {
@@ -47,7 +48,25 @@ impl Socket for TcpStream {
     }
 
     fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
-        TcpStream::try_read_buf(self, buf)
+        // A short read took all the kernel had: the readiness is cleared with it, as a
+        // `WouldBlock` would clear it, which saves the second read (and the turn of the
+        // driver's loop) that would only say so. The readiness cleared is the one seen
+        // before this read, so bytes that arrive meanwhile still wake the task.
+        let spare = buf.capacity() - buf.len();
+        let mut read = None;
+        let result = self.try_io(Interest::READABLE, || {
+            let n = TcpStream::try_read_buf(self, buf)?;
+            read = Some(n);
+            if n > 0 && n < spare {
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(())
+            }
+        });
+        match read {
+            Some(n) => Ok(n),
+            None => result.map(|()| 0),
+        }
     }
 
     fn try_write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
