@@ -19,8 +19,12 @@ rest of the doc as it was; `--section compression` likewise "Compression" (betwe
 the servers plain and compressing; `--section rooms` "Large rooms and a room per
 connection" (between <!-- rooms:begin --> and <!-- rooms:end -->, its hand-written part
 between <!-- rooms-analysis:begin --> and <!-- rooms-analysis:end -->) from a run of
-SECTION=rooms: the join storm and idle connections each in a room of its own. A full report
-keeps the last "Compression" and "Large rooms and a room per connection" as they were.
+SECTION=rooms: the join storm and idle connections each in a room of its own; `--section
+bigroom` "Fan-out in a 200-member room" (<!-- bigroom:begin --> … <!-- bigroom:end -->, by
+hand between <!-- bigroom-analysis:begin --> and <!-- bigroom-analysis:end -->) from a run of
+SECTION=bigroom: Switchboard and Bun at fixed loads in one large room. A full report keeps
+the last "Compression", "Large rooms and a room per connection" and "Fan-out in a
+200-member room" as they were.
 """
 
 import argparse
@@ -83,6 +87,12 @@ RMABEGIN, RMAEND = "<!-- rooms-analysis:begin -->", "<!-- rooms-analysis:end -->
 # answered, none dropped, join p99 < 100 ms, ≤ 2 KiB per member, a publish reaching all;
 # 19,000 connections each in a room of its own at ≤ 1.5 KiB per connection.
 STORM_MAX_P99_MS, STORM_MAX_BYTES, ROOM_IDLE_MAX_BYTES = 100, 2048, 1536
+# The section "Fan-out in a 200-member room" (a run with SECTION=bigroom) and its
+# hand-written part; its servers. Targets (the large-rooms issue): at each fixed load, server
+# CPU per delivery and p99 no more than Bun's, and a saturation above Bun's.
+BRBEGIN, BREND = "<!-- bigroom:begin -->", "<!-- bigroom:end -->"
+BRABEGIN, BRAEND = "<!-- bigroom-analysis:begin -->", "<!-- bigroom-analysis:end -->"
+BIGROOM = ("switchboard", "bun")
 # One node with the embedded broker, and two nodes sharing one Redis.
 SINGLE, CLUSTER = "switchboard", "switchboard-redis2"
 # Targets of the Redis configuration against one node: throughput share, p99 ratio.
@@ -464,7 +474,8 @@ def build(results, machine, plots_dir, doc_dir):
     return dict(servers=servers, runs=runs, fan=fan, sat=sat, curve=curve, churn=churn,
                 idle=idle, sizes=sizes, loss=loss, plots=plots, rel=rel, max_p99=max_p99,
                 by=by, machine=machine, redis=redis_figures(by, runs),
-                compression=compression_figures(by, runs), rooms=rooms_figures(by))
+                compression=compression_figures(by, runs), rooms=rooms_figures(by),
+                bigroom={n: d for n in BIGROOM if (d := ladder_figures(by, runs, n))})
 
 
 def rooms_figures(by):
@@ -764,51 +775,72 @@ def redis_figures(by, runs):
     return out
 
 
+def step_summary(rs):
+    """Medians over runs of one fan-out step (a fixed rate, or a ladder step), with server CPU
+    per million deliveries and whether most runs sustained it."""
+    d = {k: median([r.get(k) for r in rs]) for k in (
+        "offered_deliveries_per_s", "delivered_per_s", "p50_ms", "p99_ms", "server_cpu",
+        "generator_cpu", "wire_bytes_per_delivery", "frame_bytes", "deliveries_per_write")}
+    d["cpu_per_m"] = median([cpu_per_m(r.get("server_cpu"), r.get("delivered_per_s")) for r in rs])
+    d["p99_runs"] = sorted(r.get("p99_ms") for r in rs if r.get("p99_ms") is not None)
+    d["passed"] = sum(1 for r in rs if r.get("pass"))
+    d["runs"] = len(rs)
+    d["ok"] = d["passed"] * 2 > len(rs)
+    d["compressed"] = any(r.get("compression") for r in rs)
+    return d
+
+
+def ladder_ends(by, s, sat):
+    """What ended each of a server's saturation ladders: the first step not sustained, and
+    whether the generator was at its core's limit there (then the server's saturation is a
+    lower bound)."""
+    ends = []
+    for r in sat:
+        failed = [x for x in by["saturation-step"] if x["server"] == s
+                  and run_of(x) == run_of(r) and not x.get("pass")]
+        first = min(failed, key=lambda x: x["offered_deliveries_per_s"]) if failed else None
+        ends.append({
+            "reason": r.get("first_fail_reason") or "max rate reached",
+            "generator_bound": bool(first and (first.get("generator_cpu") or 0) >= 0.9
+                                    and (first.get("server_cpu") or 0) < 0.9),
+            "server_cpu": first.get("server_cpu") if first else None,
+            "generator_cpu": first.get("generator_cpu") if first else None,
+        })
+    return ends
+
+
+def ladder_figures(by, runs, s):
+    """A server's fixed-rate fan-out, saturation and every ladder step, or None."""
+    fan = [r for r in by["fanout"] if r["server"] == s]
+    sat = [r for r in by["saturation"] if r["server"] == s]
+    if not fan and not sat:
+        return None
+    return {
+        "fan": step_summary(fan) if fan else None,
+        "fixed": {off: step_summary(rs) for off, rs in sorted(
+            group_by(fan, "offered_deliveries_per_s").items())},
+        "sat": median([r.get("saturation_delivered_per_s") or 0 for r in sat]) if sat else None,
+        "sat_runs": [r.get("saturation_delivered_per_s") for r in sat],
+        "ends": ladder_ends(by, s, sat),
+        "ladder": {off: step_summary(rs) for off, rs in ladder_steps(by, s, runs)},
+    }
+
+
+def group_by(records, key):
+    out = defaultdict(list)
+    for r in records:
+        out[r.get(key)].append(r)
+    return out
+
+
 def compression_figures(by, runs):
     """Each server plain and compressing: the fixed-rate fan-out, saturation, and every
     ladder step with its CPU per delivery and bytes on the wire per delivery."""
     out = {}
-    names = [n for pair in COMPRESSION for n in pair]
-    for s in names:
-        fan = [r for r in by["fanout"] if r["server"] == s]
-        sat = [r for r in by["saturation"] if r["server"] == s]
-        if not fan and not sat:
-            continue
-
-        def summary(rs):
-            d = {k: median([r.get(k) for r in rs]) for k in (
-                "offered_deliveries_per_s", "delivered_per_s", "p50_ms", "p99_ms", "server_cpu",
-                "generator_cpu", "wire_bytes_per_delivery", "frame_bytes")}
-            d["cpu_per_m"] = median([cpu_per_m(r.get("server_cpu"), r.get("delivered_per_s"))
-                                     for r in rs])
-            d["passed"] = sum(1 for r in rs if r.get("pass"))
-            d["runs"] = len(rs)
-            d["ok"] = d["passed"] * 2 > len(rs)
-            d["compressed"] = any(r.get("compression") for r in rs)
-            return d
-
-        ladder = {off: summary(rs) for off, rs in ladder_steps(by, s, runs)}
-        # What ended each ladder: the first step not sustained, and whether the generator
-        # was at its core's limit there (then the server's saturation is a lower bound).
-        ends = []
-        for r in sat:
-            failed = [x for x in by["saturation-step"] if x["server"] == s
-                      and run_of(x) == run_of(r) and not x.get("pass")]
-            first = min(failed, key=lambda x: x["offered_deliveries_per_s"]) if failed else None
-            ends.append({
-                "reason": r.get("first_fail_reason") or "max rate reached",
-                "generator_bound": bool(first and (first.get("generator_cpu") or 0) >= 0.9
-                                        and (first.get("server_cpu") or 0) < 0.9),
-                "server_cpu": first.get("server_cpu") if first else None,
-                "generator_cpu": first.get("generator_cpu") if first else None,
-            })
-        out[s] = {
-            "fan": summary(fan) if fan else None,
-            "sat": median([r.get("saturation_delivered_per_s") or 0 for r in sat]) if sat else None,
-            "sat_runs": [r.get("saturation_delivered_per_s") for r in sat],
-            "ends": ends,
-            "ladder": ladder,
-        }
+    for s in [n for pair in COMPRESSION for n in pair]:
+        d = ladder_figures(by, runs, s)
+        if d:
+            out[s] = d
     return out
 
 
@@ -944,6 +976,123 @@ def render_compression(a, analysis, results_path):
         L.append("")
     L.append(analysis)
     L.append(CEND)
+    L.append("")
+    return L
+
+
+def bigroom_targets(b):
+    """(target, measured, met) for Switchboard against Bun in the 200-member room."""
+    sb, bun = b.get("switchboard"), b.get("bun")
+    if not sb or not bun:
+        return []
+    out = []
+    loads = sorted(set(sb["fixed"]) & set(bun["fixed"]))
+    for off in loads:
+        x, y = sb["fixed"][off], bun["fixed"][off]
+        if x["cpu_per_m"] is not None and y["cpu_per_m"] is not None:
+            ratio = x["cpu_per_m"] / y["cpu_per_m"]
+            out.append((f"at {si(off)} deliveries/s: server CPU per delivery ≤ Bun's",
+                        f"{x['cpu_per_m']:.2f} vs {y['cpu_per_m']:.2f} CPU s per million deliveries "
+                        f"= {ratio:.2f}× (delivered {si(x['delivered_per_s'])}/s vs "
+                        f"{si(y['delivered_per_s'])}/s)", ratio <= 1.0 and x["ok"]))
+    for off in loads:
+        x, y = sb["fixed"][off], bun["fixed"][off]
+        if not y["ok"]:
+            out.append((f"at {si(off)} deliveries/s: p99 ≤ Bun's", "Bun did not sustain this load", x["ok"]))
+        elif x["p99_ms"] is not None and y["p99_ms"] is not None:
+            out.append((f"at {si(off)} deliveries/s: p99 ≤ Bun's",
+                        f"{ms(x['p99_ms'])} ms vs {ms(y['p99_ms'])} ms (per run "
+                        f"{', '.join(ms(v) for v in x['p99_runs'])} vs "
+                        f"{', '.join(ms(v) for v in y['p99_runs'])})",
+                        x["p99_ms"] <= y["p99_ms"] and x["ok"]))
+    if sb.get("sat") is not None and bun.get("sat"):
+        lower = " (ours ended at the generator's limit: a lower bound)" if any(
+            e["generator_bound"] for e in sb["ends"]) else ""
+        out.append(("saturation above Bun's",
+                    f"{si(sb['sat'])}/s vs {si(bun['sat'])}/s = {sb['sat'] / bun['sat']:.2f}×{lower}",
+                    sb["sat"] > bun["sat"]))
+    return out
+
+
+def render_bigroom(a, analysis, results_path):
+    """The section "Fan-out in a 200-member room"; `analysis` is its hand-written part."""
+    b = a["bigroom"]
+    records = [r for r in a["by"]["fanout"] if r["server"] in b]
+    if "switchboard" not in b or "bun" not in b or not records:
+        return []
+    m = a["machine"]
+    shape = records[0]
+    L = [BRBEGIN, "## Fan-out in a 200-member room", ""]
+    L.append(f"How it was run: `{m.get('command', 'bench/run.sh')}` (raw results: "
+             f"`{os.path.relpath(results_path)}`), on {m.get('cpu')}, {m.get('cpus')} CPUs; "
+             f"load before `{m.get('uptime_before')}`, after `{m.get('uptime_after')}` "
+             f"({m.get('elapsed_s', 0) // 60} min {m.get('elapsed_s', 0) % 60} s); {a['runs']} run(s), "
+             "interleaved, medians over runs. Server on CPU 0, generator on CPU 1, as above.")
+    L.append("")
+    L.append(f"One room of {shape.get('members')} members, {shape.get('publishers')} of them "
+             f"publishing {shape.get('payload_bytes')}-byte messages at a fixed rate; every message "
+             "goes to every member, its publisher included. Each fixed load is a fan-out step of "
+             "its own on the same server (members connect and join, 1 s of warm-up, then the "
+             "measured window). **Bun** does the same job with `server.publish` (uWebSockets' "
+             "topic broadcast, the message serialised once). *CPU s per million deliveries*: the "
+             "server's CPU share over the window ÷ deliveries per second × 10⁶, a figure that "
+             "stays honest when the generator is the limit.")
+    L.append("")
+    L.append("| offered/s | server | delivered/s | p50 ms | p99 ms | server CPU | CPU s per million "
+             "deliveries | deliveries per write | generator CPU | runs passed |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|")
+    for off in sorted({o for d in b.values() for o in d["fixed"]}):
+        for s in BIGROOM:
+            d = b.get(s, {}).get("fixed", {}).get(off)
+            if not d:
+                continue
+            L.append(f"| {si(off)} | {LABEL.get(s, s)} | {si(d['delivered_per_s'])} | "
+                     f"{ms(d['p50_ms'])} | {ms(d['p99_ms'])} | {num(d['server_cpu'])} | "
+                     f"**{num(d['cpu_per_m'])}** | {num(d['deliveries_per_write'])} | "
+                     f"{num(d['generator_cpu'])} | {d['passed']}/{d['runs']} |")
+    L.append("")
+    L.append(f"Saturation (p99 ≤ {a['max_p99']:g} ms, nothing lost, ≥ 95% of the offered "
+             "deliveries delivered), the ladder rising by steps on a fresh set of members:")
+    L.append("")
+    L.append("| server | saturation | per run | what ended the ladder |")
+    L.append("|---|---|---|---|")
+    for s in BIGROOM:
+        d = b.get(s)
+        if not d or d.get("sat") is None:
+            continue
+        ends = sorted({e["reason"] + (" (generator at its limit)" if e["generator_bound"] else "")
+                       for e in d["ends"]})
+        L.append(f"| {LABEL.get(s, s)} | **{si(d['sat'])}/s** | "
+                 f"{', '.join(si(v) for v in d['sat_runs'])} | {'; '.join(ends)} |")
+    L.append("")
+    L.append("### Targets")
+    L.append("")
+    L.append("| target | measured | met |")
+    L.append("|---|---|---|")
+    for name, measured, ok in bigroom_targets(b):
+        L.append(f"| {name} | {measured} | {'yes' if ok else '**no**'} |")
+    L.append("")
+    loads = sorted({off for d in b.values() for off in d["ladder"]})
+    if loads:
+        L.append("### Every step of the ladder (medians)")
+        L.append("")
+        L.append("CPU s per million deliveries / p50 ms / p99 ms / deliveries per write. ✗: not sustained.")
+        L.append("")
+        L.append("| offered/s | " + " | ".join(LABEL.get(s, s) for s in BIGROOM if s in b) + " |")
+        L.append("|---|" + "---|" * sum(1 for s in BIGROOM if s in b))
+        for off in loads:
+            cells = []
+            for s in BIGROOM:
+                if s not in b:
+                    continue
+                d = b[s]["ladder"].get(off)
+                cells.append("" if not d else
+                             f"{num(d['cpu_per_m'])} / {ms(d['p50_ms'])} / {ms(d['p99_ms'])} / "
+                             f"{num(d['deliveries_per_write'])}" + ("" if d["ok"] else " ✗"))
+            L.append(f"| {si(off)} | " + " | ".join(cells) + " |")
+        L.append("")
+    L.append(analysis)
+    L.append(BREND)
     L.append("")
     return L
 
@@ -1409,12 +1558,14 @@ SECTIONS = {
                     lambda a, an, res: render_compression(a, an, res), "switchboard-deflate results"),
     "rooms": ("Large rooms and a room per connection", (RMBEGIN, RMEND), (RMABEGIN, RMAEND),
               lambda a, an, res: render_rooms(a, an, res), "join-storm or room-per-connection results"),
+    "bigroom": ("Fan-out in a 200-member room", (BRBEGIN, BREND), (BRABEGIN, BRAEND),
+                lambda a, an, res: render_bigroom(a, an, res), "switchboard and bun results"),
 }
 # Where a section goes the first time: before this heading (the default: "## Idle connections").
 # The hand-written section "TLS" (measured with bench/tls_idle.py, not by this run): kept
 # as it is by a full report, after "Idle connections".
 TBEGIN, TEND = "<!-- tls:begin -->", "<!-- tls:end -->"
-BEFORE = {RMBEGIN: "## Churn", TBEGIN: "## Churn"}
+BEFORE = {RMBEGIN: "## Churn", TBEGIN: "## Churn", BRBEGIN: "## Churn"}
 
 
 def place_section(old, section, begin, end):
@@ -1488,9 +1639,11 @@ def main():
     # Nor TLS (bench/tls_idle.py does), written by hand.
     if TBEGIN not in body and os.path.exists(args.doc) and TBEGIN in old and TEND in old:
         body = place_section(body, old[old.index(TBEGIN):old.index(TEND) + len(TEND)], TBEGIN, TEND)
-    # Nor large rooms (SECTION=rooms does): that section stays as it was too.
-    if RMBEGIN not in body and os.path.exists(args.doc) and RMBEGIN in old and RMEND in old:
-        body = place_section(body, old[old.index(RMBEGIN):old.index(RMEND) + len(RMEND)], RMBEGIN, RMEND)
+    # Nor large rooms (SECTION=rooms does) or the 200-member room (SECTION=bigroom): those
+    # sections stay as they were too.
+    for begin, end in ((RMBEGIN, RMEND), (BRBEGIN, BREND)):
+        if begin not in body and os.path.exists(args.doc) and begin in old and end in old:
+            body = place_section(body, old[old.index(begin):old.index(end) + len(end)], begin, end)
     with open(args.doc, "w") as f:
         f.write(body + "\n" + analysis + "\n")
     print(f"wrote {args.doc} and {len(a['plots'])} plot(s) in {args.plots}")

@@ -10,6 +10,11 @@
 #   SECTION=compression bench/run.sh
 #                               # each server plain and with permessage-deflate, 1 KiB text
 #                               # messages: rewrites only the section "Compression"
+#   SECTION=bigroom bench/run.sh
+#                               # fan-out in one room of BIGROOM_MEMBERS (200) at the fixed loads
+#                               # BIGROOM_LOADS (deliveries/s) and a saturation ladder, Switchboard
+#                               # against Bun, with server CPU per million deliveries: rewrites
+#                               # only the section "Fan-out in a 200-member room"
 #   SECTION=rooms bench/run.sh  # large rooms: a join storm (JOIN_MEMBERS clients joining one
 #                               # room at JOIN_RATE/s) and idle connections each in a room of
 #                               # its own (IDLE_ROOM_SIZES), a fresh server each: rewrites
@@ -48,6 +53,13 @@ if [ "${SECTION:-}" = compression ]; then
     TEXT=${TEXT:-1}
     FACTOR=${FACTOR:-1.5}
 fi
+if [ "${SECTION:-}" = bigroom ]; then
+    # One room of 200 members, 10 of them publishing; the ladder from 20k deliveries/s.
+    DEFAULT_SERVERS="switchboard bun"
+    ROOMS=${ROOMS:-1}
+    MEMBERS=${MEMBERS:-${BIGROOM_MEMBERS:-200}}
+    START_RATE=${START_RATE:-100}
+fi
 if [ "${SECTION:-}" = rooms ]; then
     # switchboard-count: rooms that tell only their member count (presence = "count").
     DEFAULT_SERVERS="switchboard switchboard-count bun node-ws"
@@ -84,6 +96,8 @@ IDLE_SOURCES=${IDLE_SOURCES:-8}
 JOIN_MEMBERS=${JOIN_MEMBERS:-10000}
 JOIN_RATE=${JOIN_RATE:-2000}
 IDLE_ROOM_SIZES=${IDLE_ROOM_SIZES:-"19000"}
+# SECTION=bigroom: the fixed loads, in deliveries per second (published/s × MEMBERS).
+BIGROOM_LOADS=${BIGROOM_LOADS:-"160000 320000 640000"}
 # Noise: a step during which other work used more than MAX_OTHER_CPU CPUs is measured
 # again (up to RETRIES times, after waiting up to QUIET_WAIT s for a quiet machine).
 # (Other work on a CPU delays a pinned server by whole scheduler time slices: even 0.3 CPU
@@ -124,7 +138,7 @@ RESULTS=$OUT/results.jsonl
 COMMAND="bench/run.sh"
 for v in SERVERS RUNS ROOMS MEMBERS PUBLISHERS PAYLOAD TEXT FANOUT_RATE START_RATE FACTOR MAX_RATE \
     MAX_P99_MS STEP_SECS IDLE_SIZES QUICK SECTION MAX_OTHER_CPU RETRIES QUIET_WAIT RETRY_BUDGET \
-    JOIN_MEMBERS JOIN_RATE IDLE_ROOM_SIZES; do
+    JOIN_MEMBERS JOIN_RATE IDLE_ROOM_SIZES BIGROOM_MEMBERS BIGROOM_LOADS; do
     # Record any setting given in the environment, so the command in the doc is exact.
     if printenv "$v" >/dev/null 2>&1; then COMMAND="$v=\"$(printenv "$v")\" $COMMAND"; fi
 done
@@ -358,8 +372,16 @@ for run in $(seq "$RUNS"); do
         timeout 120 taskset -c "$GEN_CPU" "$GEN" --server "$(kind "$name")" --addr "$SERVER_ADDR" \
             --retries 0 --quiet-wait 0 fanout \
             "${my_shape[@]}" --rate "$FANOUT_RATE" --duration 3 --warmup 1 >>"$OUT/generator.log" 2>&1 || true
-        gen "$name" --tag "run=$run" fanout "${my_shape[@]}" "${limits[@]}" \
-            --rate "$FANOUT_RATE" --duration "$FANOUT_SECS"
+        if [ "${SECTION:-}" = bigroom ]; then
+            # The fixed loads, each a fan-out step of its own (published/s = load / members).
+            for load in $BIGROOM_LOADS; do
+                gen "$name" --tag "run=$run" fanout "${my_shape[@]}" "${limits[@]}" \
+                    --rate "$(python3 -c "print($load / $MEMBERS)")" --duration "$FANOUT_SECS"
+            done
+        else
+            gen "$name" --tag "run=$run" fanout "${my_shape[@]}" "${limits[@]}" \
+                --rate "$FANOUT_RATE" --duration "$FANOUT_SECS"
+        fi
         # Node ws compressing every member's copy on its own sustains less than the ladder's
         # usual first step: its ladder starts ten times lower.
         start_rate=$START_RATE
