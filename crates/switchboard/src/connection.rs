@@ -238,11 +238,7 @@ pub async fn run<S: Socket, H: Handler>(
             }
             Event::Readable(Ok(())) => d.on_readable(handler).await,
             Event::Readable(Err(_)) => d.abort("read error"),
-            Event::Writable(Ok(())) => d.flush().await,
-            Event::Queued => {
-                tokio::task::yield_now().await;
-                d.flush().await
-            }
+            Event::Writable(Ok(())) | Event::Queued => d.flush().await,
             Event::Writable(Err(_)) => d.abort("write error"),
             Event::Overflow => {
                 d.take_from_outbox();
