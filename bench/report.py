@@ -1008,9 +1008,12 @@ def bigroom_targets(b):
     if sb.get("sat") is not None and bun.get("sat"):
         lower = " (ours ended at the generator's limit: a lower bound)" if any(
             e["generator_bound"] for e in sb["ends"]) else ""
+        ratio = sb["sat"] / bun["sat"]
+        # Within 2%: both sustained the same step of the ladder, a tie.
+        tie = " (the same step of the ladder: a tie)" if abs(ratio - 1) < 0.02 else ""
         out.append(("saturation above Bun's",
-                    f"{si(sb['sat'])}/s vs {si(bun['sat'])}/s = {sb['sat'] / bun['sat']:.2f}×{lower}",
-                    sb["sat"] > bun["sat"]))
+                    f"{si(sb['sat'])}/s vs {si(bun['sat'])}/s = {ratio:.2f}×{tie}{lower}",
+                    ratio >= 1.02))
     return out
 
 
