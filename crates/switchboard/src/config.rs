@@ -137,6 +137,13 @@ pub struct ServeArgs {
     /// In a busy room, presence changes within this interval go out together, in one frame per room (0: each at once). [default: 50ms]
     #[arg(long, env = "SWITCHBOARD_PRESENCE_INTERVAL", value_name = "DURATION")]
     pub presence_interval: Option<Millis>,
+    /// The longest a room bigger than 1,000 members gathers presence changes: its interval grows with it (presence_interval per 1,000 members) up to this. [default: 1s]
+    #[arg(
+        long,
+        env = "SWITCHBOARD_PRESENCE_INTERVAL_MAX",
+        value_name = "DURATION"
+    )]
+    pub presence_interval_max: Option<Millis>,
     /// Messages per second each connection may send, on average. [default: 100]
     #[arg(long, env = "SWITCHBOARD_MESSAGE_RATE", value_name = "N")]
     pub message_rate: Option<u32>,
@@ -399,6 +406,7 @@ pub struct Config {
     pub max_json_depth: usize,
     pub members_page_size: usize,
     pub presence_interval: Duration,
+    pub presence_interval_max: Duration,
     pub message_rate: u32,
     pub message_burst: u32,
     pub rate_limit_strikes: u32,
@@ -464,6 +472,7 @@ impl Default for Config {
             max_json_depth: 32,
             members_page_size: 100,
             presence_interval: Duration::from_millis(50),
+            presence_interval_max: Duration::from_secs(1),
             message_rate: 100,
             message_burst: 200,
             rate_limit_strikes: 50,
@@ -624,7 +633,8 @@ impl Config {
                 recovery_window_ttl,
                 idempotency_window,
                 node_timeout,
-                presence_interval
+                presence_interval,
+                presence_interval_max
             ]
         );
     }

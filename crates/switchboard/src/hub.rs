@@ -444,11 +444,12 @@ impl RoomState {
         conn: &Arc<str>,
         json: &Arc<str>,
         except: Option<u64>,
-        interval: Duration,
+        pacing: Pacing,
     ) -> bool {
         if self.mode == PresenceMode::Off {
             return false;
         }
+        let interval = pacing.for_members(self.member_count());
         let now = Instant::now();
         let a = &mut self.announcer;
         let quiet = !a.scheduled && a.last.is_none_or(|t| now.duration_since(t) >= interval);
@@ -539,7 +540,7 @@ impl RoomState {
         room: &str,
         conn: &Arc<str>,
         member: Option<&Arc<str>>,
-        interval: Duration,
+        pacing: Pacing,
     ) -> bool {
         match member {
             Some(json) => {
@@ -561,14 +562,14 @@ impl RoomState {
                         "join"
                     }
                 };
-                self.announce(room, event, conn, json, None, interval)
+                self.announce(room, event, conn, json, None, pacing)
             }
             None => {
                 let Some(r) = self.remote.remove(conn) else {
                     return false;
                 };
                 self.order.remove(r.seq);
-                self.announce(room, "leave", conn, &r.json, None, interval)
+                self.announce(room, "leave", conn, &r.json, None, pacing)
             }
         }
     }
@@ -650,8 +651,35 @@ pub struct ReplyLimits {
     pub max_recovery_messages: usize,
     /// Most bytes of missed messages in one `joined` reply.
     pub recovery_bytes: usize,
-    /// How often a busy room sends presence frames (`presence_interval`).
-    pub presence_interval: Duration,
+    /// How often a busy room sends presence frames.
+    pub presence: Pacing,
+}
+
+/// How long a busy room gathers presence changes into one frame: `presence_interval` in a
+/// room of up to [`PACED_MEMBERS`] members, and in a bigger one longer in proportion to its
+/// size (10,000 members: ten times), up to `presence_interval_max`. Each frame goes to every
+/// member, so a room sends at most about `PACED_MEMBERS` / `presence_interval` presence
+/// frames a second in all (20,000 with the defaults), however big it grows, until the cap.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacing {
+    pub interval: Duration,
+    pub max: Duration,
+}
+
+/// Members up to which a room's presence interval is `presence_interval` itself.
+pub const PACED_MEMBERS: usize = 1000;
+
+impl Pacing {
+    /// The interval of a room of `members` members.
+    pub fn for_members(&self, members: usize) -> Duration {
+        if members <= PACED_MEMBERS {
+            return self.interval;
+        }
+        self.interval
+            .mul_f64(members as f64 / PACED_MEMBERS as f64)
+            .min(self.max)
+            .max(self.interval)
+    }
 }
 
 /// Whom [`Hub::disconnect`] closes.
@@ -876,7 +904,7 @@ impl Hub {
                     &conn.id,
                     &json,
                     Some(conn.num),
-                    self.interval(),
+                    self.replies.presence,
                 );
             drop(st);
             if flush {
@@ -1011,7 +1039,7 @@ impl Hub {
                 &conn.id,
                 &member.json,
                 None,
-                self.interval(),
+                self.replies.presence,
             );
             let change = PresenceChange::Remove {
                 conn: conn.id.clone(),
@@ -1168,7 +1196,14 @@ impl Hub {
         if id.is_some() {
             conn.send(&Out::new("ok").opt_id(id).finish());
         }
-        let flush = st.announce(&room.name, "update", &conn.id, &json, None, self.interval());
+        let flush = st.announce(
+            &room.name,
+            "update",
+            &conn.id,
+            &json,
+            None,
+            self.replies.presence,
+        );
         drop(st);
         if flush {
             self.schedule_flush(room);
@@ -1205,13 +1240,12 @@ impl Hub {
         conn.send(&reply.finish());
     }
 
-    fn interval(&self) -> Duration {
-        self.replies.presence_interval
-    }
-
-    /// Sends the room's held presence changes after the interval.
+    /// Sends the room's held presence changes after its interval.
     fn schedule_flush(&self, room: &Arc<Room>) {
-        let interval = self.interval();
+        let interval = self
+            .replies
+            .presence
+            .for_members(room.lock().member_count());
         let room = room.clone();
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
@@ -1349,7 +1383,7 @@ impl Hub {
             return;
         };
         let mut st = room.lock();
-        if !st.closed && st.set_remote(name, conn, member, self.interval()) {
+        if !st.closed && st.set_remote(name, conn, member, self.replies.presence) {
             drop(st);
             self.schedule_flush(&room);
         }
@@ -1370,16 +1404,16 @@ impl Hub {
             .filter(|c| !known.contains_key(*c))
             .cloned()
             .collect();
-        let interval = self.interval();
+        let pacing = self.replies.presence;
         let mut flush = false;
         for conn in gone {
-            flush |= st.set_remote(name, &conn, None, interval);
+            flush |= st.set_remote(name, &conn, None, pacing);
         }
         let local: std::collections::HashSet<Arc<str>> =
             st.members.values().map(|m| m.conn.id.clone()).collect();
         for (conn, json) in &known {
             if !local.contains(conn) {
-                flush |= st.set_remote(name, conn, Some(json), interval);
+                flush |= st.set_remote(name, conn, Some(json), pacing);
             }
         }
         drop(st);
@@ -1469,6 +1503,34 @@ mod tests {
             seen.len() < max
         });
         seen
+    }
+
+    #[test]
+    fn the_presence_interval_grows_with_a_big_room_up_to_its_cap() {
+        let ms = Duration::from_millis;
+        let pacing = Pacing {
+            interval: ms(50),
+            max: ms(1000),
+        };
+        assert_eq!(pacing.for_members(1), ms(50));
+        assert_eq!(pacing.for_members(PACED_MEMBERS), ms(50));
+        assert_eq!(pacing.for_members(2 * PACED_MEMBERS), ms(100));
+        assert_eq!(pacing.for_members(10 * PACED_MEMBERS), ms(500));
+        assert_eq!(pacing.for_members(100 * PACED_MEMBERS), ms(1000), "capped");
+        let every_change = Pacing {
+            interval: Duration::ZERO,
+            max: ms(1000),
+        };
+        assert_eq!(every_change.for_members(50_000), Duration::ZERO);
+        let cap_below = Pacing {
+            interval: ms(50),
+            max: ms(10),
+        };
+        assert_eq!(
+            cap_below.for_members(50_000),
+            ms(50),
+            "never below the interval"
+        );
     }
 
     #[test]

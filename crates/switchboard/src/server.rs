@@ -23,7 +23,7 @@ use crate::broker::{Broker, Policy};
 use crate::config::Config;
 use crate::connection::{self, Ending, Settings};
 use crate::documents::{self, DocSettings, Documents};
-use crate::hub::{ConnHandle, Hub, ReplyLimits};
+use crate::hub::{ConnHandle, Hub, Pacing, ReplyLimits};
 use crate::ids;
 use crate::limits::{self, ConnectionLimits, PendingLimits, Slot};
 use crate::outbox::Outbox;
@@ -107,7 +107,10 @@ pub async fn serve(
             members_page_bytes: config.max_outbound_queue / 4,
             max_recovery_messages: config.max_recovery_messages,
             recovery_bytes: config.max_outbound_queue / 4,
-            presence_interval: config.presence_interval,
+            presence: Pacing {
+                interval: config.presence_interval,
+                max: config.presence_interval_max,
+            },
         },
         history_policy(&config),
     );

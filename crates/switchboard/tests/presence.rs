@@ -438,3 +438,94 @@ async fn a_count_only_namespace_tells_how_many_and_nothing_else() {
         .await;
     assert_eq!(reply["code"], "forbidden", "{reply}");
 }
+
+/// A room of more than 1,000 members gathers its presence changes for longer, in proportion
+/// to its size (`presence_interval` per 1,000 members, up to `presence_interval_max`), so
+/// the frames each member is sent stay about as many as in a room of 1,000 while the room's
+/// presence keeps changing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_big_room_sends_presence_less_often_in_proportion_to_its_size() {
+    const MEMBERS: usize = 2400;
+    let dir = common::temp_dir("paced");
+    let config = dir.join("switchboard.toml");
+    std::fs::write(&config, "[namespaces.live]\npresence = \"count\"\n").unwrap();
+    let server = Server::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--presence-interval",
+        "40ms",
+        "--presence-interval-max",
+        "10s",
+    ]);
+    let mut watcher = Peer::connect(&server).await;
+    watcher.join("live:big", None).await;
+    let mut members = Vec::new();
+    let mut joining = tokio::task::JoinSet::new();
+    let url = server.url();
+    for i in 1..MEMBERS {
+        let url = url.clone();
+        joining.spawn(async move {
+            let client = switchboard_client::Client::connect(&url)
+                .await
+                .expect("a member connects");
+            let mut p = Peer::from_client(client).await;
+            p.join("live:big", None).await;
+            p
+        });
+        if i % 64 == 0 || i == MEMBERS - 1 {
+            while let Some(p) = joining.join_next().await {
+                members.push(p.expect("a member joins"));
+            }
+        }
+    }
+    assert_eq!(members.len(), MEMBERS - 1);
+    watcher.raw = true;
+    watcher.barrier().await;
+    // One member comes and goes for two seconds (a join and a leave every 25 ms, within
+    // the message rate): the count changes 80 times a second. With 2,400 members the
+    // room's interval is 40 ms × 2.4 = 96 ms.
+    let mut churner = Peer::connect(&server).await;
+    let churn = tokio::spawn(async move {
+        let until = std::time::Instant::now() + Duration::from_secs(2);
+        while std::time::Instant::now() < until {
+            churner.join("live:big", None).await;
+            churner
+                .request(json!({"type": "leave", "id": 7, "room": "live:big"}))
+                .await;
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    });
+    let mut arrivals = Vec::new();
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(1800) {
+        let f = watcher
+            .next_where("presence", |f| f["type"] == "presence")
+            .await;
+        assert!(f["member_count"].as_u64().is_some(), "{f}");
+        arrivals.push(std::time::Instant::now());
+    }
+    churn.await.unwrap();
+    let mut gaps: Vec<Duration> = arrivals.windows(2).map(|w| w[1] - w[0]).collect();
+    gaps.sort();
+    assert!(
+        gaps.len() >= 5,
+        "the count kept coming: {} frames",
+        arrivals.len()
+    );
+    let median = gaps[gaps.len() / 2];
+    assert!(
+        median >= Duration::from_millis(80),
+        "frames {median:?} apart (median of {}): the 40 ms interval did not grow with the room",
+        gaps.len()
+    );
+    // And the count ends right.
+    let last = loop {
+        let f = watcher
+            .next_where("presence", |f| f["type"] == "presence")
+            .await;
+        if f["member_count"] == MEMBERS as u64 {
+            break f;
+        }
+    };
+    assert_eq!(last["room"], "live:big");
+}
