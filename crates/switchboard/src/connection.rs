@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use switchboard_ws::{CloseCode, Decoder, Frame, Message, Role};
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::outbox::Outbox;
@@ -74,8 +73,8 @@ pub struct Settings {
 
 /// What woke the connection's task.
 enum Event {
-    /// The server is shutting down (`false`: its sender is gone).
-    Shutdown(bool),
+    /// The server is shutting down ([`Outbox::shutdown`]).
+    Shutdown,
     Readable(io::Result<()>),
     Writable(io::Result<()>),
     /// Frames were queued in the outbox.
@@ -120,14 +119,13 @@ struct Driver<'a, S> {
 
 /// Runs the connection until it is closed. `leftover` holds bytes read past the handshake
 /// (plaintext, on TLS too).
-pub async fn run<S: Socket, H: Handler>(
+pub fn run<'a, S: Socket, H: Handler>(
     stream: S,
     leftover: Bytes,
-    outbox: &Outbox,
-    handler: &mut H,
-    settings: &Settings,
-    mut shutdown: watch::Receiver<bool>,
-) -> Ending {
+    outbox: &'a Outbox,
+    handler: &'a mut H,
+    settings: &'a Settings,
+) -> impl Future<Output = Ending> + Send + 'a {
     // Copy what the handshake read past its end, and let go of `leftover` now: it may be a
     // slice of the HTTP server's read buffer, which it would otherwise keep alive (several
     // KiB per connection) for as long as the connection lives.
@@ -156,110 +154,101 @@ pub async fn run<S: Socket, H: Handler>(
         awaiting_pong: false,
         last_write_progress: Instant::now(),
     };
-    let mut shutting_down = *shutdown.borrow();
-    if shutting_down {
-        handler.on_shutdown();
-        d.close(CloseCode::GOING_AWAY, "server shutting down", false);
-    }
-    if !d.read_buf.is_empty() {
-        // A client may send its first frames in the same packet as the handshake: decode
-        // them now. Waiting for readability would leave them unanswered until the client
-        // happened to send more.
-        d.awaiting_pong = false;
-        d.decode_buffered(handler).await;
-    }
-    // One timer per connection, re-armed only when its deadline moves (about once per
-    // heartbeat), not on every frame: the timer wheel is shared by all connections.
-    let sleep = tokio::time::sleep_until(d.timer(settings, handler.deadline()));
-    tokio::pin!(sleep);
-    // Created once: it stays registered with the watch channel instead of registering
-    // and unregistering on every wake-up. `probe` tells, without the channel's lock,
-    // whether there is news for it.
-    let probe = shutdown.clone();
-    let shutdown_changed = shutdown.changed();
-    tokio::pin!(shutdown_changed);
-    // The waker the shutdown future was last polled with. It keeps it, so while the task's
-    // waker stays the same (it does for a task: tokio's wakers for one task are
-    // interchangeable, and `will_wake` says so) it is polled again only when the watch has
-    // a new value: a delivery's turn costs an atomic load for it instead of the channel's
-    // lock.
-    let mut registered: Option<std::task::Waker> = None;
-    while !d.finished() {
-        let handler_deadline = handler.deadline();
-        let deadline = d.timer(settings, handler_deadline);
-        if sleep.deadline() != deadline {
-            sleep.as_mut().reset(deadline);
+    // The state of the connection's life is `d`, captured by the future as it is: made
+    // here, outside it, the stream and the handshake's leftover are not kept a second
+    // time as the future's arguments (an `async fn` keeps its arguments for its whole life).
+    async move {
+        // The server's shutdown reaches the connection through its outbox
+        // ([`Outbox::shutdown`]), which wakes the task anyway when something is queued.
+        let mut shutting_down = d.outbox.take_shutdown();
+        if shutting_down {
+            handler.on_shutdown();
+            d.close(CloseCode::GOING_AWAY, "server shutting down", false);
         }
-        // TLS records the socket did not take yet count as something to write.
-        let want_write = !d.writing.is_empty() || d.stream.has_pending_output();
-        // The socket's readiness is polled directly (one waker slot per direction), not
-        // through `readable()`/`writable()` futures that join a waiter list on every turn
-        // of this loop. Taking over the slots also drops the wakers the HTTP server left
-        // there during the handshake, which would otherwise keep its finished task's
-        // memory (about 1 KiB) alive for the life of the connection.
-        let event = std::future::poll_fn(|cx| {
-            let same = registered.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
-            if !same {
-                registered = Some(cx.waker().clone());
+        if !d.read_buf.is_empty() {
+            // A client may send its first frames in the same packet as the handshake: decode
+            // them now. Waiting for readability would leave them unanswered until the client
+            // happened to send more.
+            d.awaiting_pong = false;
+            d.decode_buffered(handler).await;
+        }
+        // One timer per connection, re-armed only when its deadline moves (about once per
+        // heartbeat), not on every frame: the timer wheel is shared by all connections.
+        let sleep = tokio::time::sleep_until(d.timer(settings, handler.deadline()));
+        tokio::pin!(sleep);
+        while !d.finished() {
+            let handler_deadline = handler.deadline();
+            let deadline = d.timer(settings, handler_deadline);
+            if sleep.deadline() != deadline {
+                sleep.as_mut().reset(deadline);
             }
-            if !shutting_down && (!same || !matches!(probe.has_changed(), Ok(false))) {
-                if let Poll::Ready(r) = shutdown_changed.as_mut().poll(cx) {
-                    return Poll::Ready(Event::Shutdown(r.is_ok()));
+            // TLS records the socket did not take yet count as something to write.
+            let want_write = !d.writing.is_empty() || d.stream.has_pending_output();
+            // The socket's readiness is polled directly (one waker slot per direction), not
+            // through `readable()`/`writable()` futures that join a waiter list on every turn
+            // of this loop. Taking over the slots also drops the wakers the HTTP server left
+            // there during the handshake, which would otherwise keep its finished task's
+            // memory (about 1 KiB) alive for the life of the connection.
+            let event = std::future::poll_fn(|cx| {
+                // One atomic load; the request wakes the task through the outbox, which is
+                // polled below whenever this returns `Pending`.
+                if !shutting_down && d.outbox.take_shutdown() {
+                    return Poll::Ready(Event::Shutdown);
+                }
+                if d.reading {
+                    if let Poll::Ready(r) = d.stream.poll_read_ready(cx) {
+                        return Poll::Ready(Event::Readable(r));
+                    }
+                }
+                if want_write {
+                    if let Poll::Ready(r) = d.stream.poll_write_ready(cx) {
+                        return Poll::Ready(Event::Writable(r));
+                    }
+                    if d.outbox.poll_overflow(cx).is_ready() {
+                        return Poll::Ready(Event::Overflow);
+                    }
+                } else if d.outbox.poll_ready(cx).is_ready() {
+                    return Poll::Ready(Event::Queued);
+                }
+                if sleep.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Timer);
+                }
+                Poll::Pending
+            })
+            .await;
+            match event {
+                Event::Shutdown => {
+                    shutting_down = true;
+                    if !d.close_sent {
+                        handler.on_shutdown();
+                        d.close(CloseCode::GOING_AWAY, "server shutting down", false);
+                    }
+                }
+                Event::Readable(Ok(())) => d.on_readable(handler).await,
+                Event::Readable(Err(_)) => d.abort("read error"),
+                Event::Writable(Ok(())) | Event::Queued => d.flush().await,
+                Event::Writable(Err(_)) => d.abort("write error"),
+                Event::Overflow => {
+                    d.take_from_outbox();
+                }
+                Event::Timer => {
+                    if !d.close_sent && handler_deadline.is_some_and(|t| Instant::now() >= t) {
+                        let flow = handler.on_deadline();
+                        d.on_flow(flow);
+                        d.flush().await;
+                    } else {
+                        d.on_timer(settings);
+                    }
                 }
             }
-            if d.reading {
-                if let Poll::Ready(r) = d.stream.poll_read_ready(cx) {
-                    return Poll::Ready(Event::Readable(r));
-                }
-            }
-            if want_write {
-                if let Poll::Ready(r) = d.stream.poll_write_ready(cx) {
-                    return Poll::Ready(Event::Writable(r));
-                }
-                if d.outbox.poll_overflow(cx).is_ready() {
-                    return Poll::Ready(Event::Overflow);
-                }
-            } else if d.outbox.poll_ready(cx).is_ready() {
-                return Poll::Ready(Event::Queued);
-            }
-            if sleep.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Event::Timer);
-            }
-            Poll::Pending
+        }
+        handler.on_close().await;
+        d.ending.unwrap_or(Ending {
+            code: CloseCode::ABNORMAL,
+            reason: String::new(),
+            by_peer: true,
         })
-        .await;
-        match event {
-            Event::Shutdown(changed) => {
-                shutting_down = true;
-                if changed && !d.close_sent {
-                    handler.on_shutdown();
-                    d.close(CloseCode::GOING_AWAY, "server shutting down", false);
-                }
-            }
-            Event::Readable(Ok(())) => d.on_readable(handler).await,
-            Event::Readable(Err(_)) => d.abort("read error"),
-            Event::Writable(Ok(())) | Event::Queued => d.flush().await,
-            Event::Writable(Err(_)) => d.abort("write error"),
-            Event::Overflow => {
-                d.take_from_outbox();
-            }
-            Event::Timer => {
-                if !d.close_sent && handler_deadline.is_some_and(|t| Instant::now() >= t) {
-                    let flow = handler.on_deadline();
-                    d.on_flow(flow);
-                    d.flush().await;
-                } else {
-                    d.on_timer(settings);
-                }
-            }
-        }
     }
-    handler.on_close().await;
-    d.ending.unwrap_or(Ending {
-        code: CloseCode::ABNORMAL,
-        reason: String::new(),
-        by_peer: true,
-    })
 }
 
 impl<S: Socket> Driver<'_, S> {

@@ -699,7 +699,8 @@ pub const SERVER_MEMBER: &str = r#"{"conn":null,"user":null,"presence":{},"serve
 pub struct Hub {
     rooms: Shards<Arc<str>, Arc<Room>>,
     connections: Shards<u64, Arc<ConnHandle>>,
-    /// Document connections (`/yjs`), known here only to be disconnected by the API.
+    /// Document connections (`/yjs`) and echo ones (`/echo`), known here to be disconnected
+    /// by the API and asked to stop at a shutdown.
     documents: Shards<u64, Arc<ConnHandle>>,
     broker: Arc<dyn Broker>,
     replies: ReplyLimits,
@@ -1157,6 +1158,19 @@ impl Hub {
     }
 
     /// Registers a document connection, so that [`disconnect`](Hub::disconnect) reaches it.
+    /// Asks every connection the hub knows (protocol, document and echo ones) to shut
+    /// down ([`Outbox::shutdown`](crate::outbox::Outbox::shutdown)).
+    pub fn shut_down_connections(&self) {
+        for conn in self
+            .connections
+            .values()
+            .into_iter()
+            .chain(self.documents.values())
+        {
+            conn.outbox.shutdown();
+        }
+    }
+
     pub fn register_document(&self, conn: Arc<ConnHandle>) {
         self.documents.insert(conn.num, conn);
     }

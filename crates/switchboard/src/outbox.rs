@@ -12,7 +12,7 @@
 
 use std::collections::VecDeque;
 use std::mem;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 
@@ -34,7 +34,16 @@ pub struct Outbox {
     cap: usize,
     /// permessage-deflate as the connection negotiated it; `None`: everything goes plain.
     compression: Option<Compression>,
+    /// The server is shutting down (or the connection's owner stops it):
+    /// [`NOT_ASKED`], [`ASKED`] until the connection's task takes the news, then [`TOLD`].
+    /// The task reads it with one atomic load per turn; it learns it through the outbox,
+    /// which wakes it anyway, instead of a shutdown future of its own in every connection.
+    shutdown: AtomicU8,
 }
+
+const NOT_ASKED: u8 = 0;
+const ASKED: u8 = 1;
+const TOLD: u8 = 2;
 
 #[derive(Default)]
 struct State {
@@ -83,7 +92,33 @@ impl Outbox {
             pending: AtomicUsize::new(0),
             cap,
             compression,
+            shutdown: AtomicU8::new(NOT_ASKED),
         }
+    }
+
+    /// Asks the connection's task to shut down: it lets its handler say its last words,
+    /// then closes with 1001 (`going away`). Asking again changes nothing.
+    pub fn shutdown(&self) {
+        if self
+            .shutdown
+            .compare_exchange(NOT_ASKED, ASKED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            return;
+        }
+        // Under the lock: a task polling right now either sees the request there or has
+        // left its waker for this to wake (see `poll`).
+        let waker = self.lock().waker.take();
+        wake(waker);
+    }
+
+    /// True once: the first time it is asked after [`shutdown`](Outbox::shutdown).
+    pub fn take_shutdown(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire) == ASKED
+            && self
+                .shutdown
+                .compare_exchange(ASKED, TOLD, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
     }
 
     /// permessage-deflate as the connection negotiated it (the driver sets up its decoder
@@ -221,7 +256,10 @@ impl Outbox {
 
     fn poll(&self, cx: &mut Context<'_>, frames: bool) -> Poll<()> {
         let mut s = self.lock();
-        if (frames && !s.queue.is_empty()) || (s.overflowed && !s.overflow_taken) {
+        if (frames && !s.queue.is_empty())
+            || (s.overflowed && !s.overflow_taken)
+            || self.shutdown.load(Ordering::SeqCst) == ASKED
+        {
             return Poll::Ready(());
         }
         match &s.waker {

@@ -207,6 +207,8 @@ pub async fn serve(
         let _ = r.await;
     }
     let _ = shutdown_tx.send(true);
+    // Every connection learns it through its outbox (see `told_if_shutting_down`).
+    shared.hub.shut_down_connections();
     let timeout = shared.config.shutdown_timeout;
     let deadline = tokio::time::Instant::now() + timeout;
     let documents = shared.documents.clone();
@@ -598,15 +600,26 @@ fn upgrade(
     res
 }
 
-async fn websocket<S: Socket>(
+/// What a connection serves, set up before its future starts.
+enum Serving {
+    Protocol(Session),
+    Document(documents::Opening),
+    Echo,
+}
+
+/// Sets up an upgraded connection and returns the future that serves it for its life. The
+/// setup is done here, outside the future: what only the setup needs (the token's identity,
+/// the endpoint, the negotiated compression) is not kept in every connection's task, as an
+/// `async fn`'s arguments would be for as long as it runs.
+fn websocket<S: Socket>(
     shared: Arc<Shared>,
     stream: S,
     leftover: Bytes,
     peer: SocketAddr,
     (endpoint, identity, compression): (Endpoint, Option<Identity>, Option<Compression>),
-    _slot: Slot,
-) {
-    let _drained = shared.drained.clone();
+    slot: Slot,
+) -> impl Future<Output = ()> + Send {
+    let drained = shared.drained.clone();
     let (num, id) = ids::next_conn_id();
     let cap = match endpoint {
         Endpoint::Protocol => shared.config.max_outbound_queue,
@@ -625,75 +638,89 @@ async fn websocket<S: Socket>(
     let conn = Arc::new(ConnHandle::new(num, id.into(), outbox));
     conn.set_user(identity.as_ref().map(|i| i.user.clone()));
     info!(conn = %conn.id, remote = %peer, compression = compression.is_some(), tls = shared.tls.is_some(), "connected");
-    let shutdown = shared.shutdown.clone();
-    let ending: Ending = match endpoint {
+    let mut serving = match endpoint {
         Endpoint::Document { name, read_only } => {
             info!(conn = %conn.id, doc = %name, read_only, "document connection");
+            // Known to the hub: for the API's disconnect, and the shutdown reaches it there.
             shared.hub.register_document(conn.clone());
-            // Boxed: document connections are rare next to protocol ones, and their larger
-            // state should not widen every connection's task.
-            let ending = Box::pin(documents::serve(
-                shared.documents.clone(),
-                documents::Opening {
-                    name,
-                    read_only,
-                    expires: identity.as_ref().map(|i| {
-                        tokio::time::Instant::from_std(
-                            i.expiry_instant() + shared.config.token_expiry_grace,
-                        )
-                    }),
-                },
-                conn.clone(),
-                stream,
-                leftover,
-                &shared.doc_settings,
-                shutdown,
-            ))
-            .await;
-            shared.hub.unregister_document(&conn);
-            ending
+            Serving::Document(documents::Opening {
+                name,
+                read_only,
+                expires: identity.as_ref().map(|i| {
+                    tokio::time::Instant::from_std(
+                        i.expiry_instant() + shared.config.token_expiry_grace,
+                    )
+                }),
+            })
         }
         Endpoint::Protocol => {
             let heartbeat_ms = shared.config.heartbeat_interval.as_millis() as u64;
-            let mut session = Session::start(
+            // Registers the connection with the hub.
+            Serving::Protocol(Session::start(
                 shared.hub.clone(),
                 conn.clone(),
                 shared.session_limits.clone(),
                 shared.access.clone(),
                 identity,
                 heartbeat_ms,
-            );
-            connection::run(
-                stream,
-                leftover,
-                &conn.outbox,
-                &mut session,
-                &shared.settings,
-                shutdown,
-            )
-            .await
+            ))
         }
         Endpoint::Echo => {
-            let mut echo = Echo(&conn);
-            connection::run(
-                stream,
-                leftover,
-                &conn.outbox,
-                &mut echo,
-                &shared.settings,
-                shutdown,
-            )
-            .await
+            shared.hub.register_document(conn.clone());
+            Serving::Echo
         }
     };
-    info!(
-        conn = %conn.id,
-        remote = %peer,
-        code = ending.code.0,
-        reason = %ending.reason,
-        by = if ending.by_peer { "client" } else { "server" },
-        "disconnected"
-    );
+    told_if_shutting_down(&shared, &conn);
+    async move {
+        // Held for the connection's life: the drain the shutdown waits for, and the
+        // connection's place in the limits.
+        let _held = (&drained, &slot);
+        let ending: Ending = match &mut serving {
+            Serving::Document(opening) => {
+                // Boxed: document connections are rare next to protocol ones, and their
+                // larger state should not widen every connection's task.
+                let ending = Box::pin(documents::serve(
+                    shared.documents.clone(),
+                    opening.clone(),
+                    conn.clone(),
+                    stream,
+                    leftover,
+                    &shared.doc_settings,
+                ))
+                .await;
+                shared.hub.unregister_document(&conn);
+                ending
+            }
+            Serving::Protocol(session) => {
+                connection::run(stream, leftover, &conn.outbox, session, &shared.settings).await
+            }
+            Serving::Echo => {
+                let mut echo = Echo(&conn);
+                let ending =
+                    connection::run(stream, leftover, &conn.outbox, &mut echo, &shared.settings)
+                        .await;
+                shared.hub.unregister_document(&conn);
+                ending
+            }
+        };
+        info!(
+            conn = %conn.id,
+            remote = %peer,
+            code = ending.code.0,
+            reason = %ending.reason,
+            by = if ending.by_peer { "client" } else { "server" },
+            "disconnected"
+        );
+    }
+}
+
+/// A connection registered with the hub after the shutdown asked every registered one to
+/// stop is asked here: each connection is asked by one or the other (the hub's registry is
+/// read after the shutdown flag is set, and this reads the flag after registering).
+fn told_if_shutting_down(shared: &Shared, conn: &ConnHandle) {
+    if *shared.shutdown.borrow() {
+        conn.outbox.shutdown();
+    }
 }
 
 /// The connection token of a handshake, from `Authorization: Bearer` or `?token=`, verified.

@@ -286,10 +286,11 @@ impl Documents {
 }
 
 /// How an owner closes one of its connections from outside the connection's task: it queues
-/// the close frame (code and reason of its choosing) and flips the connection's stop signal,
-/// which makes the connection driver run the close handshake with its usual deadline.
+/// the close frame (code and reason of its choosing) and stops the connection as a server
+/// shutdown does ([`Outbox::shutdown`]), which makes the connection driver run the close
+/// handshake with its usual deadline.
+#[derive(Default)]
 pub struct Kick {
-    stop: watch::Sender<bool>,
     why: Mutex<Option<Refusal>>,
 }
 
@@ -303,7 +304,7 @@ impl Kick {
             *why = Some((code, reason.to_owned()));
         }
         outbox.push_close(Frame::close(code, reason));
-        let _ = self.stop.send(true);
+        outbox.shutdown();
     }
 
     fn reason(&self) -> Option<Refusal> {
@@ -312,6 +313,7 @@ impl Kick {
 }
 
 /// Which document a connection opens, and how.
+#[derive(Clone)]
 pub struct Opening {
     pub name: Arc<str>,
     /// The token allows reading (`join`) but not editing (`publish`).
@@ -333,23 +335,10 @@ pub async fn serve<S: Socket>(
     stream: S,
     leftover: Bytes,
     settings: &Settings,
-    mut shutdown: watch::Receiver<bool>,
 ) -> Ending {
-    let (stop, stop_rx) = watch::channel(*shutdown.borrow());
-    let kick = Arc::new(Kick {
-        stop,
-        why: Mutex::new(None),
-    });
-    // The connection stops on server shutdown or when its owner kicks it.
-    {
-        let kick = kick.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = shutdown.wait_for(|s| *s) => { let _ = kick.stop.send(true); }
-                _ = kick.stop.closed() => {}
-            }
-        });
-    }
+    // The connection stops on server shutdown (the hub asks every connection's outbox) or
+    // when its owner kicks it.
+    let kick = Arc::new(Kick::default());
     let tx = match docs.join(&name, &conn, &kick).await {
         Ok(tx) => tx,
         Err((code, reason)) => return refuse(stream, code, &reason).await,
@@ -363,15 +352,7 @@ pub async fn serve<S: Socket>(
         read_only,
         expires,
     };
-    let mut ending = connection::run(
-        stream,
-        leftover,
-        &conn.outbox,
-        &mut handler,
-        settings,
-        stop_rx,
-    )
-    .await;
+    let mut ending = connection::run(stream, leftover, &conn.outbox, &mut handler, settings).await;
     if let Some((code, reason)) = kick.reason() {
         ending.code = code;
         ending.reason = reason;
@@ -550,28 +531,15 @@ mod tests {
         let mut client = TcpStream::connect(addr).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
         let outbox = Outbox::new(1 << 20);
-        let (stop, stop_rx) = watch::channel(false);
-        let kick = Kick {
-            stop,
-            why: Mutex::new(None),
-        };
+        let kick = Kick::default();
         let settings = Settings {
             max_message_size: 1 << 16,
             heartbeat_interval: Duration::from_secs(30),
             heartbeat_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
         };
-        let driver = async {
-            connection::run(
-                server,
-                Bytes::new(),
-                &outbox,
-                &mut Quiet,
-                &settings,
-                stop_rx,
-            )
-            .await
-        };
+        let driver =
+            async { connection::run(server, Bytes::new(), &outbox, &mut Quiet, &settings).await };
         let peer = async {
             outbox.push(&Frame::binary(b"before")).unwrap();
             kick.fire(&outbox, close::INTERNAL, "document reset");
