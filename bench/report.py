@@ -478,6 +478,15 @@ def build(results, machine, plots_dir, doc_dir):
                 bigroom={n: d for n in BIGROOM if (d := ladder_figures(by, runs, n))})
 
 
+def how_it_was_run(m, results_path):
+    """The start of a section's "How it was run" line: the command, the raw results, the
+    machine, its load before and after, and how long the run took."""
+    return (f"How it was run: `{m.get('command', 'bench/run.sh')}` (raw results: "
+            f"`{os.path.relpath(results_path)}`), on {m.get('cpu')}, {m.get('cpus')} CPUs; "
+            f"load before `{m.get('uptime_before')}`, after `{m.get('uptime_after')}` "
+            f"({m.get('elapsed_s', 0) // 60} min {m.get('elapsed_s', 0) % 60} s)")
+
+
 def rooms_figures(by):
     """The join storm per server (medians over runs, counts the worst run's) and idle
     connections each in a room of their own against bare ones, per size."""
@@ -579,10 +588,7 @@ def render_rooms(a, analysis, results_path):
         return []
     m = a["machine"]
     L = [RMBEGIN, "## Large rooms and a room per connection", ""]
-    L.append(f"How it was run: `{m.get('command', 'bench/run.sh')}` (raw results: "
-             f"`{os.path.relpath(results_path)}`), on {m.get('cpu')}, {m.get('cpus')} CPUs; "
-             f"load before `{m.get('uptime_before')}`, after `{m.get('uptime_after')}` "
-             f"({m.get('elapsed_s', 0) // 60} min {m.get('elapsed_s', 0) % 60} s); {a['runs']} run(s), "
+    L.append(how_it_was_run(m, results_path) + f"; {a['runs']} run(s), "
              "interleaved, each measurement on a freshly started server; medians over runs, "
              "counts of the worst run. Server on CPU 0, generator on CPU 1, as above. "
              "`switchboard-count` is Switchboard with `[namespaces.default] presence = \"count\"` "
@@ -896,10 +902,7 @@ def render_compression(a, analysis, results_path):
     m = a["machine"]
     fan_any = next((r for r in a["by"]["fanout"] if r["server"] in c), {})
     L = [CBEGIN, "## Compression", ""]
-    L.append(f"How it was run: `{m.get('command', 'bench/run.sh')}` (raw results: "
-             f"`{os.path.relpath(results_path)}`), on {m.get('cpu')}, {m.get('cpus')} CPUs; "
-             f"load before `{m.get('uptime_before')}`, after `{m.get('uptime_after')}` "
-             f"({m.get('elapsed_s', 0) // 60} min {m.get('elapsed_s', 0) % 60} s); {a['runs']} run(s), "
+    L.append(how_it_was_run(m, results_path) + f"; {a['runs']} run(s), "
              "interleaved, medians over runs. Server on CPU 0, generator on CPU 1, as above.")
     L.append("")
     L.append(f"The fan-out shape of the other sections ({fan_any.get('rooms', '?')} rooms × "
@@ -1026,10 +1029,7 @@ def render_bigroom(a, analysis, results_path):
     m = a["machine"]
     shape = records[0]
     L = [BRBEGIN, "## Fan-out in a 200-member room", ""]
-    L.append(f"How it was run: `{m.get('command', 'bench/run.sh')}` (raw results: "
-             f"`{os.path.relpath(results_path)}`), on {m.get('cpu')}, {m.get('cpus')} CPUs; "
-             f"load before `{m.get('uptime_before')}`, after `{m.get('uptime_after')}` "
-             f"({m.get('elapsed_s', 0) // 60} min {m.get('elapsed_s', 0) % 60} s); {a['runs']} run(s), "
+    L.append(how_it_was_run(m, results_path) + f"; {a['runs']} run(s), "
              "interleaved, medians over runs. Server on CPU 0, generator on CPU 1, as above.")
     L.append("")
     L.append(f"One room of {shape.get('members')} members, {shape.get('publishers')} of them "
@@ -1208,10 +1208,7 @@ def render_redis(a, analysis, results_path):
     again = sum(max(0, (x.get("attempts") or 1) - 1) for x in mine)
     noisy = [x for x in mine if x.get("noisy")]
     others = [x.get("other_cpu") for x in mine if x.get("other_cpu") is not None]
-    L.append(f"How it was run: `{m.get('command', 'bench/run.sh')}` (raw results: "
-             f"`{os.path.relpath(results_path)}`), on {m.get('cpu')}, {m.get('cpus')} CPUs; "
-             f"load before `{m.get('uptime_before')}`, after `{m.get('uptime_after')}` "
-             f"({m.get('elapsed_s', 0) // 60} min {m.get('elapsed_s', 0) % 60} s). "
+    L.append(how_it_was_run(m, results_path) + f". "
              f"{a['runs']} run(s), interleaved, medians over runs. "
              + (f"Other work during these configurations' steps: median {median(others):.2f}, "
                 f"max {max(others):.2f} CPUs of 2; {again} step(s) measured again, "
