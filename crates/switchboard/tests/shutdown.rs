@@ -139,3 +139,47 @@ async fn no_new_connections_while_shutting_down() {
         .expect("exit");
     assert_eq!(status.code(), Some(0));
 }
+
+/// Document (`/yjs`) and echo (`/echo`) connections are told too: they close with 1001 at
+/// once, and the server does not wait for its shutdown timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_closes_document_and_echo_connections_too() {
+    let mut server = Server::start(&["--shutdown-timeout", "30s", "--echo-endpoint"]);
+    let host = server.addr;
+    let mut clients = Vec::new();
+    for path in ["/echo", "/yjs/notes", "/yjs/other"] {
+        let url = format!("ws://{host}{path}");
+        let c = switchboard_client::Client::connect_with(&url, common::no_subprotocol())
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        clients.push((path, c));
+    }
+    // The echo connection answers: it is open and served.
+    clients[0].1.send_text("hello").await.unwrap();
+    loop {
+        match clients[0].1.recv().await.expect("echo") {
+            switchboard_client::switchboard_ws::Message::Text(t) if &t[..] == b"hello" => break,
+            _ => {}
+        }
+    }
+    let signalled = Instant::now();
+    server.sigterm();
+    for (path, mut c) in clients {
+        let code = tokio::time::timeout(STEP, async {
+            loop {
+                if let Err(e) = c.recv().await {
+                    return e.close_code();
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{path}: still open after the shutdown began"));
+        assert_eq!(code, Some(1001), "{path}");
+    }
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("the server exits without waiting for its 30 s shutdown timeout");
+    assert_eq!(status.code(), Some(0), "exit status {status}");
+    assert!(signalled.elapsed() < Duration::from_secs(10));
+}
