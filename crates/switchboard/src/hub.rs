@@ -1157,7 +1157,6 @@ impl Hub {
         n
     }
 
-    /// Registers a document connection, so that [`disconnect`](Hub::disconnect) reaches it.
     /// Asks every connection the hub knows (protocol, document and echo ones) to shut
     /// down ([`Outbox::shutdown`](crate::outbox::Outbox::shutdown)).
     pub fn shut_down_connections(&self) {
@@ -1171,6 +1170,8 @@ impl Hub {
         }
     }
 
+    /// Registers a document (or echo) connection, so that [`disconnect`](Hub::disconnect)
+    /// and [`shut_down_connections`](Hub::shut_down_connections) reach it.
     pub fn register_document(&self, conn: Arc<ConnHandle>) {
         self.documents.insert(conn.num, conn);
     }

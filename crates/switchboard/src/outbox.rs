@@ -241,13 +241,14 @@ impl Outbox {
             });
     }
 
-    /// Ready when there is something to take: frames, or news of an overflow. Otherwise
-    /// the task's waker is kept, and the next push wakes it.
+    /// Ready when there is something to take: frames, news of an overflow, or a shutdown
+    /// request not yet taken. Otherwise the task's waker is kept, and the next push (or
+    /// [`shutdown`](Outbox::shutdown)) wakes it.
     pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
         self.poll(cx, true)
     }
 
-    /// Ready only with news of an overflow: for a writer that is waiting for its socket
+    /// Ready only with news of an overflow (or a shutdown request): for a writer that is waiting for its socket
     /// with frames in hand already, so that a client that stopped reading is closed now,
     /// not whenever its socket drains (which may be never).
     pub fn poll_overflow(&self, cx: &mut Context<'_>) -> Poll<()> {

@@ -679,7 +679,7 @@ fn websocket<S: Socket>(
             Serving::Document(opening) => {
                 // Boxed: document connections are rare next to protocol ones, and their
                 // larger state should not widen every connection's task.
-                let ending = Box::pin(documents::serve(
+                Box::pin(documents::serve(
                     shared.documents.clone(),
                     opening.clone(),
                     conn.clone(),
@@ -687,22 +687,26 @@ fn websocket<S: Socket>(
                     leftover,
                     &shared.doc_settings,
                 ))
-                .await;
-                shared.hub.unregister_document(&conn);
-                ending
+                .await
             }
             Serving::Protocol(session) => {
                 connection::run(stream, leftover, &conn.outbox, session, &shared.settings).await
             }
             Serving::Echo => {
-                let mut echo = Echo(&conn);
-                let ending =
-                    connection::run(stream, leftover, &conn.outbox, &mut echo, &shared.settings)
-                        .await;
-                shared.hub.unregister_document(&conn);
-                ending
+                connection::run(
+                    stream,
+                    leftover,
+                    &conn.outbox,
+                    &mut Echo(&conn),
+                    &shared.settings,
+                )
+                .await
             }
         };
+        // A session unregisters itself when it closes; the others were registered above.
+        if !matches!(serving, Serving::Protocol(_)) {
+            shared.hub.unregister_document(&conn);
+        }
         info!(
             conn = %conn.id,
             remote = %peer,

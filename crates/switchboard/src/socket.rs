@@ -9,8 +9,7 @@ use std::io::{self, IoSlice};
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
-use tokio::io::Interest;
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
 pub trait Socket: Send + 'static {
