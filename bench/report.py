@@ -515,6 +515,13 @@ def rooms_figures(by):
             for code, n in (r.get("close_codes") or {}).items():
                 codes[code] += n
         d["close_codes"] = dict(codes)
+        # The member that joined before the storm and never read (runs with --deaf).
+        endings = defaultdict(int)
+        for r in rs:
+            if r.get("deaf_ending"):
+                endings[r["deaf_ending"]] += 1
+        d["deaf"] = dict(endings)
+        d["deaf_bytes"] = median([r.get("deaf_bytes_read") for r in rs])
         d["members"] = rs[0].get("members")
         d["rate"] = rs[0].get("rate")
         d["runs"] = len(rs)
@@ -570,6 +577,12 @@ def rooms_targets(rm):
                     b is not None and b <= STORM_MAX_BYTES))
         out.append((f"{who}: a publish reaches all {n:,}",
                     f"{sb['reach']:,} of {n:,} within 10 s (worst run)", sb["reach"] >= n))
+        if sb["deaf"]:
+            out.append(("a member of that room that never reads is closed without delaying "
+                        "the others (4009 once its queue is full, 4000 when it leaves a ping "
+                        "unanswered)",
+                        deaf_cell(sb) + " (the others: the rows above)",
+                        set(sb["deaf"]) <= {"closed 4009", "closed 4000", "dropped"}))
     for size, d in sorted(rm["idle_rooms"].get("switchboard", {}).items()):
         b = d["worst"]
         full = d["connections"] == size and d["failed"] == 0 and d["dropped"] == 0
@@ -579,6 +592,15 @@ def rooms_targets(rm):
                        f"{d['failed']} failed"),
                     b is not None and b <= ROOM_IDLE_MAX_BYTES and full))
     return out
+
+
+def deaf_cell(d):
+    """How the member that never read ended, over the runs, and what it had been sent."""
+    if not d["deaf"]:
+        return "–"
+    ends = ", ".join(f"{e} ×{k}" if k > 1 else e for e, k in sorted(d["deaf"].items()))
+    b = d["deaf_bytes"]
+    return ends + ("" if b is None else f"; read {b / 1048576:.2f} MiB at the end")
 
 
 def render_rooms(a, analysis, results_path):
@@ -639,11 +661,16 @@ def render_rooms(a, analysis, results_path):
                  "outcome, clients started per second, CPU seconds used by the server and the "
                  "generator over the whole run, bytes the generator read per second during the "
                  "storm, and when the published message arrived (p50 / max over the members "
-                 "that got it).")
+                 "that got it). *Never reads*: one more member joins the room before the storm "
+                 "and then reads nothing for 37 s after its join (`DEAF_SECS`), then reads what "
+                 "reached it: `closed 4009` is the server's close frame for a slow consumer, `closed 4000` "
+                 "for a heartbeat left unanswered, `dropped` the connection's end without a "
+                 "close frame (the server gave up writing to it), `open` that it was still a "
+                 "member; and the bytes it had been sent.")
         L.append("")
         L.append("| server | storm s | started/s | server CPU s | generator CPU s | read during the "
-                 "storm | reach p50 / max ms | server peak RSS |")
-        L.append("|---|---|---|---|---|---|---|---|")
+                 "storm | reach p50 / max ms | server peak RSS | never reads |")
+        L.append("|---|---|---|---|---|---|---|---|---|")
         for s in servers_in([{"server": k} for k in st]):
             d = st[s]
             rate = d["wire_bytes_per_s_storm"]
@@ -652,7 +679,7 @@ def render_rooms(a, analysis, results_path):
                      f"{num(d['server_cpu_seconds'])} | {num(d['generator_cpu_seconds'])} | "
                      f"{'–' if rate is None else f'{rate / 1048576:.1f} MiB/s'} | "
                      f"{ms(d['reach_p50_ms'])} / {ms(d['reach_max_ms'])} | "
-                     f"{'–' if hwm is None else f'{hwm / 1048576:.1f} MiB'} |")
+                     f"{'–' if hwm is None else f'{hwm / 1048576:.1f} MiB'} | {deaf_cell(d)} |")
         L.append("")
         errs = [(s, d["first_error"]) for s, d in st.items() if d["first_error"]]
         for s, e in errs:

@@ -96,6 +96,9 @@ IDLE_SOURCES=${IDLE_SOURCES:-8}
 JOIN_MEMBERS=${JOIN_MEMBERS:-10000}
 JOIN_RATE=${JOIN_RATE:-2000}
 IDLE_ROOM_SIZES=${IDLE_ROOM_SIZES:-"19000"}
+# One more member joins the storm's room first and reads nothing for DEAF_SECS: past
+# Switchboard's 20 s write_timeout and its heartbeat (a ping at 25 s, 10 s to answer).
+DEAF_SECS=${DEAF_SECS:-37}
 # SECTION=bigroom: the fixed loads, in deliveries per second (published/s × MEMBERS).
 BIGROOM_LOADS=${BIGROOM_LOADS:-"160000 320000 640000"}
 # Noise: a step during which other work used more than MAX_OTHER_CPU CPUs is measured
@@ -339,7 +342,7 @@ if [ "${SECTION:-}" = rooms ]; then
             start_server "$name"
             sleep 1
             gen "$name" --tag "run=$run" --sources "$IDLE_SOURCES" join-storm \
-                --members "$JOIN_MEMBERS" --rate "$JOIN_RATE"
+                --members "$JOIN_MEMBERS" --rate "$JOIN_RATE" --deaf "$DEAF_SECS"
             stop_server
             for n in $IDLE_ROOM_SIZES; do
                 step "run $run/$RUNS, $name: $n idle connections, each in a room of its own (fresh server)"

@@ -6,6 +6,11 @@
 //! memory is read before the first connection and once every join is answered (+ a settle),
 //! its CPU over the storm. Then one member publishes one message to the room, and the
 //! generator counts the members that receive it within the reach timeout.
+//!
+//! With `deaf`, one more client joins the room before the storm and then reads nothing for
+//! that long (at least until the storm's end): the bad input of a big room. Then it reads
+//! what reached it, to tell how it ended (the server's close code, the connection dropped,
+//! or still open).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -36,6 +41,9 @@ pub struct StormOpts {
     pub reach_timeout: Duration,
     /// Wait after the last join was answered before reading the server's memory.
     pub settle: Duration,
+    /// One more member joins before the storm and reads nothing for this long (not
+    /// counted in `members`).
+    pub deaf: Option<Duration>,
 }
 
 /// The reply a frame is, for a client that has sent `join` with id 1 and waits.
@@ -292,6 +300,60 @@ async fn member(
     shared.note(format!("a member connection ended: {ended}"));
 }
 
+/// A member that joined and then stopped reading: what the server sent it stays in the
+/// kernel's buffers, then in the server's queue for it.
+async fn deaf_member(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    proto: Proto,
+    room: &str,
+    timeout: Duration,
+) -> anyhow::Result<Conn> {
+    let mut conn = Conn::open(addr, source, proto, timeout).await?;
+    conn.join(room, 1, timeout).await?;
+    Ok(conn)
+}
+
+/// How the deaf member ended, read at the end of the run: everything that reached it,
+/// then the server's close frame (`closed <code>`), the connection's end without one
+/// (`dropped`), or nothing more for `idle` (`open`). Also the bytes it was sent.
+async fn drain_deaf(conn: Conn, idle: Duration) -> (String, u64) {
+    let (mut rd, mut wr) = conn.into_split();
+    let mut bytes = 0;
+    let ending = loop {
+        match tokio::time::timeout(idle, rd.fill(256 * 1024)).await {
+            Err(_) => break "open".to_owned(),
+            Ok(Err(Ended::Eof)) => break "dropped".to_owned(),
+            Ok(Err(e)) => break format!("error: {e}"),
+            Ok(Ok(())) => {}
+        }
+        bytes += rd.take_wire_bytes();
+        let mut close = None;
+        loop {
+            match rd.next() {
+                Ok(Some(Message::Close(f))) => {
+                    close = Some(f.map_or(1005, |f| f.code.0));
+                    break;
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    close = Some(0);
+                    eprintln!("switchboard-bench: join-storm: the deaf member's frames: {e}");
+                    break;
+                }
+            }
+        }
+        if let Some(code) = close {
+            break format!("closed {code}");
+        }
+    };
+    if ending == "open" {
+        let _ = tokio::time::timeout(Duration::from_secs(1), wr.close(CloseCode::NORMAL.0)).await;
+    }
+    (ending, bytes)
+}
+
 /// Runs the storm; returns the record and whether every criterion was met.
 pub async fn run(
     kind: ServerKind,
@@ -313,6 +375,15 @@ pub async fn run(
         writers: Mutex::new(Vec::with_capacity(opts.members)),
     });
     let room: Arc<str> = Arc::from(opts.room.as_str());
+    let deaf = if let Some(wait) = opts.deaf {
+        let source = opts.sources.first().copied();
+        match deaf_member(addr, source, proto, &room, opts.join_timeout).await {
+            Ok(conn) => Some((conn, Instant::now() + wait)),
+            Err(e) => anyhow::bail!("the deaf member could not join: {e:#}"),
+        }
+    } else {
+        None
+    };
     let rss_before = opts.server_pid.and_then(stats::rss_bytes);
     let srv_cpu = CpuMeter::start(opts.server_pid);
     let gen_cpu = CpuMeter::start(None);
@@ -400,6 +471,13 @@ pub async fn run(
         _ => None,
     };
     let wire_total = n.wire_bytes.load(Ordering::Relaxed);
+    let deaf = match deaf {
+        Some((conn, until)) => {
+            tokio::time::sleep_until(until.into()).await;
+            Some(drain_deaf(conn, Duration::from_secs(2)).await)
+        }
+        None => None,
+    };
 
     // Close every member politely, bounded, then stop the readers.
     shared.stopping.store(true, Ordering::Relaxed);
@@ -534,6 +612,10 @@ pub async fn run(
     if let Some(e) = publish_error {
         r.insert("publish_error".into(), json!(e));
     }
+    if let Some((ending, bytes)) = deaf {
+        r.insert("deaf_ending".into(), json!(ending));
+        r.insert("deaf_bytes_read".into(), json!(bytes));
+    }
     let fe = shared
         .first_error
         .lock()
@@ -563,6 +645,7 @@ pub const COLUMNS: &[&str] = &[
     "closed",
     "bytes/member",
     "reach",
+    "deaf member",
     "srv cpu",
     "gen cpu",
     "pass",
@@ -582,6 +665,7 @@ pub fn table_row(r: &Map<String, Value>) -> Vec<String> {
         "closed_connections",
         "rss_per_member_bytes",
         "reach",
+        "deaf_ending",
         "server_cpu",
         "generator_cpu",
     ]

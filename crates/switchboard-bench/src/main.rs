@@ -284,6 +284,11 @@ struct JoinStormArgs {
     /// Seconds to wait after the last join before reading the server's memory.
     #[arg(long, default_value_t = 2.0)]
     settle: f64,
+    /// One more member joins before the storm and reads nothing for this many seconds
+    /// (at least until the storm's end); then it reads, to tell how the server dealt with it
+    /// (`deaf_ending`: `closed <code>`, `dropped`, `open`).
+    #[arg(long)]
+    deaf: Option<f64>,
 }
 
 #[derive(Debug, Args)]
@@ -496,6 +501,7 @@ async fn run_async(cli: &Cli) -> anyhow::Result<bool> {
                 join_timeout: Duration::from_secs_f64(a.join_timeout),
                 reach_timeout: Duration::from_secs_f64(a.reach_timeout),
                 settle: Duration::from_secs_f64(a.settle),
+                deaf: a.deaf.map(Duration::from_secs_f64),
             };
             let (record, pass) = joinstorm::run(cli.server, cli.addr(), &opts).await?;
             let mut t = Table::new(joinstorm::COLUMNS);
