@@ -522,6 +522,7 @@ def rooms_figures(by):
                 endings[r["deaf_ending"]] += 1
         d["deaf"] = dict(endings)
         d["deaf_bytes"] = median([r.get("deaf_bytes_read") for r in rs])
+        d["deaf_secs"] = rs[0].get("deaf_secs")
         d["members"] = rs[0].get("members")
         d["rate"] = rs[0].get("rate")
         d["runs"] = len(rs)
@@ -662,8 +663,8 @@ def render_rooms(a, analysis, results_path):
                  "generator over the whole run, bytes the generator read per second during the "
                  "storm, and when the published message arrived (p50 / max over the members "
                  "that got it). *Never reads*: one more member joins the room before the storm "
-                 "and then reads nothing for 37 s after its join (`DEAF_SECS`), then reads what "
-                 "reached it: `closed 4009` is the server's close frame for a slow consumer, `closed 4000` "
+                 f"and then reads nothing for {num(any_s.get('deaf_secs'), '{:g}')} s after its join "
+                 "(`DEAF_SECS`), then reads what reached it: `closed 4009` is the server's close frame for a slow consumer, `closed 4000` "
                  "for a heartbeat left unanswered, `dropped` the connection's end without a "
                  "close frame (the server gave up writing to it), `open` that it was still a "
                  "member; and the bytes it had been sent.")

@@ -613,6 +613,10 @@ pub async fn run(
         r.insert("publish_error".into(), json!(e));
     }
     if let Some((ending, bytes)) = deaf {
+        r.insert(
+            "deaf_secs".into(),
+            json!(opts.deaf.map(|d| round3(d.as_secs_f64()))),
+        );
         r.insert("deaf_ending".into(), json!(ending));
         r.insert("deaf_bytes_read".into(), json!(bytes));
     }
