@@ -79,7 +79,9 @@ pub struct Decoder {
     max_message_size: usize,
     /// RSV bits an extension negotiated for this connection may set.
     allowed_rsv: u8,
-    partial: Option<Partial>,
+    /// Boxed: a message in pieces is rare (and short-lived), and the decoder lives as long
+    /// as its connection.
+    partial: Option<Box<Partial>>,
     utf8: Utf8Validator,
     /// Payload bytes of the current text frame already unmasked and validated.
     checked: usize,
@@ -372,12 +374,12 @@ impl Decoder {
                 Ok(Some(data_message(header.opcode, payload.freeze())))
             }
             OpCode::Text | OpCode::Binary => {
-                self.partial = Some(Partial {
+                self.partial = Some(Box::new(Partial {
                     opcode: header.opcode,
                     data: payload,
                     compressed: false,
                     raw_len: 0,
-                });
+                }));
                 Ok(None)
             }
             OpCode::Continuation => {
@@ -413,12 +415,12 @@ impl Decoder {
                 if header.opcode == OpCode::Text {
                     self.utf8.reset();
                 }
-                Partial {
+                Box::new(Partial {
                     opcode: header.opcode,
                     data: BytesMut::new(),
                     compressed: true,
                     raw_len: 0,
-                }
+                })
             }
         };
         partial.raw_len += payload.len();

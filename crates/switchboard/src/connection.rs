@@ -14,7 +14,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use switchboard_ws::{CloseCode, Decoder, Frame, Message, Role};
 use tokio::time::Instant;
 
-use crate::outbox::Outbox;
+use crate::hub::ConnHandle;
 use crate::socket::Socket;
 
 /// Close code for a client that did not answer a ping within the heartbeat timeout.
@@ -93,11 +93,17 @@ pub struct Ending {
     pub by_peer: bool,
 }
 
-struct Driver<'a, S> {
+/// The WebSocket side of one connection: its socket, read buffer and decoder, the frames
+/// being written, the heartbeat and the close handshake. Made before the connection's
+/// future ([`Driver::new`]) and lent to [`run`], so that the connection's task holds it
+/// once: a value an async block is given and then moves into the future it awaits is kept
+/// twice, in the block and in that future.
+pub struct Driver<S> {
     stream: S,
     read_buf: BytesMut,
     decoder: Decoder,
-    outbox: &'a Outbox,
+    /// The connection's handle: its outbox is what the driver writes.
+    conn: Arc<ConnHandle>,
     /// Frames taken from the outbox, not yet fully written; the first may be partly written.
     writing: VecDeque<Bytes>,
     head_partial: bool,
@@ -107,7 +113,11 @@ struct Driver<'a, S> {
     close_sent: bool,
     close_received: bool,
     write_shut: bool,
-    ending: Option<Ending>,
+    /// Our close frame is written: the connection's loop sends FIN next.
+    fin_due: bool,
+    /// Boxed: known only at the end, and a reason string in every connection's task would
+    /// cost it 24 bytes for its whole life.
+    ending: Option<Box<Ending>>,
     closing_deadline: Option<Instant>,
     last_ping: Instant,
     awaiting_pong: bool,
@@ -117,141 +127,157 @@ struct Driver<'a, S> {
     last_write_progress: Instant,
 }
 
-/// Runs the connection until it is closed. `leftover` holds bytes read past the handshake
-/// (plaintext, on TLS too).
-pub fn run<'a, S: Socket, H: Handler>(
-    stream: S,
-    leftover: Bytes,
-    outbox: &'a Outbox,
-    handler: &'a mut H,
-    settings: &'a Settings,
-) -> impl Future<Output = Ending> + Send + 'a {
-    // Copy what the handshake read past its end, and let go of `leftover` now: it may be a
-    // slice of the HTTP server's read buffer, which it would otherwise keep alive (several
-    // KiB per connection) for as long as the connection lives.
-    let read_buf = BytesMut::from(&leftover[..]);
-    drop(leftover);
-    let mut decoder = Decoder::new(Role::Server, settings.max_message_size);
-    if let Some(c) = outbox.compression() {
-        // permessage-deflate was negotiated: the client may send compressed messages too.
-        decoder.enable_deflate(&c.params);
-    }
-    let mut d = Driver {
-        stream,
-        read_buf,
-        decoder,
-        outbox,
-        writing: VecDeque::new(),
-        head_partial: false,
-        reading: true,
-        discarding: false,
-        close_sent: false,
-        close_received: false,
-        write_shut: false,
-        ending: None,
-        closing_deadline: None,
-        last_ping: Instant::now(),
-        awaiting_pong: false,
-        last_write_progress: Instant::now(),
-    };
-    // The state of the connection's life is `d`, captured by the future as it is: made
-    // here, outside it, the stream and the handshake's leftover are not kept a second
-    // time as the future's arguments (an `async fn` keeps its arguments for its whole life).
-    async move {
-        // The server's shutdown reaches the connection through its outbox
-        // ([`Outbox::shutdown`]), which wakes the task anyway when something is queued.
-        let mut shutting_down = d.outbox.take_shutdown();
-        if shutting_down {
-            handler.on_shutdown();
-            d.close(CloseCode::GOING_AWAY, "server shutting down", false);
+impl<S: Socket> Driver<S> {
+    /// The driver of a connection whose handshake is done. `leftover` holds bytes read
+    /// past the handshake (plaintext, on TLS too).
+    pub fn new(
+        stream: S,
+        leftover: Bytes,
+        conn: Arc<ConnHandle>,
+        settings: &Settings,
+    ) -> Driver<S> {
+        // Copy what the handshake read past its end, and let go of `leftover` now: it may be
+        // a slice of the HTTP server's read buffer, which it would otherwise keep alive
+        // (several KiB per connection) for as long as the connection lives.
+        let read_buf = BytesMut::from(&leftover[..]);
+        drop(leftover);
+        let mut decoder = Decoder::new(Role::Server, settings.max_message_size);
+        if let Some(c) = conn.outbox.compression() {
+            // permessage-deflate was negotiated: the client may send compressed messages too.
+            decoder.enable_deflate(&c.params);
         }
-        if !d.read_buf.is_empty() {
-            // A client may send its first frames in the same packet as the handshake: decode
-            // them now. Waiting for readability would leave them unanswered until the client
-            // happened to send more.
-            d.awaiting_pong = false;
-            d.decode_buffered(handler).await;
+        Driver {
+            stream,
+            read_buf,
+            decoder,
+            conn,
+            writing: VecDeque::new(),
+            head_partial: false,
+            reading: true,
+            discarding: false,
+            close_sent: false,
+            close_received: false,
+            write_shut: false,
+            fin_due: false,
+            ending: None,
+            closing_deadline: None,
+            last_ping: Instant::now(),
+            awaiting_pong: false,
+            last_write_progress: Instant::now(),
         }
-        // One timer per connection, re-armed only when its deadline moves (about once per
-        // heartbeat), not on every frame: the timer wheel is shared by all connections.
-        let sleep = tokio::time::sleep_until(d.timer(settings, handler.deadline()));
-        tokio::pin!(sleep);
-        while !d.finished() {
-            let handler_deadline = handler.deadline();
-            let deadline = d.timer(settings, handler_deadline);
-            if sleep.deadline() != deadline {
-                sleep.as_mut().reset(deadline);
-            }
-            // TLS records the socket did not take yet count as something to write.
-            let want_write = !d.writing.is_empty() || d.stream.has_pending_output();
-            // The socket's readiness is polled directly (one waker slot per direction), not
-            // through `readable()`/`writable()` futures that join a waiter list on every turn
-            // of this loop. Taking over the slots also drops the wakers the HTTP server left
-            // there during the handshake, which would otherwise keep its finished task's
-            // memory (about 1 KiB) alive for the life of the connection.
-            let event = std::future::poll_fn(|cx| {
-                // One atomic load; the request wakes the task through the outbox, which is
-                // polled below whenever this returns `Pending`.
-                if !shutting_down && d.outbox.take_shutdown() {
-                    return Poll::Ready(Event::Shutdown);
-                }
-                if d.reading {
-                    if let Poll::Ready(r) = d.stream.poll_read_ready(cx) {
-                        return Poll::Ready(Event::Readable(r));
-                    }
-                }
-                if want_write {
-                    if let Poll::Ready(r) = d.stream.poll_write_ready(cx) {
-                        return Poll::Ready(Event::Writable(r));
-                    }
-                    if d.outbox.poll_overflow(cx).is_ready() {
-                        return Poll::Ready(Event::Overflow);
-                    }
-                } else if d.outbox.poll_ready(cx).is_ready() {
-                    return Poll::Ready(Event::Queued);
-                }
-                if sleep.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Event::Timer);
-                }
-                Poll::Pending
-            })
-            .await;
-            match event {
-                Event::Shutdown => {
-                    shutting_down = true;
-                    if !d.close_sent {
-                        handler.on_shutdown();
-                        d.close(CloseCode::GOING_AWAY, "server shutting down", false);
-                    }
-                }
-                Event::Readable(Ok(())) => d.on_readable(handler).await,
-                Event::Readable(Err(_)) => d.abort("read error"),
-                Event::Writable(Ok(())) | Event::Queued => d.flush().await,
-                Event::Writable(Err(_)) => d.abort("write error"),
-                Event::Overflow => {
-                    d.take_from_outbox();
-                }
-                Event::Timer => {
-                    if !d.close_sent && handler_deadline.is_some_and(|t| Instant::now() >= t) {
-                        let flow = handler.on_deadline();
-                        d.on_flow(flow);
-                        d.flush().await;
-                    } else {
-                        d.on_timer(settings);
-                    }
-                }
-            }
-        }
-        handler.on_close().await;
-        d.ending.unwrap_or(Ending {
-            code: CloseCode::ABNORMAL,
-            reason: String::new(),
-            by_peer: true,
-        })
     }
 }
 
-impl<S: Socket> Driver<'_, S> {
+/// Runs the connection until it is closed.
+pub async fn run<S: Socket, H: Handler>(
+    d: &mut Driver<S>,
+    handler: &mut H,
+    settings: &Settings,
+) -> Ending {
+    // The server's shutdown reaches the connection through its outbox
+    // ([`Outbox::shutdown`]), which wakes the task anyway when something is queued.
+    let mut shutting_down = d.conn.outbox.take_shutdown();
+    if shutting_down {
+        handler.on_shutdown();
+        d.close(CloseCode::GOING_AWAY, "server shutting down", false);
+    }
+    if !d.read_buf.is_empty() {
+        // A client may send its first frames in the same packet as the handshake: decode
+        // them now. Waiting for readability would leave them unanswered until the client
+        // happened to send more.
+        d.awaiting_pong = false;
+        d.decode_buffered(handler).await;
+    }
+    // One timer per connection, re-armed only when its deadline moves (about once per
+    // heartbeat), not on every frame: the timer wheel is shared by all connections.
+    let sleep = tokio::time::sleep_until(d.timer(settings, handler.deadline()));
+    tokio::pin!(sleep);
+    while !d.finished() {
+        if d.fin_due {
+            // Our close frame is on the wire: send FIN, so the peer sees the end of the
+            // stream, and keep reading until its close arrives.
+            d.fin_due = false;
+            let _ = d.stream.shutdown().await;
+            d.write_shut = true;
+            continue;
+        }
+        let handler_deadline = handler.deadline();
+        let deadline = d.timer(settings, handler_deadline);
+        if sleep.deadline() != deadline {
+            sleep.as_mut().reset(deadline);
+        }
+        // TLS records the socket did not take yet count as something to write.
+        let want_write = !d.writing.is_empty() || d.stream.has_pending_output();
+        // The socket's readiness is polled directly (one waker slot per direction), not
+        // through `readable()`/`writable()` futures that join a waiter list on every turn
+        // of this loop. Taking over the slots also drops the wakers the HTTP server left
+        // there during the handshake, which would otherwise keep its finished task's
+        // memory (about 1 KiB) alive for the life of the connection.
+        let event = std::future::poll_fn(|cx| {
+            // One atomic load; the request wakes the task through the outbox, which is
+            // polled below whenever this returns `Pending`.
+            if !shutting_down && d.conn.outbox.take_shutdown() {
+                return Poll::Ready(Event::Shutdown);
+            }
+            if d.reading {
+                if let Poll::Ready(r) = d.stream.poll_read_ready(cx) {
+                    return Poll::Ready(Event::Readable(r));
+                }
+            }
+            if want_write {
+                if let Poll::Ready(r) = d.stream.poll_write_ready(cx) {
+                    return Poll::Ready(Event::Writable(r));
+                }
+                if d.conn.outbox.poll_overflow(cx).is_ready() {
+                    return Poll::Ready(Event::Overflow);
+                }
+            } else if d.conn.outbox.poll_ready(cx).is_ready() {
+                return Poll::Ready(Event::Queued);
+            }
+            if sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Timer);
+            }
+            Poll::Pending
+        })
+        .await;
+        match event {
+            Event::Shutdown => {
+                shutting_down = true;
+                if !d.close_sent {
+                    handler.on_shutdown();
+                    d.close(CloseCode::GOING_AWAY, "server shutting down", false);
+                }
+            }
+            Event::Readable(Ok(())) => d.on_readable(handler).await,
+            Event::Readable(Err(_)) => d.abort("read error"),
+            Event::Writable(Ok(())) | Event::Queued => d.flush(),
+            Event::Writable(Err(_)) => d.abort("write error"),
+            Event::Overflow => {
+                d.take_from_outbox();
+            }
+            Event::Timer => {
+                if !d.close_sent && handler_deadline.is_some_and(|t| Instant::now() >= t) {
+                    let flow = handler.on_deadline();
+                    d.on_flow(flow);
+                    d.flush();
+                } else {
+                    d.on_timer(settings);
+                }
+            }
+        }
+    }
+    handler.on_close().await;
+    d.ending.take().map_or(
+        Ending {
+            code: CloseCode::ABNORMAL,
+            reason: String::new(),
+            by_peer: true,
+        },
+        |e| *e,
+    )
+}
+
+impl<S: Socket> Driver<S> {
     fn finished(&self) -> bool {
         if self
             .ending
@@ -313,7 +339,7 @@ impl<S: Socket> Driver<'_, S> {
             return;
         }
         if !self.awaiting_pong && now >= self.last_ping + s.heartbeat_interval {
-            if self.outbox.push(&Frame::ping(b"")).is_ok() {
+            if self.conn.outbox.push(&Frame::ping(b"")).is_ok() {
                 self.awaiting_pong = true;
             }
             self.last_ping = now;
@@ -322,11 +348,11 @@ impl<S: Socket> Driver<'_, S> {
 
     /// Marks the connection done without a clean close (socket error, timeouts).
     fn abort(&mut self, why: &str) {
-        self.ending = Some(Ending {
+        self.ending = Some(Box::new(Ending {
             code: CloseCode::ABNORMAL,
             reason: why.to_owned(),
             by_peer: true,
-        });
+        }));
     }
 
     /// Starts the close handshake from our side (or answers the peer's close).
@@ -336,13 +362,13 @@ impl<S: Socket> Driver<'_, S> {
         }
         self.close_sent = true;
         if self.ending.is_none() {
-            self.ending = Some(Ending {
+            self.ending = Some(Box::new(Ending {
                 code,
                 reason: reason.to_owned(),
                 by_peer,
-            });
+            }));
         }
-        self.outbox.push_close(Frame::close(code, reason));
+        self.conn.outbox.push_close(Frame::close(code, reason));
         self.closing_deadline = Some(Instant::now() + CLOSE_TIMEOUT);
     }
 
@@ -354,11 +380,11 @@ impl<S: Socket> Driver<'_, S> {
             Ok(0) => {
                 self.reading = false;
                 if !self.close_sent {
-                    self.ending = Some(Ending {
+                    self.ending = Some(Box::new(Ending {
                         code: CloseCode::ABNORMAL,
                         reason: "connection closed without a close frame".to_owned(),
                         by_peer: true,
-                    });
+                    }));
                 }
                 return;
             }
@@ -416,7 +442,7 @@ impl<S: Socket> Driver<'_, S> {
                 }
                 Message::Text(_) | Message::Binary(_) => {} // closing: ignore data
                 Message::Ping(payload) => {
-                    let _ = self.outbox.push(&Frame::pong(&payload));
+                    let _ = self.conn.outbox.push(&Frame::pong(&payload));
                 }
                 Message::Pong(_) => {}
                 Message::Close(frame) => {
@@ -426,11 +452,11 @@ impl<S: Socket> Driver<'_, S> {
                         None => (CloseCode(1005), String::new()),
                     };
                     if !self.close_sent {
-                        self.ending = Some(Ending {
+                        self.ending = Some(Box::new(Ending {
                             code,
                             reason: reason.clone(),
                             by_peer: true,
-                        });
+                        }));
                         // Echo the peer's code, as RFC 6455 §5.5.1 suggests.
                         let echo = if code.0 == 1005 {
                             CloseCode::NORMAL
@@ -446,7 +472,7 @@ impl<S: Socket> Driver<'_, S> {
         if self.read_buf.is_empty() {
             self.read_buf = BytesMut::new();
         }
-        self.flush().await;
+        self.flush();
     }
 
     fn on_flow(&mut self, flow: Flow) {
@@ -458,21 +484,22 @@ impl<S: Socket> Driver<'_, S> {
     /// Moves what the outbox holds to the writer. Returns whether a close frame has been
     /// queued.
     fn take_from_outbox(&mut self) -> bool {
-        let taken = self.outbox.take(&mut self.writing);
+        let taken = self.conn.outbox.take(&mut self.writing);
         if taken.closed && !self.close_sent {
             // Closed from outside the task (`Outbox::close_with`): the close frame is queued;
             // run the rest of the handshake as for our own close.
             self.close_sent = true;
             let (code, reason) = self
+                .conn
                 .outbox
                 .close_reason()
                 .unwrap_or((CloseCode::NORMAL, String::new()));
             if self.ending.is_none() {
-                self.ending = Some(Ending {
+                self.ending = Some(Box::new(Ending {
                     code,
                     reason,
                     by_peer: false,
-                });
+                }));
             }
             self.closing_deadline = Some(Instant::now() + CLOSE_TIMEOUT);
         }
@@ -481,19 +508,21 @@ impl<S: Socket> Driver<'_, S> {
             let keep = usize::from(self.head_partial);
             let dropped: usize = self.writing.iter().skip(keep).map(Bytes::len).sum();
             self.writing.truncate(keep);
-            self.outbox.discard(dropped);
+            self.conn.outbox.discard(dropped);
             self.close(
                 SLOW_CONSUMER,
                 "slow consumer: outbound queue overflow",
                 false,
             );
-            return self.outbox.take(&mut self.writing).closed;
+            return self.conn.outbox.take(&mut self.writing).closed;
         }
         taken.closed
     }
 
-    /// Writes as much as the socket takes right now, many frames per system call.
-    async fn flush(&mut self) {
+    /// Writes as much as the socket takes right now, many frames per system call. Not
+    /// async (its future would widen every connection's task): the FIN after our close
+    /// frame is left to the connection's loop ([`fin_due`](Driver::fin_due)).
+    fn flush(&mut self) {
         // Whether the writer took frames or the socket took bytes in this call: the stall
         // clock (`last_write_progress`) is read only while frames wait, so it is set only
         // when this call leaves some waiting, not on every write.
@@ -516,19 +545,19 @@ impl<S: Socket> Driver<'_, S> {
             // Counted as written before the call: the client may read these bytes and
             // answer before this task runs again (see `Outbox::pending`).
             let batch: usize = iov[..n].iter().map(|s| s.len()).sum();
-            self.outbox.written(batch);
+            self.conn.outbox.written(batch);
             match self.stream.try_write_vectored(&iov[..n]) {
                 Ok(0) => {
                     self.abort("write returned zero");
                     return;
                 }
                 Ok(n) => {
-                    self.outbox.unwritten(batch - n);
+                    self.conn.outbox.unwritten(batch - n);
                     self.advance(n);
                     progressed = true;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.outbox.unwritten(batch);
+                    self.conn.outbox.unwritten(batch);
                     if progressed {
                         self.last_write_progress = Instant::now();
                     }
@@ -552,11 +581,9 @@ impl<S: Socket> Driver<'_, S> {
                 return;
             }
         }
-        // Once our close frame is out, send FIN: the peer sees the end of the stream, and
-        // we keep reading until its close arrives.
+        // Once our close frame is out, FIN is due.
         if self.close_sent && !self.write_shut && closed {
-            let _ = self.stream.shutdown().await;
-            self.write_shut = true;
+            self.fin_due = true;
         }
     }
 
@@ -577,6 +604,3 @@ impl<S: Socket> Driver<'_, S> {
         }
     }
 }
-
-/// Convenience for handlers that hold the outbox behind an `Arc`.
-pub type SharedOutbox = Arc<Outbox>;

@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -21,7 +22,7 @@ use crate::api::{self, Api};
 use crate::auth::{Access, Identity, Perm, TokenError};
 use crate::broker::{Broker, Policy};
 use crate::config::Config;
-use crate::connection::{self, Ending, Settings};
+use crate::connection::{self, Driver, Ending, Settings};
 use crate::documents::{self, DocSettings, Documents};
 use crate::hub::{ConnHandle, Hub, Pacing, ReplyLimits};
 use crate::ids;
@@ -600,11 +601,14 @@ fn upgrade(
     res
 }
 
-/// What a connection serves, set up before its future starts.
-enum Serving {
-    Protocol(Session),
-    Document(documents::Opening),
-    Echo,
+/// What a connection serves, set up before its future starts: protocol and echo
+/// connections with their driver, made here so that the future holds it once.
+enum Serving<S> {
+    Protocol(Session, Driver<S>),
+    /// Boxed: document connections are rare next to protocol ones, and their larger state
+    /// should not widen every connection's task.
+    Document(Pin<Box<dyn Future<Output = Ending> + Send>>),
+    Echo(Driver<S>),
 }
 
 /// Sets up an upgraded connection and returns the future that serves it for its life. The
@@ -643,7 +647,7 @@ fn websocket<S: Socket>(
             info!(conn = %conn.id, doc = %name, read_only, "document connection");
             // Known to the hub: for the API's disconnect, and the shutdown reaches it there.
             shared.hub.register_document(conn.clone());
-            Serving::Document(documents::Opening {
+            let opening = documents::Opening {
                 name,
                 read_only,
                 expires: identity.as_ref().map(|i| {
@@ -651,23 +655,42 @@ fn websocket<S: Socket>(
                         i.expiry_instant() + shared.config.token_expiry_grace,
                     )
                 }),
-            })
+            };
+            let (shared, conn) = (shared.clone(), conn.clone());
+            Serving::Document(Box::pin(async move {
+                documents::serve(
+                    shared.documents.clone(),
+                    opening,
+                    conn,
+                    stream,
+                    leftover,
+                    &shared.doc_settings,
+                )
+                .await
+            }))
         }
         Endpoint::Protocol => {
             let heartbeat_ms = shared.config.heartbeat_interval.as_millis() as u64;
             // Registers the connection with the hub.
-            Serving::Protocol(Session::start(
+            let session = Session::start(
                 shared.hub.clone(),
                 conn.clone(),
                 shared.session_limits.clone(),
                 shared.access.clone(),
                 identity,
                 heartbeat_ms,
-            ))
+            );
+            let driver = Driver::new(stream, leftover, conn.clone(), &shared.settings);
+            Serving::Protocol(session, driver)
         }
         Endpoint::Echo => {
             shared.hub.register_document(conn.clone());
-            Serving::Echo
+            Serving::Echo(Driver::new(
+                stream,
+                leftover,
+                conn.clone(),
+                &shared.settings,
+            ))
         }
     };
     told_if_shutting_down(&shared, &conn);
@@ -676,35 +699,16 @@ fn websocket<S: Socket>(
         // connection's place in the limits.
         let _held = (&drained, &slot);
         let ending: Ending = match &mut serving {
-            Serving::Document(opening) => {
-                // Boxed: document connections are rare next to protocol ones, and their
-                // larger state should not widen every connection's task.
-                Box::pin(documents::serve(
-                    shared.documents.clone(),
-                    opening.clone(),
-                    conn.clone(),
-                    stream,
-                    leftover,
-                    &shared.doc_settings,
-                ))
-                .await
+            Serving::Document(serve) => serve.await,
+            Serving::Protocol(session, driver) => {
+                connection::run(driver, session, &shared.settings).await
             }
-            Serving::Protocol(session) => {
-                connection::run(stream, leftover, &conn.outbox, session, &shared.settings).await
-            }
-            Serving::Echo => {
-                connection::run(
-                    stream,
-                    leftover,
-                    &conn.outbox,
-                    &mut Echo(&conn),
-                    &shared.settings,
-                )
-                .await
+            Serving::Echo(driver) => {
+                connection::run(driver, &mut Echo(&conn), &shared.settings).await
             }
         };
         // A session unregisters itself when it closes; the others were registered above.
-        if !matches!(serving, Serving::Protocol(_)) {
+        if !matches!(serving, Serving::Protocol(..)) {
             shared.hub.unregister_document(&conn);
         }
         info!(

@@ -25,7 +25,7 @@ use switchboard_ws::{CloseCode, Frame};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tracing::debug;
 
-use crate::connection::{self, Data, Ending, Flow, Handler, Settings};
+use crate::connection::{self, Data, Driver, Ending, Flow, Handler, Settings};
 use crate::hub::ConnHandle;
 use crate::outbox::Outbox;
 use crate::rate::{RateLimiter, Verdict};
@@ -352,7 +352,8 @@ pub async fn serve<S: Socket>(
         read_only,
         expires,
     };
-    let mut ending = connection::run(stream, leftover, &conn.outbox, &mut handler, settings).await;
+    let mut driver = Driver::new(stream, leftover, conn, settings);
+    let mut ending = connection::run(&mut driver, &mut handler, settings).await;
     if let Some((code, reason)) = kick.reason() {
         ending.code = code;
         ending.reason = reason;
@@ -530,7 +531,8 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let mut client = TcpStream::connect(addr).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let outbox = Outbox::new(1 << 20);
+        let conn = Arc::new(ConnHandle::new(1, "kicked".into(), Outbox::new(1 << 20)));
+        let outbox = &conn.outbox;
         let kick = Kick::default();
         let settings = Settings {
             max_message_size: 1 << 16,
@@ -538,12 +540,12 @@ mod tests {
             heartbeat_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
         };
-        let driver =
-            async { connection::run(server, Bytes::new(), &outbox, &mut Quiet, &settings).await };
+        let mut wire = Driver::new(server, Bytes::new(), conn.clone(), &settings);
+        let driver = async { connection::run(&mut wire, &mut Quiet, &settings).await };
         let peer = async {
             outbox.push(&Frame::binary(b"before")).unwrap();
-            kick.fire(&outbox, close::INTERNAL, "document reset");
-            kick.fire(&outbox, close::MALFORMED, "second kick is ignored");
+            kick.fire(outbox, close::INTERNAL, "document reset");
+            kick.fire(outbox, close::MALFORMED, "second kick is ignored");
             let mut decoder = Decoder::new(Role::Client, 1 << 16);
             let mut buf = BytesMut::new();
             let mut got = Vec::new();
