@@ -84,7 +84,7 @@ struct RoomState {
     /// so a join costs the same in a room of ten or ten thousand.
     order: JoinOrder,
     /// Members on other nodes (a shared broker), by connection id.
-    remote: HashMap<Arc<str>, Remote>,
+    remote: Remotes,
     next_seq: u64,
     /// Set when the last member left and the room was removed from the hub: a connection
     /// that looked it up just before must look again.
@@ -347,6 +347,44 @@ impl JoinOrder {
 struct Remote {
     json: Arc<str>,
     seq: u64,
+}
+
+/// A room's members on other nodes, by connection id: a map only while there are some (an
+/// empty hash map in every room would cost it 40 bytes more, on one node too).
+// The box is the point: an empty `Option<Box<HashMap>>` is 8 bytes, an empty `HashMap` 48.
+#[allow(clippy::box_collection)]
+#[derive(Default)]
+struct Remotes(Option<Box<HashMap<Arc<str>, Remote>>>);
+
+impl Remotes {
+    fn get(&self, conn: &str) -> Option<&Remote> {
+        self.0.as_ref()?.get(conn)
+    }
+
+    fn get_mut(&mut self, conn: &str) -> Option<&mut Remote> {
+        self.0.as_mut()?.get_mut(conn)
+    }
+
+    fn insert(&mut self, conn: Arc<str>, remote: Remote) {
+        self.0.get_or_insert_with(Box::default).insert(conn, remote);
+    }
+
+    fn remove(&mut self, conn: &str) -> Option<Remote> {
+        let map = self.0.as_mut()?;
+        let removed = map.remove(conn);
+        if map.is_empty() {
+            self.0 = None;
+        }
+        removed
+    }
+
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |m| m.len())
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.0.iter().flat_map(|m| m.keys())
+    }
 }
 
 struct Member {
@@ -797,7 +835,7 @@ impl Hub {
                         mode: req.announce,
                         announcer: Announcer::default(),
                         order: JoinOrder::default(),
-                        remote: HashMap::new(),
+                        remote: Remotes::default(),
                         next_seq: 0,
                         closed: false,
                         subscribed: false,
