@@ -487,6 +487,13 @@ def how_it_was_run(m, results_path):
             f"({m.get('elapsed_s', 0) // 60} min {m.get('elapsed_s', 0) % 60} s)")
 
 
+def how_it_was_run_pinned(a, results_path):
+    """The "How it was run" line of a section measured `RUNS` times, interleaved, on the
+    pinned CPUs."""
+    return (how_it_was_run(a["machine"], results_path) + f"; {a['runs']} run(s), "
+            "interleaved, medians over runs. Server on CPU 0, generator on CPU 1, as above.")
+
+
 def rooms_figures(by):
     """The join storm per server (medians over runs, counts the worst run's) and idle
     connections each in a room of their own against bare ones, per size."""
@@ -927,11 +934,9 @@ def render_compression(a, analysis, results_path):
     c = a["compression"]
     if "switchboard-deflate" not in c:
         return []
-    m = a["machine"]
     fan_any = next((r for r in a["by"]["fanout"] if r["server"] in c), {})
     L = [CBEGIN, "## Compression", ""]
-    L.append(how_it_was_run(m, results_path) + f"; {a['runs']} run(s), "
-             "interleaved, medians over runs. Server on CPU 0, generator on CPU 1, as above.")
+    L.append(how_it_was_run_pinned(a, results_path))
     L.append("")
     L.append(f"The fan-out shape of the other sections ({fan_any.get('rooms', '?')} rooms × "
              f"{fan_any.get('members', '?')} members) with {fan_any.get('payload_bytes', '?')} bytes "
@@ -1054,11 +1059,9 @@ def render_bigroom(a, analysis, results_path):
     records = [r for r in a["by"]["fanout"] if r["server"] in b]
     if "switchboard" not in b or "bun" not in b or not records:
         return []
-    m = a["machine"]
     shape = records[0]
     L = [BRBEGIN, "## Fan-out in a 200-member room", ""]
-    L.append(how_it_was_run(m, results_path) + f"; {a['runs']} run(s), "
-             "interleaved, medians over runs. Server on CPU 0, generator on CPU 1, as above.")
+    L.append(how_it_was_run_pinned(a, results_path))
     L.append("")
     L.append(f"One room of {shape.get('members')} members, {shape.get('publishers')} of them "
              f"publishing {shape.get('payload_bytes')}-byte messages at a fixed rate; every message "
