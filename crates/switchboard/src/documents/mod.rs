@@ -313,7 +313,6 @@ impl Kick {
 }
 
 /// Which document a connection opens, and how.
-#[derive(Clone)]
 pub struct Opening {
     pub name: Arc<str>,
     /// The token allows reading (`join`) but not editing (`publish`).
