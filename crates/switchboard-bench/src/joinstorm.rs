@@ -316,7 +316,8 @@ async fn deaf_member(
 
 /// How the deaf member ended, read at the end of the run: everything that reached it,
 /// then the server's close frame (`closed <code>`), the connection's end without one
-/// (`dropped`), or nothing more for `idle` (`open`). Also the bytes it was sent.
+/// (`dropped`), nothing more for `idle` (`open`), or what went wrong (`error: …`). Also
+/// the bytes it was sent.
 async fn drain_deaf(conn: Conn, idle: Duration) -> (String, u64) {
     let (mut rd, mut wr) = conn.into_split();
     let mut bytes = 0;
@@ -328,24 +329,18 @@ async fn drain_deaf(conn: Conn, idle: Duration) -> (String, u64) {
             Ok(Ok(())) => {}
         }
         bytes += rd.take_wire_bytes();
-        let mut close = None;
-        loop {
+        let end = loop {
             match rd.next() {
                 Ok(Some(Message::Close(f))) => {
-                    close = Some(f.map_or(1005, |f| f.code.0));
-                    break;
+                    break Some(format!("closed {}", f.map_or(1005, |f| f.code.0)));
                 }
                 Ok(Some(_)) => {}
-                Ok(None) => break,
-                Err(e) => {
-                    close = Some(0);
-                    eprintln!("switchboard-bench: join-storm: the deaf member's frames: {e}");
-                    break;
-                }
+                Ok(None) => break None,
+                Err(e) => break Some(format!("error: {e}")),
             }
-        }
-        if let Some(code) = close {
-            break format!("closed {code}");
+        };
+        if let Some(end) = end {
+            break end;
         }
     };
     if ending == "open" {
